@@ -1,0 +1,67 @@
+import type { SqlQueryable } from './store/sql-database.js';
+import type { IdempotencyStore, Lease } from './store/types.js';
+import { deriveKey } from './telemetry/correlation.js';
+
+/** What the middleware exposes to handlers as `ctx.idempotency` (only on requests that own a claim). */
+export interface IdempotencyContext {
+  readonly key: string;
+  readonly scope: string;
+  /** Deterministic per (scope, key), also in span attributes and W3C baggage. */
+  readonly correlationId: string;
+  /** 1 for the first execution, more after a takeover of a crashed worker's record. */
+  readonly attempt: number;
+  /**
+   * Transactional mode only: the connection of the claim's transaction. Business writes made through it
+   * commit together with the stored response, or not at all. With node-postgres, `db.client` is the
+   * `pg.PoolClient` itself. Undefined in lease mode.
+   */
+  readonly db: SqlQueryable | undefined;
+  /**
+   * Runs a recovery step once per request intent: a step completed before a crash is not run again
+   * after the takeover; its stored (JSON) result is returned instead.
+   */
+  step<T>(name: string, run: () => T | Promise<T>): Promise<T>;
+  /** A key for a downstream call: the same on every retry of this request, different per label. */
+  deriveKey(label: string): string;
+  /** Headers for a downstream call: `Idempotency-Key` set to `deriveKey(label)`. */
+  headers(label: string): Record<string, string>;
+}
+
+declare module 'koa' {
+  interface DefaultContext {
+    /** Set by the koa-idempotency middleware on requests that run under an idempotency claim. */
+    idempotency?: IdempotencyContext;
+  }
+}
+
+export interface ContextParts {
+  key: string;
+  scope: string;
+  correlationId: string;
+  attempt: number;
+  db: SqlQueryable | undefined;
+  lease: Lease;
+  completedSteps: Record<string, unknown>;
+  store: IdempotencyStore;
+  headerName: string;
+}
+
+export function createIdempotencyContext(parts: ContextParts): IdempotencyContext {
+  const steps = new Map(Object.entries(parts.completedSteps));
+  return {
+    key: parts.key,
+    scope: parts.scope,
+    correlationId: parts.correlationId,
+    attempt: parts.attempt,
+    db: parts.db,
+    async step<T>(name: string, run: () => T | Promise<T>): Promise<T> {
+      if (steps.has(name)) return steps.get(name) as T;
+      const result = await run();
+      await parts.store.saveStep(parts.lease, name, result, parts.db);
+      steps.set(name, result);
+      return result;
+    },
+    deriveKey: (label) => deriveKey(parts.scope, parts.key, label),
+    headers: (label) => ({ [parts.headerName]: deriveKey(parts.scope, parts.key, label) }),
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * koa-idempotency: the public API. Everything not exported here is internal.
+ */
+export { idempotency } from './middleware.js';
+export {
+  storeSuccessAndClientErrors,
+  DEFAULT_HEADER_NAME,
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_KEY_LENGTH,
+  DEFAULT_TTL_SECONDS,
+  DEFAULT_WAIT_MS,
+} from './options.js';
+export type { IdempotencyOptions, TelemetryOptions } from './options.js';
+export type { IdempotencyContext } from './context.js';
+export { IdempotencyError, StoreUnavailableError, FencedError, IdempotencyConfigError } from './errors.js';
+export { PROBLEMS, problemType } from './problems.js';
+export type { ProblemName } from './problems.js';
+export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
+export type { StoredResponse } from './response.js';
+export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
+export type { FingerprintInput } from './fingerprint.js';
+
+export { PostgresStore } from './store/postgres-store.js';
+export type { PostgresStoreOptions } from './store/postgres-store.js';
+export { fromPgPool } from './store/pg-database.js';
+export { fromPGlite } from './store/pglite-database.js';
+export { schemaSql, DEFAULT_SCHEMA, DEFAULT_TABLE } from './store/schema.js';
+export { RECORD_STATUS } from './store/types.js';
+export type {
+  IdempotencyStore,
+  IdempotencyRecord,
+  ClaimRequest,
+  ClaimResult,
+  TransactionalClaim,
+  Completion,
+  Lease,
+  ChangeWatch,
+  RecordStatus,
+  StoreStats,
+} from './store/types.js';
+export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './store/sql-database.js';
+
+export { ATTR, EVENT, METRIC, OUTCOME, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
+export type { Outcome } from './telemetry/names.js';
+export { correlationIdFor } from './telemetry/correlation.js';

@@ -1,0 +1,215 @@
+import { diag } from '@opentelemetry/api';
+import type { Context, Middleware, Next } from 'koa';
+import { createIdempotencyContext } from './context.js';
+import { answerDuplicate, answerInProgress } from './duplicates.js';
+import { FencedError } from './errors.js';
+import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
+import { readKey } from './key.js';
+import { keepLeaseAlive } from './lease-renewal.js';
+import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
+import { sendProblem } from './problems.js';
+import { captureResponse } from './response.js';
+import type { ClaimRequest, Completion, IdempotencyRecord, Lease } from './store/types.js';
+import { countRejectedKey } from './telemetry/metrics.js';
+import { OUTCOME, type Outcome } from './telemetry/names.js';
+import { RequestTelemetry } from './telemetry/request-telemetry.js';
+import { settleClaim } from './waiting.js';
+
+/**
+ * The Koa middleware. Per request: read the key, claim it, then either run the handler and store its
+ * response, or answer from the record that holds the key (replay, 409, 422). The store owns atomicity;
+ * this file owns the lifecycle and holds no SQL.
+ */
+export function idempotency(options: IdempotencyOptions): Middleware {
+  const config = resolveOptions(options);
+  const header = config.headerName.toLowerCase();
+
+  return async function idempotencyMiddleware(ctx: Context, next: Next): Promise<void> {
+    if (!config.methods.has(ctx.method)) return next();
+    const reading = readKey(ctx.req.headers[header], config);
+    if (reading.kind === 'absent') {
+      if (!config.required(ctx)) return next();
+      countRejectedKey(config.routeName(ctx), ctx.method);
+      return sendProblem(ctx, 'keyMissing', { detail: `This endpoint requires an ${config.headerName} header (a unique value per operation, reused on retries).` });
+    }
+    if (reading.kind === 'invalid') {
+      countRejectedKey(config.routeName(ctx), ctx.method);
+      return sendProblem(ctx, 'keyInvalid', { detail: `The ${config.headerName} header is invalid: ${reading.reason}.` });
+    }
+
+    const request = await describeRequest(ctx, config, reading.key);
+    if (!request) return;
+    const telemetry = new RequestTelemetry(request.scope, request.key, { route: config.routeName(ctx), method: ctx.method }, config.telemetry);
+    request.correlationId = telemetry.correlationId;
+    request.traceparent = telemetry.traceparent();
+    await telemetry.run(async () => {
+      const run = config.transactional ? runTransactional : runLeased;
+      telemetry.finish(await run(ctx, next, request, config, telemetry));
+    });
+  };
+}
+
+/** Scope and fingerprint of the request; answers 400 itself when the body cannot be fingerprinted. */
+async function describeRequest(ctx: Context, config: ResolvedOptions, key: string): Promise<ClaimRequest | undefined> {
+  const headers: Record<string, string | string[] | undefined> = {};
+  for (const name of config.fingerprintHeaders) headers[name] = ctx.req.headers[name];
+  try {
+    return {
+      scope: await config.scope(ctx),
+      key,
+      fingerprint: fingerprint({
+        method: ctx.method,
+        path: ctx.path,
+        querystring: ctx.querystring,
+        headers,
+        body: (ctx.request as { body?: unknown }).body,
+      }),
+      fingerprintVersion: FINGERPRINT_VERSION,
+      leaseMs: config.leaseMs,
+      ttlSeconds: config.ttlSeconds,
+    };
+  } catch (error) {
+    if (!(error instanceof UnfingerprintableBodyError)) throw error;
+    countRejectedKey(config.routeName(ctx), ctx.method);
+    sendProblem(ctx, 'bodyInvalid', { detail: error.message });
+    return undefined;
+  }
+}
+
+/** Lease mode: the claim commits on its own; the lease guards the handler; the completion is fenced. */
+async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
+  const claim = await settleClaim(() => config.store.claim(request), request, config, telemetry);
+  if (claim === 'unavailable') return storeUnavailable(ctx, config);
+  if (claim.kind === 'busy') return inProgress(ctx, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+
+  const { lease, record } = claim;
+  ctx.idempotency = handlerContext(config, request, telemetry, record, lease, undefined);
+  const renewal = keepLeaseAlive(config.store, lease, config.leaseMs);
+  telemetry.claimed();
+  try {
+    await runHandler(next, () => config.store.release(lease));
+  } finally {
+    renewal.stop();
+    telemetry.unclaimed();
+  }
+  if (!config.shouldStore(ctx.status)) {
+    await config.store.release(lease).catch(reportStoreError('release'));
+    return OUTCOME.RELEASED;
+  }
+  await config.store.complete(lease, capture(ctx, config)).catch(reportStoreError('complete'));
+  return executedOutcome(record, telemetry);
+}
+
+/** Transactional mode: the claim, the handler's writes and the stored response share one transaction. */
+async function runTransactional(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
+  const claim = await settleClaim(() => config.store.claimInTransaction(request), request, config, telemetry);
+  if (claim === 'unavailable') return storeUnavailable(ctx, config);
+  if (claim.kind === 'busy') return inProgress(ctx, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+
+  ctx.idempotency = handlerContext(config, request, telemetry, claim.record, claim.lease, claim.db);
+  telemetry.claimed();
+  try {
+    await runHandler(next, () => claim.rollback());
+    if (!config.shouldStore(ctx.status)) {
+      await claim.rollback().catch(reportStoreError('rollback'));
+      return OUTCOME.RELEASED;
+    }
+    const completion = capture(ctx, config);
+    try {
+      await claim.commit(completion);
+    } catch (error) {
+      return commitUnconfirmed(ctx, config, telemetry, error);
+    }
+    return executedOutcome(claim.record, telemetry);
+  } finally {
+    telemetry.unclaimed();
+  }
+}
+
+/**
+ * The COMMIT failed or its answer was lost: the operation may or may not have happened. The client's
+ * retry with the same key finds out safely (a replay if it committed, an execution if it did not).
+ */
+function commitUnconfirmed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
+  telemetry.storeFailure(error);
+  sendProblem(ctx, 'storeUnavailable', {
+    detail: 'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
+    retryAfterSeconds: config.storeRetryAfterSeconds,
+  });
+  return OUTCOME.STORE_UNAVAILABLE;
+}
+
+/** Runs the downstream handler; a thrown error releases the claim (the client may retry) and propagates. */
+async function runHandler(next: Next, release: () => Promise<unknown>): Promise<void> {
+  try {
+    await next();
+  } catch (error) {
+    await release().catch(reportStoreError('release'));
+    throw error;
+  }
+}
+
+function capture(ctx: Context, config: ResolvedOptions): Completion {
+  const captured = captureResponse(ctx, config.maxBodyBytes, config.excludeHeaders);
+  return captured.replayable ? captured : { replayable: false, status: captured.status };
+}
+
+function handlerContext(
+  config: ResolvedOptions,
+  request: ClaimRequest,
+  telemetry: RequestTelemetry,
+  record: IdempotencyRecord,
+  lease: Lease,
+  db: ReturnType<typeof createIdempotencyContext>['db'],
+) {
+  return createIdempotencyContext({
+    key: request.key,
+    scope: request.scope,
+    correlationId: telemetry.correlationId,
+    attempt: record.attempt,
+    db,
+    lease,
+    completedSteps: record.steps,
+    store: config.store,
+    headerName: config.headerName,
+  });
+}
+
+function executedOutcome(record: IdempotencyRecord, telemetry: RequestTelemetry): Outcome {
+  if (record.attempt === 1) return OUTCOME.EXECUTED;
+  telemetry.takeover(record);
+  return OUTCOME.TAKEOVER;
+}
+
+function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, telemetry: RequestTelemetry): Outcome {
+  const outcome = answerDuplicate(ctx, record, request.fingerprint);
+  telemetry.duplicate(outcome, record);
+  return outcome;
+}
+
+function inProgress(ctx: Context, telemetry: RequestTelemetry): Outcome {
+  telemetry.busy();
+  answerInProgress(ctx, 1);
+  return OUTCOME.CONFLICT;
+}
+
+function storeUnavailable(ctx: Context, config: ResolvedOptions): Outcome {
+  sendProblem(ctx, 'storeUnavailable', {
+    detail: 'The idempotency store could not be reached, so the request was not processed. Retry later with the same Idempotency-Key.',
+    retryAfterSeconds: config.storeRetryAfterSeconds,
+  });
+  return OUTCOME.STORE_UNAVAILABLE;
+}
+
+/**
+ * A store failure after the handler ran cannot be answered with an error: the operation happened.
+ * The handler's response goes out; the record is left to its lease (lease mode) and the failure to diag.
+ */
+function reportStoreError(operation: string): (error: unknown) => void {
+  return (error) => {
+    if (error instanceof FencedError) diag.warn(`koa-idempotency: ${operation} refused: ${error.message}`);
+    else diag.error(`koa-idempotency: ${operation} failed`, error);
+  };
+}

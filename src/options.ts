@@ -1,0 +1,195 @@
+import type { Context } from 'koa';
+import { IdempotencyConfigError } from './errors.js';
+import type { IdempotencyStore } from './store/types.js';
+
+export const DEFAULT_HEADER_NAME = 'Idempotency-Key';
+export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
+export const DEFAULT_MIN_KEY_LENGTH = 1;
+export const DEFAULT_MAX_KEY_LENGTH = 255;
+export const DEFAULT_LEASE_MS = 30_000;
+export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+export const DEFAULT_WAIT_MS = 10_000;
+export const DEFAULT_BUSY_RETRY_AFTER_SECONDS = 1;
+export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Stores 2xx and 4xx outcomes; a 5xx is released so the client can retry. A 5xx is ambiguous (the
+ * operation may or may not have happened, draft-ietf-httpapi-idempotency-key-header issue 41), and
+ * caching it would turn a transient fault into a permanent answer for that key.
+ */
+export function storeSuccessAndClientErrors(status: number): boolean {
+  return status >= 200 && status < 500;
+}
+
+export interface TelemetryOptions {
+  /**
+   * Put the raw key on spans as `idempotency.key`. Off by default: keys can be guessable or carry
+   * client data; the SHA-256 `idempotency.key_hash` is always recorded instead.
+   * @default false
+   */
+  recordRawKey?: boolean;
+  /**
+   * Put the scope (principal or tenant) on spans as `idempotency.scope`.
+   * @default false
+   */
+  recordScope?: boolean;
+}
+
+export interface IdempotencyOptions {
+  /** Where records live, e.g. `new PostgresStore({ pool })`. Required. */
+  store: IdempotencyStore;
+  /**
+   * Request header that carries the key.
+   * @default 'Idempotency-Key'
+   */
+  headerName?: string;
+  /**
+   * Methods the middleware applies to; other requests pass through untouched.
+   * @default ['POST', 'PATCH']
+   */
+  methods?: readonly string[];
+  /**
+   * Whether a request without a key is refused with 400 (`true`, or a predicate per request).
+   * @default false (requests without a key pass through)
+   */
+  required?: boolean | ((ctx: Context) => boolean);
+  /**
+   * The principal or tenant that owns a key. The same key in two scopes is two independent records,
+   * so one tenant can never receive another tenant's replay. Set this to your authenticated account.
+   * @default () => '' (one global scope)
+   */
+  scope?: (ctx: Context) => string | Promise<string>;
+  /** @default 1 */
+  minKeyLength?: number;
+  /** @default 255 */
+  maxKeyLength?: number;
+  /**
+   * Request headers (names) that belong to the fingerprint, e.g. `['content-type']`.
+   * @default []
+   */
+  fingerprintHeaders?: readonly string[];
+  /**
+   * Lease of an in-progress record. The lease is renewed every `leaseMs / 3` while the handler runs; if
+   * the process dies, a retry may take the record over once the lease has run out.
+   * @default 30000
+   */
+  leaseMs?: number;
+  /**
+   * How long a record (and its replay) is kept.
+   * @default 86400 (24 hours)
+   */
+  ttlSeconds?: number;
+  /**
+   * Largest response body stored for replay; a larger (or streamed) response completes the record as
+   * "not replayable", and a retry gets a 409 problem instead of a second execution.
+   * @default 1048576 (1 MiB)
+   */
+  maxBodyBytes?: number;
+  /**
+   * Which final statuses are stored (and replayed); the others release the key.
+   * @default storeSuccessAndClientErrors (2xx and 4xx)
+   */
+  shouldStore?: (status: number) => boolean;
+  /**
+   * Response headers (names) never stored, on top of the built-in list (Set-Cookie, Authorization,
+   * hop-by-hop headers, ...).
+   * @default []
+   */
+  excludeHeaders?: readonly string[];
+  /**
+   * Run the handler inside the claim's Postgres transaction (`ctx.idempotency.db`), so the business
+   * writes and the stored response commit together: exactly once, even across crashes.
+   * @default false (lease mode)
+   */
+  transactional?: boolean;
+  /**
+   * What a duplicate gets while the first request is still running: `'reject'` answers 409 with
+   * Retry-After; `'wait'` holds it up to `waitMs` and replays the first response when it completes.
+   * @default 'reject'
+   */
+  onInProgress?: 'reject' | 'wait';
+  /**
+   * Longest wait of a duplicate in `'wait'` mode before it gets the 409.
+   * @default 10000
+   */
+  waitMs?: number;
+  /**
+   * Retry-After (seconds) sent when the store is unavailable (503).
+   * @default 5
+   */
+  storeRetryAfterSeconds?: number;
+  /**
+   * Low-cardinality route label for metrics.
+   * @default the @koa/router route template (`ctx._matchedRoute`), else 'unmatched'
+   */
+  routeName?: (ctx: Context) => string;
+  telemetry?: TelemetryOptions;
+}
+
+export interface ResolvedOptions {
+  store: IdempotencyStore;
+  headerName: string;
+  methods: ReadonlySet<string>;
+  required: (ctx: Context) => boolean;
+  scope: (ctx: Context) => string | Promise<string>;
+  minKeyLength: number;
+  maxKeyLength: number;
+  fingerprintHeaders: readonly string[];
+  leaseMs: number;
+  ttlSeconds: number;
+  maxBodyBytes: number;
+  shouldStore: (status: number) => boolean;
+  excludeHeaders: ReadonlySet<string>;
+  transactional: boolean;
+  onInProgress: 'reject' | 'wait';
+  waitMs: number;
+  storeRetryAfterSeconds: number;
+  routeName: (ctx: Context) => string;
+  telemetry: Required<TelemetryOptions>;
+}
+
+/** Resolves defaults once and throws a TypeError for a bad value, at construction, not per request. */
+export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
+  if (!options || typeof options.store?.claim !== 'function') {
+    throw new IdempotencyConfigError('idempotency() needs a `store`, e.g. new PostgresStore({ pool })');
+  }
+  const required = options.required ?? false;
+  const minKeyLength = integer(options.minKeyLength ?? DEFAULT_MIN_KEY_LENGTH, 'minKeyLength', 1);
+  const maxKeyLength = integer(options.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH, 'maxKeyLength', minKeyLength);
+  const onInProgress = options.onInProgress ?? 'reject';
+  if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
+  const headerName = options.headerName ?? DEFAULT_HEADER_NAME;
+  if (!/^[A-Za-z0-9-]+$/.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
+  return {
+    store: options.store,
+    headerName,
+    methods: new Set((options.methods ?? DEFAULT_METHODS).map((method) => method.toUpperCase())),
+    required: typeof required === 'function' ? required : () => required,
+    scope: options.scope ?? (() => ''),
+    minKeyLength,
+    maxKeyLength,
+    fingerprintHeaders: (options.fingerprintHeaders ?? []).map((name) => name.toLowerCase()),
+    leaseMs: integer(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', 1),
+    ttlSeconds: integer(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds', 1),
+    maxBodyBytes: integer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes', 0),
+    shouldStore: options.shouldStore ?? storeSuccessAndClientErrors,
+    excludeHeaders: new Set((options.excludeHeaders ?? []).map((name) => name.toLowerCase())),
+    transactional: options.transactional ?? false,
+    onInProgress,
+    waitMs: integer(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs', 0),
+    storeRetryAfterSeconds: integer(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds', 1),
+    routeName: options.routeName ?? defaultRouteName,
+    telemetry: { recordRawKey: options.telemetry?.recordRawKey ?? false, recordScope: options.telemetry?.recordScope ?? false },
+  };
+}
+
+function defaultRouteName(ctx: Context): string {
+  const matched = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
+  return typeof matched === 'string' ? matched : 'unmatched';
+}
+
+function integer(value: number, name: string, min: number): number {
+  if (!Number.isInteger(value) || value < min) throw new IdempotencyConfigError(`${name} must be an integer >= ${min}; got ${value}`);
+  return value;
+}

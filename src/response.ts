@@ -1,0 +1,92 @@
+import type { Context } from 'koa';
+
+/**
+ * Capture and replay of responses. A replay must be byte for byte what the first client would have
+ * received, so the captured body is turned into the exact bytes Koa would send (a JSON body is
+ * serialised the way Koa's `respond()` does) and those same bytes are sent the first time too.
+ */
+
+export interface StoredResponse {
+  status: number;
+  /** Replay-safe headers only (lower-case names). */
+  headers: Record<string, string | string[]>;
+  /** The body bytes, or null when the handler set no body. */
+  body: Buffer | null;
+}
+
+export type Capture =
+  | { replayable: true; response: StoredResponse }
+  | { replayable: false; status: number; reason: string };
+
+/**
+ * Headers that are never stored or replayed: credentials and cookies (they belong to one client
+ * session, not to the operation), hop-by-hop headers (RFC 9110 section 7.6.1) and headers Koa or Node
+ * recompute for each response.
+ */
+export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
+  'set-cookie',
+  'authorization',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'cookie',
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+  'date',
+  'idempotent-replayed',
+  'traceparent',
+  'tracestate',
+]);
+
+export const REPLAYED_HEADER = 'Idempotent-Replayed';
+
+export function captureResponse(ctx: Context, maxBodyBytes: number, excludedHeaders: ReadonlySet<string>): Capture {
+  const body = bodyBytes(ctx.body);
+  if (body === 'stream') return { replayable: false, status: ctx.status, reason: 'the response body is a stream' };
+  if (body !== null && body.byteLength > maxBodyBytes) {
+    return { replayable: false, status: ctx.status, reason: `the response body is larger than maxBodyBytes (${maxBodyBytes})` };
+  }
+  // Send the very bytes that are stored, so the first answer and every replay are identical.
+  if (body !== null && ctx.body !== body) ctx.body = body;
+  return { replayable: true, response: { status: ctx.status, headers: replayableHeaders(ctx, excludedHeaders), body } };
+}
+
+export function replayResponse(ctx: Context, response: StoredResponse): void {
+  ctx.status = response.status;
+  for (const [name, value] of Object.entries(response.headers)) ctx.set(name, value);
+  if (response.body !== null) ctx.body = response.body;
+  ctx.set(REPLAYED_HEADER, 'true');
+}
+
+function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(ctx.response.headers)) {
+    const lower = name.toLowerCase();
+    if (value === undefined || NEVER_REPLAYED_HEADERS.has(lower) || excluded.has(lower)) continue;
+    headers[lower] = Array.isArray(value) ? value.map(String) : String(value);
+  }
+  return headers;
+}
+
+function bodyBytes(body: unknown): Buffer | null | 'stream' {
+  if (body === null || body === undefined) return null;
+  if (Buffer.isBuffer(body)) return body;
+  if (typeof body === 'string') return Buffer.from(body);
+  if (isStreamLike(body)) return 'stream';
+  // Koa's respond() sends any other body as JSON.stringify(body).
+  return Buffer.from(JSON.stringify(body));
+}
+
+function isStreamLike(body: unknown): boolean {
+  if (typeof body !== 'object' || body === null) return false;
+  return (
+    typeof (body as { pipe?: unknown }).pipe === 'function' ||
+    typeof (body as { getReader?: unknown }).getReader === 'function' ||
+    (typeof Blob !== 'undefined' && body instanceof Blob) ||
+    (typeof Response !== 'undefined' && body instanceof Response)
+  );
+}

@@ -1,0 +1,64 @@
+import type { PGliteInterface, Transaction } from '@electric-sql/pglite';
+import type { SqlDatabase, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
+
+/**
+ * Adapts an embedded PGlite (WASM Postgres) instance. PGlite is a single connection: while a
+ * transaction is open, its own mutex makes every other query wait, which is exactly the isolation a
+ * pool would give, at the price of running one transaction at a time.
+ */
+export function fromPGlite(db: PGliteInterface): SqlDatabase {
+  return new PGliteDatabase(db);
+}
+
+class PGliteDatabase implements SqlDatabase {
+  readonly #db: PGliteInterface;
+
+  constructor(db: PGliteInterface) {
+    this.#db = db;
+  }
+
+  async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
+    return toResult(await this.#db.query<Row>(text, params));
+  }
+
+  async begin(): Promise<SqlTransaction> {
+    // PGlite only offers callback transactions; keep the callback open until commit() or rollback().
+    let end!: (action: 'commit' | 'rollback') => void;
+    const ended = new Promise<'commit' | 'rollback'>((resolve) => (end = resolve));
+    let opened!: (tx: Transaction) => void;
+    const ready = new Promise<Transaction>((resolve) => (opened = resolve));
+    const finished = this.#db.transaction(async (tx) => {
+      opened(tx);
+      if ((await ended) === 'rollback') await tx.rollback();
+    });
+    const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
+    return {
+      async query<Row>(text: string, params?: unknown[]) {
+        return toResult(await tx.query<Row>(text, params));
+      },
+      async commit() {
+        end('commit');
+        await finished;
+      },
+      async rollback() {
+        end('rollback');
+        await finished.catch(() => undefined);
+      },
+    };
+  }
+
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe> {
+    const unlisten = await this.#db.listen(channel, onNotify);
+    return async () => {
+      await unlisten();
+    };
+  }
+
+  async close(): Promise<void> {
+    // The PGlite instance belongs to the caller, like a pg.Pool does.
+  }
+}
+
+function toResult<Row>(result: { rows: Row[]; affectedRows?: number }): SqlResult<Row> {
+  return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+}

@@ -1,0 +1,402 @@
+import { createHash } from 'node:crypto';
+import type { Pool } from 'pg';
+import type { PGliteInterface } from '@electric-sql/pglite';
+import { FencedError, IdempotencyConfigError } from '../errors.js';
+import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
+import { assertIdentifier } from './identifiers.js';
+import { fromPgPool } from './pg-database.js';
+import { fromPGlite } from './pglite-database.js';
+import { ReplayCache } from './replay-cache.js';
+import { DEFAULT_SCHEMA, DEFAULT_TABLE, schemaSql, type TableName } from './schema.js';
+import type { SqlDatabase, SqlQueryable, Unsubscribe } from './sql-database.js';
+import { buildStatements, type Statements } from './statements.js';
+import type {
+  ChangeWatch,
+  ClaimRequest,
+  ClaimResult,
+  Completion,
+  IdempotencyRecord,
+  IdempotencyStore,
+  Lease,
+  StoreStats,
+  TransactionalClaim,
+} from './types.js';
+import { Waiters } from './waiters.js';
+
+export const DEFAULT_POLL_INTERVAL_MS = 100;
+export const DEFAULT_REPLAY_CACHE_ENTRIES = 1_000;
+export const DEFAULT_REPLAY_CACHE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_SWEEP_BATCH_SIZE = 1_000;
+export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
+
+/** A fresh snapshot sees a row committed a moment after the previous one was taken; a few tries suffice. */
+const CLAIM_ATTEMPTS = 5;
+
+export interface PostgresStoreOptions {
+  /** A node-postgres pool (the store never ends it). Give exactly one of `pool`, `pglite`, `database`. */
+  pool?: Pool;
+  /** An embedded PGlite instance (the store never closes it). */
+  pglite?: PGliteInterface;
+  /** Any other adapter implementing the store's SQL surface. */
+  database?: SqlDatabase;
+  /**
+   * Schema of the records table (validated identifier).
+   * @default 'public'
+   */
+  schema?: string;
+  /**
+   * Name of the records table (validated identifier).
+   * @default 'idempotency_records'
+   */
+  table?: string;
+  /**
+   * How waiting duplicates learn that the first request finished: `'notify'` uses LISTEN/NOTIFY on one
+   * shared connection (needs a session-mode connection, not a transaction-pooling PgBouncer);
+   * `'poll'` re-reads the record every `pollIntervalMs`.
+   * @default 'notify'
+   */
+  waitStrategy?: 'notify' | 'poll';
+  /**
+   * Poll interval of the `'poll'` wait strategy.
+   * @default 100
+   */
+  pollIntervalMs?: number;
+  /**
+   * Completed records kept in memory to answer replays without SQL. 0 turns the cache off.
+   * @default 1000
+   */
+  replayCacheEntries?: number;
+  /**
+   * Upper bound on the response bytes held by the replay cache.
+   * @default 16777216 (16 MiB)
+   */
+  replayCacheBytes?: number;
+  /**
+   * Transactional mode: longest wait for a row lock before the claim fails (then 503, retryable),
+   * so a stuck transaction cannot pin pool clients indefinitely.
+   * @default 5000
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Run `sweep()` every this many milliseconds; 0 turns the periodic sweeper off. Its timer never keeps
+   * the process alive. Errors are reported through `onSweepError`.
+   * @default 0
+   */
+  sweepIntervalMs?: number;
+  /**
+   * Rows deleted per sweep statement; each batch is its own short transaction.
+   * @default 1000
+   */
+  sweepBatchSize?: number;
+  /** Called when a periodic sweep fails. @default a no-op */
+  onSweepError?: (error: unknown) => void;
+}
+
+/**
+ * The Postgres store: records in one table, claims in one statement, fenced leases, LISTEN/NOTIFY for
+ * waiting duplicates. Works over node-postgres and over PGlite with the same SQL.
+ */
+export class PostgresStore implements IdempotencyStore {
+  readonly table: TableName;
+  readonly #db: SqlDatabase;
+  readonly #sql: Statements;
+  readonly #cache: ReplayCache;
+  readonly #waiters: Waiters;
+  readonly #lockTimeoutMs: number;
+  readonly #sweepBatchSize: number;
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: PostgresStoreOptions) {
+    this.#db = pickDatabase(options);
+    this.table = {
+      schema: assertIdentifier(options.schema ?? DEFAULT_SCHEMA, 'schema'),
+      table: assertIdentifier(options.table ?? DEFAULT_TABLE, 'table'),
+    };
+    this.#sql = buildStatements(this.table);
+    this.#cache = new ReplayCache(
+      nonNegative(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
+      nonNegative(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
+    );
+    this.#lockTimeoutMs = positive(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs');
+    this.#sweepBatchSize = positive(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize');
+    const strategy = options.waitStrategy ?? 'notify';
+    if (strategy !== 'notify' && strategy !== 'poll') throw new IdempotencyConfigError(`waitStrategy must be 'notify' or 'poll'`);
+    this.#waiters = new Waiters({
+      strategy,
+      pollIntervalMs: positive(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, 'pollIntervalMs'),
+      channel: notifyChannel(this.table),
+      listen: (channel, onNotify) => this.#db.listen(channel, onNotify),
+    });
+    const sweepIntervalMs = nonNegative(options.sweepIntervalMs ?? 0, 'sweepIntervalMs');
+    if (sweepIntervalMs > 0) {
+      const onError = options.onSweepError ?? (() => undefined);
+      this.#sweepTimer = setInterval(() => void this.sweep().catch(onError), sweepIntervalMs);
+      this.#sweepTimer.unref();
+    }
+  }
+
+  /** Creates the schema, sequence, table and index if missing. Safe to run on every deploy. */
+  async migrate(): Promise<void> {
+    for (const statement of schemaSql(this.table).split(/;\s*\n/).filter((s) => s.trim())) {
+      await this.#db.query(statement);
+    }
+  }
+
+  /** The migration script for this store's table, for teams that apply SQL with their own tool. */
+  migrationSql(): string {
+    return schemaSql(this.table);
+  }
+
+  async claim(request: ClaimRequest): Promise<ClaimResult> {
+    const cached = this.#cache.get(request.scope, request.key);
+    if (cached) return { kind: 'existing', record: cached };
+    return timeStoreOperation('claim', async () => {
+      for (let attempt = 1; ; attempt++) {
+        const { rows } = await this.#db.query<RecordRow>(this.#sql.claim, claimParams(request));
+        const row = rows[0];
+        if (row) return this.#toClaimResult(row);
+        if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
+      }
+    });
+  }
+
+  async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
+    const cached = this.#cache.get(request.scope, request.key);
+    if (cached) return { kind: 'existing', record: cached };
+    const tx = await timeStoreOperation('begin', () => this.#db.begin());
+    try {
+      await tx.query(`SET LOCAL lock_timeout = ${Math.round(this.#lockTimeoutMs)}`);
+      const row = await timeStoreOperation('claim', () => this.#claimRowInTransaction(tx, request));
+      if (row.acquired === false) {
+        await tx.rollback();
+        return { kind: 'busy' };
+      }
+      const result = this.#toClaimResult(row as RecordRow);
+      if (result.kind !== 'claimed') {
+        await tx.rollback();
+        return result;
+      }
+      const { lease } = result;
+      return {
+        kind: 'claimed',
+        lease,
+        record: result.record,
+        db: tx,
+        commit: async (completion) => {
+          await timeStoreOperation('complete', async () => {
+            try {
+              await this.#completeOn(tx, lease, completion);
+            } catch (error) {
+              await tx.rollback().catch(() => undefined);
+              throw error;
+            }
+            await tx.commit();
+          });
+        },
+        rollback: async () => {
+          await timeStoreOperation('release', () => tx.rollback());
+          // A rollback sends no notification; wake waiters so they retry the claim at once.
+          await this.#db.query('SELECT pg_notify($1, $2)', [this.#waiters.channel, notifyId(lease.scope, lease.key)]).catch(() => undefined);
+        },
+      };
+    } catch (error) {
+      await tx.rollback().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async complete(lease: Lease, completion: Completion): Promise<void> {
+    await timeStoreOperation('complete', () => this.#completeOn(this.#db, lease, completion));
+  }
+
+  async release(lease: Lease): Promise<void> {
+    await timeStoreOperation('release', () =>
+      this.#db.query(this.#sql.release, [lease.scope, lease.key, lease.fence, this.#waiters.channel, notifyId(lease.scope, lease.key)]),
+    );
+  }
+
+  async renewLease(lease: Lease, leaseMs: number): Promise<boolean> {
+    const { rows } = await timeStoreOperation('renew', () =>
+      this.#db.query(this.#sql.renewLease, [lease.scope, lease.key, lease.fence, leaseMs]),
+    );
+    return rows.length === 1;
+  }
+
+  async saveStep(lease: Lease, name: string, result: unknown, db: SqlQueryable = this.#db): Promise<void> {
+    const { rows } = await timeStoreOperation('step', () =>
+      db.query(this.#sql.saveStep, [lease.scope, lease.key, lease.fence, name, JSON.stringify(result ?? null)]),
+    );
+    if (rows.length !== 1) throw new FencedError(lease.fence);
+  }
+
+  watch(scope: string, key: string): Promise<ChangeWatch> {
+    return this.#waiters.watch(notifyId(scope, key));
+  }
+
+  async find(scope: string, key: string): Promise<IdempotencyRecord | undefined> {
+    const { rows } = await timeStoreOperation('find', () => this.#db.query<RecordRow>(this.#sql.find, [scope, key]));
+    return rows[0] && toRecord(rows[0]);
+  }
+
+  /** Deletes expired records in bounded batches; returns how many were deleted. */
+  async sweep(options: { batchSize?: number; maxBatches?: number } = {}): Promise<number> {
+    const batchSize = options.batchSize ?? this.#sweepBatchSize;
+    const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
+    let total = 0;
+    for (let batch = 0; batch < maxBatches; batch++) {
+      const { rows } = await timeStoreOperation('sweep', () => this.#db.query<{ deleted: number }>(this.#sql.sweep, [batchSize]));
+      const deleted = Number(rows[0]?.deleted ?? 0);
+      total += deleted;
+      if (deleted > 0) libraryInstruments().recordsSwept.add(deleted);
+      if (deleted < batchSize) break;
+    }
+    return total;
+  }
+
+  async stats(): Promise<StoreStats[]> {
+    const { rows } = await this.#db.query<{ status: StoreStats['status']; records: number; oldest_age_ms: number; lapsed_leases: number }>(
+      this.#sql.stats,
+    );
+    return rows.map((row) => ({
+      status: row.status,
+      records: Number(row.records),
+      oldestAgeMs: Number(row.oldest_age_ms),
+      lapsedLeases: Number(row.lapsed_leases),
+    }));
+  }
+
+  /** Stops the sweeper and closes the listening connection. The pool or PGlite instance is the caller's. */
+  async close(): Promise<void> {
+    clearInterval(this.#sweepTimer);
+    this.#waiters.close();
+    this.#cache.clear();
+    await this.#db.close();
+  }
+
+  async #claimRowInTransaction(tx: SqlQueryable, request: ClaimRequest): Promise<RecordRow & { acquired: boolean | null }> {
+    for (let attempt = 1; ; attempt++) {
+      const { rows } = await tx.query<RecordRow & { acquired: boolean | null }>(this.#sql.claimInTransaction, claimParams(request));
+      const row = rows[0]!; // the lock CTE always yields exactly one row
+      if (row.acquired === false || row.status !== null) return row;
+      if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
+    }
+  }
+
+  #toClaimResult(row: RecordRow): ClaimResult {
+    const record = toRecord(row);
+    if (row.claimed) return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence }, record };
+    if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
+    return { kind: 'existing', record };
+  }
+
+  async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion): Promise<void> {
+    const response = completion.replayable ? completion.response : null;
+    const { rows } = await db.query(this.#sql.complete, [
+      lease.scope,
+      lease.key,
+      lease.fence,
+      completion.replayable,
+      completion.replayable ? completion.response.status : completion.status,
+      response && JSON.stringify(response.headers),
+      response?.body ?? null,
+      this.#waiters.channel,
+      notifyId(lease.scope, lease.key),
+    ]);
+    if (rows.length !== 1) throw new FencedError(lease.fence);
+  }
+}
+
+/** A record row as the statements return it (pg and PGlite differ in byte and number types). */
+interface RecordRow {
+  scope: string;
+  key: string;
+  status: 'in_progress' | 'completed';
+  fingerprint: string;
+  fingerprint_version: number;
+  fence: string;
+  attempt: number;
+  steps: Record<string, unknown> | null;
+  replayable: boolean | null;
+  response_status: number | null;
+  response_headers: Record<string, string | string[]> | null;
+  response_body: Uint8Array | null;
+  correlation_id: string | null;
+  traceparent: string | null;
+  created_at: Date;
+  completed_at: Date | null;
+  expires_at: Date;
+  lease_remaining_ms: number;
+  age_ms: number;
+  expires_in_ms: number;
+  claimed?: boolean;
+}
+
+function toRecord(row: RecordRow): IdempotencyRecord {
+  const replayable = row.replayable === true && row.response_status !== null;
+  return {
+    scope: row.scope,
+    key: row.key,
+    status: row.status,
+    fingerprint: row.fingerprint,
+    fingerprintVersion: Number(row.fingerprint_version),
+    fence: String(row.fence),
+    attempt: Number(row.attempt),
+    steps: row.steps ?? {},
+    replayable: row.replayable,
+    response: replayable
+      ? {
+          status: Number(row.response_status),
+          headers: row.response_headers ?? {},
+          body: row.response_body === null ? null : Buffer.from(row.response_body.buffer, row.response_body.byteOffset, row.response_body.byteLength),
+        }
+      : null,
+    correlationId: row.correlation_id,
+    traceparent: row.traceparent,
+    createdAt: new Date(row.created_at),
+    completedAt: row.completed_at && new Date(row.completed_at),
+    expiresAt: new Date(row.expires_at),
+    leaseRemainingMs: Number(row.lease_remaining_ms ?? 0),
+    ageMs: Number(row.age_ms),
+  };
+}
+
+function claimParams(request: ClaimRequest): unknown[] {
+  return [
+    request.scope,
+    request.key,
+    request.fingerprint,
+    request.fingerprintVersion,
+    request.leaseMs,
+    request.ttlSeconds,
+    request.correlationId ?? null,
+    request.traceparent ?? null,
+  ];
+}
+
+function pickDatabase(options: PostgresStoreOptions): SqlDatabase {
+  const given = [options.pool, options.pglite, options.database].filter((value) => value !== undefined);
+  if (given.length !== 1) throw new IdempotencyConfigError('PostgresStore needs exactly one of `pool`, `pglite` or `database`');
+  if (options.pool) return fromPgPool(options.pool);
+  if (options.pglite) return fromPGlite(options.pglite);
+  return options.database!;
+}
+
+/** NOTIFY channel of one table: an identifier derived from the validated table name. */
+function notifyChannel(table: TableName): string {
+  return `koa_idempotency_${createHash('sha256').update(`${table.schema}.${table.table}`).digest('hex').slice(0, 16)}`;
+}
+
+/** NOTIFY payload naming one record: a hash, so no key or scope travels to every listener of the database. */
+function notifyId(scope: string, key: string): string {
+  return createHash('sha256').update(`${scope.length}:${scope}${key}`).digest('hex').slice(0, 32);
+}
+
+function positive(value: number, name: string): number {
+  if (!Number.isFinite(value) || value <= 0) throw new IdempotencyConfigError(`${name} must be a positive number; got ${value}`);
+  return value;
+}
+
+function nonNegative(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 0) throw new IdempotencyConfigError(`${name} must be zero or a positive number; got ${value}`);
+  return value;
+}

@@ -1,0 +1,59 @@
+import { quoteIdentifier } from './identifiers.js';
+
+/** Where the records live. Both names are validated identifiers (see identifiers.ts). */
+export interface TableName {
+  schema: string;
+  table: string;
+}
+
+export const DEFAULT_SCHEMA = 'public';
+export const DEFAULT_TABLE = 'idempotency_records';
+
+export function qualified({ schema, table }: TableName): string {
+  return `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`;
+}
+
+export function sequenceName({ schema, table }: TableName): string {
+  return `${quoteIdentifier(schema)}.${quoteIdentifier(`${table}_fence_seq`)}`;
+}
+
+/**
+ * The schema, as one idempotent script (every statement IF NOT EXISTS). `sql/schema.sql` is this
+ * script for the default names; a test keeps the two equal.
+ *
+ * - (scope, key) is the primary key: the claim's ON CONFLICT target, and the only lookup path.
+ * - `fence` comes from a sequence, so a token is never reused even after a record is swept and
+ *   re-created: a zombie worker's completion can never match a newer owner.
+ * - `expires_at` is indexed for the sweeper.
+ */
+export function schemaSql(name: TableName): string {
+  const table = qualified(name);
+  return `CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(name.schema)};
+
+CREATE SEQUENCE IF NOT EXISTS ${sequenceName(name)};
+
+CREATE TABLE IF NOT EXISTS ${table} (
+  scope               text        NOT NULL,
+  key                 text        NOT NULL,
+  status              text        NOT NULL CHECK (status IN ('in_progress', 'completed')),
+  fingerprint         text        NOT NULL,
+  fingerprint_version smallint    NOT NULL,
+  fence               bigint      NOT NULL,
+  attempt             integer     NOT NULL DEFAULT 1,
+  steps               jsonb       NOT NULL DEFAULT '{}'::jsonb,
+  replayable          boolean,
+  response_status     smallint,
+  response_headers    jsonb,
+  response_body       bytea,
+  correlation_id      text,
+  traceparent         text,
+  created_at          timestamptz NOT NULL DEFAULT now(),
+  completed_at        timestamptz,
+  lease_expires_at    timestamptz,
+  expires_at          timestamptz NOT NULL,
+  PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX IF NOT EXISTS ${quoteIdentifier(`${name.table}_expires_at_idx`)} ON ${table} (expires_at);
+`;
+}

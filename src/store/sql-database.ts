@@ -1,0 +1,34 @@
+/**
+ * The narrow SQL surface the store needs. A `pg.Pool` is adapted by `fromPgPool()` and an embedded
+ * PGlite instance by `fromPGlite()`, so one store, one set of SQL statements and one test suite serve both.
+ */
+
+export interface SqlResult<Row> {
+  rows: Row[];
+  rowCount: number | null;
+}
+
+/** Anything that runs a parameterised statement: the pool, or the client of an open transaction. */
+export interface SqlQueryable {
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
+}
+
+/** A transaction on one dedicated connection. Exactly one of commit() or rollback() ends it. */
+export interface SqlTransaction extends SqlQueryable {
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+export type Unsubscribe = () => Promise<void>;
+
+export interface SqlDatabase extends SqlQueryable {
+  /** Opens a transaction on a connection of its own. */
+  begin(): Promise<SqlTransaction>;
+  /**
+   * Subscribes to a notification channel. Implementations share one listening connection, however
+   * many channels and callbacks there are.
+   */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe>;
+  /** Closes what the adapter opened itself (the listening connection); never the pool it was given. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,148 @@
+import { qualified, sequenceName, type TableName } from './schema.js';
+
+/**
+ * Every SQL statement of the store, built once per table. Conditions are named constants so the claim
+ * reads like its specification. `r` is always the existing row.
+ */
+
+/** The record has outlived its TTL: it is as if it did not exist. */
+const EXPIRED = 'r.expires_at <= now()';
+/** The owner's lease ran out without a completion (a crash, a hang): the same request may take over. */
+const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND r.fingerprint = EXCLUDED.fingerprint`;
+
+/** Columns of a record as the store reads them; the same list for the claim and for find(). */
+const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
+  r.attempt, r.steps, r.replayable, r.response_status, r.response_headers, r.response_body,
+  r.correlation_id, r.traceparent, r.created_at, r.completed_at, r.expires_at,
+  greatest(0, extract(epoch FROM r.lease_expires_at - now()) * 1000)::float8 AS lease_remaining_ms,
+  (extract(epoch FROM now() - r.created_at) * 1000)::float8 AS age_ms,
+  (extract(epoch FROM r.expires_at - now()) * 1000)::float8 AS expires_in_ms`;
+
+const VALUES = `($1, $2, $3, $4, 'in_progress', nextval('SEQUENCE'), 1,
+    now() + make_interval(secs => $5::float8 / 1000), now() + make_interval(secs => $6::float8), $7, $8)`;
+
+const INSERT_COLUMNS = `(scope, key, fingerprint, fingerprint_version, status, fence, attempt,
+    lease_expires_at, expires_at, correlation_id, traceparent)`;
+
+const ON_CONFLICT = `ON CONFLICT (scope, key) DO UPDATE SET
+    status = 'in_progress',
+    fingerprint = EXCLUDED.fingerprint,
+    fingerprint_version = EXCLUDED.fingerprint_version,
+    fence = EXCLUDED.fence,
+    attempt = CASE WHEN ${EXPIRED} THEN 1 ELSE r.attempt + 1 END,
+    steps = CASE WHEN ${EXPIRED} THEN '{}'::jsonb ELSE r.steps END,
+    created_at = CASE WHEN ${EXPIRED} THEN now() ELSE r.created_at END,
+    replayable = NULL, response_status = NULL, response_headers = NULL, response_body = NULL,
+    completed_at = NULL,
+    lease_expires_at = EXCLUDED.lease_expires_at,
+    expires_at = EXCLUDED.expires_at,
+    correlation_id = EXCLUDED.correlation_id,
+    traceparent = EXCLUDED.traceparent
+  WHERE ${EXPIRED} OR (${LEASE_LAPSED})`;
+
+export interface Statements {
+  claim: string;
+  claimInTransaction: string;
+  complete: string;
+  release: string;
+  renewLease: string;
+  saveStep: string;
+  find: string;
+  sweep: string;
+  stats: string;
+}
+
+export function buildStatements(name: TableName): Statements {
+  const table = qualified(name);
+  const values = VALUES.replace('SEQUENCE', sequenceName(name).replaceAll("'", "''"));
+  const owned = `scope = $1 AND key = $2 AND fence = $3::bigint AND status = 'in_progress'`;
+  return {
+    /**
+     * The claim: ONE statement that either inserts (or takes over) the record and returns it with
+     * claimed = true, or returns the record that stands in the way with claimed = false.
+     * Under READ COMMITTED the second branch reads the statement's snapshot, which may predate a
+     * conflicting row committed a moment later; it then returns no row and the store runs it again.
+     */
+    claim: `WITH claimed AS (
+  INSERT INTO ${table} AS r ${INSERT_COLUMNS}
+  VALUES ${values}
+  ${ON_CONFLICT}
+  RETURNING ${RECORD_COLUMNS}
+)
+SELECT *, true AS claimed FROM claimed
+UNION ALL
+SELECT ${RECORD_COLUMNS}, false AS claimed FROM ${table} r
+WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)`,
+
+    /**
+     * The transactional claim. An uncommitted claim of the same key in another transaction would make
+     * INSERT ... ON CONFLICT wait for that whole transaction, pinning a pool client. A transaction-scoped
+     * advisory lock on the key is taken first, without waiting: when another transaction holds it, the
+     * statement returns one row with acquired = false and no record, and touches nothing.
+     */
+    claimInTransaction: `WITH lock AS MATERIALIZED (
+  SELECT pg_try_advisory_xact_lock(hashtextextended(${quoteLiteral(table)} || chr(10) || $1 || chr(10) || $2, 0)) AS acquired
+), claimed AS (
+  INSERT INTO ${table} AS r ${INSERT_COLUMNS}
+  SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired
+  ${ON_CONFLICT}
+  RETURNING ${RECORD_COLUMNS}
+)
+SELECT lock.acquired, record.* FROM lock LEFT JOIN (
+  SELECT *, true AS claimed FROM claimed
+  UNION ALL
+  SELECT ${RECORD_COLUMNS}, false AS claimed FROM ${table} r
+  WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
+) record ON lock.acquired`,
+
+    /** Completes the record if, and only if, this worker still owns it (its fence), then wakes waiters. */
+    complete: `WITH done AS (
+  UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
+    replayable = $4, response_status = $5, response_headers = $6, response_body = $7
+  WHERE ${owned}
+  RETURNING 1
+)
+SELECT pg_notify($8, $9) FROM done`,
+
+    /** Deletes the owned record so that the client's retry runs afresh (a thrown error or a 5xx). */
+    release: `WITH gone AS (
+  DELETE FROM ${table} WHERE ${owned} RETURNING 1
+)
+SELECT pg_notify($4, $5) FROM gone`,
+
+    renewLease: `UPDATE ${table} SET
+    lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),
+    expires_at = greatest(expires_at, now() + make_interval(secs => $4::float8 / 1000))
+  WHERE ${owned}
+  RETURNING 1`,
+
+    saveStep: `UPDATE ${table} SET steps = steps || jsonb_build_object($4::text, $5::jsonb)
+  WHERE ${owned}
+  RETURNING 1`,
+
+    find: `SELECT ${RECORD_COLUMNS} FROM ${table} r WHERE r.scope = $1 AND r.key = $2`,
+
+    /**
+     * One bounded batch of the sweep. SKIP LOCKED keeps the sweeper out of the way of claims, and a
+     * live lease is never swept even past the TTL.
+     */
+    sweep: `WITH doomed AS (
+  SELECT scope, key FROM ${table}
+  WHERE expires_at <= now() AND NOT (status = 'in_progress' AND lease_expires_at > now())
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM ${table} r USING doomed d WHERE r.scope = d.scope AND r.key = d.key RETURNING 1
+)
+SELECT count(*)::int AS deleted FROM gone`,
+
+    stats: `SELECT status, count(*)::int AS records,
+  (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms,
+  count(*) FILTER (WHERE status = 'in_progress' AND lease_expires_at <= now())::int AS lapsed_leases
+FROM ${table} GROUP BY status ORDER BY status`,
+  };
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}

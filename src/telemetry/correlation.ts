@@ -1,0 +1,36 @@
+import { createHash } from 'node:crypto';
+import { propagation, type Context as OtelContext } from '@opentelemetry/api';
+import { BAGGAGE_CORRELATION_ID } from './names.js';
+
+/**
+ * The correlation ID of one intent: deterministic per (scope, key), so the original request and every
+ * retry share it, and a one-way hash, so neither the key nor the scope can be read back from it.
+ */
+export function correlationIdFor(scope: string, key: string): string {
+  return createHash('sha256').update(`koa-idempotency\n${scope.length}:${scope}\n${key}`).digest('hex').slice(0, 32);
+}
+
+/** A key's hash for telemetry (the raw key is recorded only on request). */
+export function keyHash(key: string): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, 32);
+}
+
+/** An upstream correlation ID is trusted only in a safe shape: it ends up in span attributes and baggage. */
+const CORRELATION_ID_SHAPE = /^[A-Za-z0-9._:-]{8,128}$/;
+
+/** The correlation ID an upstream service put in W3C baggage, if any (and well-formed). */
+export function upstreamCorrelationId(context: OtelContext): string | undefined {
+  const value = propagation.getBaggage(context)?.getEntry(BAGGAGE_CORRELATION_ID)?.value;
+  return value !== undefined && CORRELATION_ID_SHAPE.test(value) ? value : undefined;
+}
+
+/** The context with the correlation ID added to its baggage. */
+export function withCorrelationBaggage(context: OtelContext, correlationId: string): OtelContext {
+  const baggage = propagation.getBaggage(context) ?? propagation.createBaggage();
+  return propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
+}
+
+/** Derives a key for a downstream call: same on every retry of this request, different per label. */
+export function deriveKey(scope: string, key: string, label: string): string {
+  return createHash('sha256').update(`derived\n${scope.length}:${scope}\n${key.length}:${key}\n${label}`).digest('hex');
+}

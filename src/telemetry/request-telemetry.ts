@@ -1,0 +1,91 @@
+import { context, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import type { TelemetryOptions } from '../options.js';
+import type { IdempotencyRecord } from '../store/types.js';
+import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from './correlation.js';
+import { libraryInstruments } from './metrics.js';
+import { ATTR, EVENT, OUTCOME, type Outcome } from './names.js';
+import { stampActiveRequest } from './span-stamping.js';
+import { parseTraceparent } from './traceparent.js';
+
+/**
+ * The telemetry of one request that carries a key: attributes and events on the active (server) span,
+ * the correlation ID in baggage for everything the handler calls, and the request metrics.
+ */
+export class RequestTelemetry {
+  readonly correlationId: string;
+  readonly #span: Span | undefined;
+  readonly #metricAttributes: Attributes;
+  readonly #startedMs = performance.now();
+  #outcome: Outcome | undefined;
+
+  constructor(scope: string, key: string, labels: { route: string; method: string }, options: Required<TelemetryOptions>) {
+    const active = context.active();
+    this.correlationId = upstreamCorrelationId(active) ?? correlationIdFor(scope, key);
+    this.#span = trace.getSpan(active);
+    this.#metricAttributes = { [ATTR.HTTP_ROUTE]: labels.route, [ATTR.HTTP_METHOD]: labels.method };
+    const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
+    if (options.recordRawKey) attributes[ATTR.KEY] = key;
+    if (options.recordScope) attributes[ATTR.SCOPE] = scope;
+    this.#span?.setAttributes(attributes);
+    stampActiveRequest(active, this.correlationId);
+  }
+
+  /** Runs the rest of the request with the correlation ID in baggage, so outgoing calls carry it. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    return context.with(withCorrelationBaggage(context.active(), this.correlationId), fn);
+  }
+
+  /** The W3C traceparent of the current span, stored with a claim so replays can link to it. */
+  traceparent(): string | undefined {
+    const spanContext = this.#span?.spanContext();
+    if (!spanContext || !trace.isSpanContextValid(spanContext)) return undefined;
+    return `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags.toString(16)}`;
+  }
+
+  /** A duplicate was answered from an existing record: event, link to the original, record age. */
+  duplicate(outcome: Outcome, record: IdempotencyRecord): void {
+    const original = parseTraceparent(record.traceparent);
+    const attributes: Attributes = { [ATTR.REASON]: outcome, [ATTR.RECORD_AGE]: record.ageMs / 1000 };
+    if (original) attributes[ATTR.ORIGINAL_TRACE_ID] = original.traceId;
+    this.#span?.addEvent(EVENT.DUPLICATE, attributes);
+    this.#span?.setAttribute(ATTR.RECORD_AGE, record.ageMs / 1000);
+    if (original && outcome === OUTCOME.REPLAYED) this.#span?.addLink({ context: original, attributes: { [ATTR.REASON]: outcome } });
+  }
+
+  /** A duplicate arrived while no record was visible yet (another transaction holds the key). */
+  busy(): void {
+    this.#span?.addEvent(EVENT.DUPLICATE, { [ATTR.REASON]: OUTCOME.CONFLICT });
+  }
+
+  takeover(record: IdempotencyRecord): void {
+    this.#span?.addEvent(EVENT.TAKEOVER, { [ATTR.ATTEMPT]: record.attempt });
+  }
+
+  storeFailure(error: unknown): void {
+    this.#span?.recordException(error instanceof Error ? error : String(error));
+    this.#span?.setStatus({ code: SpanStatusCode.ERROR, message: 'idempotency store unavailable' });
+  }
+
+  claimed(): void {
+    libraryInstruments().activeRequests.add(1, this.#metricAttributes);
+  }
+
+  unclaimed(): void {
+    libraryInstruments().activeRequests.add(-1, this.#metricAttributes);
+  }
+
+  waited(seconds: number, outcome: Outcome): void {
+    libraryInstruments().waitDuration.record(seconds, { ...this.#metricAttributes, [ATTR.OUTCOME]: outcome });
+  }
+
+  /** Records the final outcome once: span attribute, request counter and duration. */
+  finish(outcome: Outcome): void {
+    if (this.#outcome) return;
+    this.#outcome = outcome;
+    this.#span?.setAttribute(ATTR.OUTCOME, outcome);
+    const attributes = { ...this.#metricAttributes, [ATTR.OUTCOME]: outcome };
+    const instruments = libraryInstruments();
+    instruments.requests.add(1, attributes);
+    instruments.requestDuration.record((performance.now() - this.#startedMs) / 1000, attributes);
+  }
+}
