@@ -1,3 +1,4 @@
+import { diag } from '@opentelemetry/api';
 import { isSameRequest } from './duplicates.js';
 import type { ResolvedOptions } from './options.js';
 import type { ClaimRequest, ClaimResult, TransactionalClaim } from './store/types.js';
@@ -23,6 +24,7 @@ export async function settleClaim<C extends AnyClaim>(
     if (config.onInProgress !== 'wait' || !isPending(first, request)) return first;
     return await waitForTurn(claimOnce, request, config, telemetry);
   } catch (error) {
+    diag.error('koa-idempotency: claim failed, answering 503', error);
     telemetry.storeFailure(error);
     return 'unavailable';
   }

@@ -18,8 +18,9 @@ const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_v
   (extract(epoch FROM now() - r.created_at) * 1000)::float8 AS age_ms,
   (extract(epoch FROM r.expires_at - now()) * 1000)::float8 AS expires_in_ms`;
 
-const VALUES = `($1, $2, $3, $4, 'in_progress', nextval('SEQUENCE'), 1,
-    now() + make_interval(secs => $5::float8 / 1000), now() + make_interval(secs => $6::float8), $7, $8)`;
+/** Explicit casts: inside INSERT ... SELECT the parameters would otherwise be typed as text. */
+const VALUES = `($1::text, $2::text, $3::text, $4::smallint, 'in_progress', nextval('SEQUENCE'), 1,
+    now() + make_interval(secs => $5::float8 / 1000), now() + make_interval(secs => $6::float8), $7::text, $8::text)`;
 
 const INSERT_COLUMNS = `(scope, key, fingerprint, fingerprint_version, status, fence, attempt,
     lease_expires_at, expires_at, correlation_id, traceparent)`;

@@ -1,0 +1,133 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import { randomUUID } from 'node:crypto';
+import { idempotency, type IdempotencyStore, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
+import { problemErrors } from '../shared/problem-errors.js';
+
+/**
+ * A small payments API. The caller is `Authorization: Bearer <account>` (a demo: the token IS the
+ * account id), which is also the idempotency scope. `POST /payments` runs in transactional mode: the
+ * payment row and the stored response commit together.
+ */
+export interface PaymentsAppOptions {
+  store: IdempotencyStore;
+  sql: SqlDatabase;
+  /** Schema holding the `payments` table (validated by the caller). @default 'public' */
+  schema?: string;
+  /** Called inside POST /payments after the payment row is written (tests use it to inject faults). */
+  afterInsert?: (payment: Payment) => void | Promise<void>;
+  /** Options passed through to the idempotency middleware. */
+  idempotency?: Partial<Parameters<typeof idempotency>[0]>;
+}
+
+export interface Payment {
+  id: string;
+  amount: number;
+  currency: string;
+  status: 'succeeded';
+}
+
+export function paymentsSchemaSql(schema = 'public'): string {
+  return `CREATE SCHEMA IF NOT EXISTS "${schema}";
+CREATE TABLE IF NOT EXISTS "${schema}".payments (
+  id         uuid        PRIMARY KEY,
+  account    text        NOT NULL,
+  amount     integer     NOT NULL CHECK (amount > 0),
+  currency   char(3)     NOT NULL,
+  status     text        NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+)`;
+}
+
+export function createPaymentsApp(options: PaymentsAppOptions): Koa {
+  const table = `"${options.schema ?? 'public'}".payments`;
+  const app = new Koa();
+  const router = new Router();
+
+  router.post(
+    '/payments',
+    idempotency({
+      store: options.store,
+      required: true,
+      transactional: true,
+      scope: (ctx) => ctx.state.account as string,
+      ...options.idempotency,
+    }),
+    async (ctx) => {
+      const input = parsePaymentInput(ctx.request.body);
+      if ('problem' in input) {
+        ctx.status = 400;
+        ctx.type = 'application/problem+json';
+        ctx.body = JSON.stringify({ type: 'urn:payments-example:problem:invalid-payment', title: 'Invalid payment', status: 400, detail: input.problem });
+        return;
+      }
+      const payment: Payment = { id: randomUUID(), amount: input.amount, currency: input.currency, status: 'succeeded' };
+      const db: SqlQueryable = ctx.idempotency?.db ?? options.sql;
+      await db.query(`INSERT INTO ${table} (id, account, amount, currency, status) VALUES ($1, $2, $3, $4, $5)`, [
+        payment.id,
+        ctx.state.account,
+        payment.amount,
+        payment.currency,
+        payment.status,
+      ]);
+      await options.afterInsert?.(payment);
+      ctx.status = 201;
+      ctx.set('Location', `/payments/${payment.id}`);
+      ctx.body = payment;
+    },
+  );
+
+  router.get('/payments/:id', async (ctx) => {
+    const { rows } = await options.sql.query<Payment>(
+      `SELECT id, amount, currency, status FROM ${table} WHERE id::text = $1 AND account = $2`,
+      [ctx.params.id, ctx.state.account],
+    );
+    if (!rows[0]) {
+      ctx.status = 404;
+      ctx.type = 'application/problem+json';
+      ctx.body = JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'No such payment for this account.' });
+      return;
+    }
+    ctx.body = rows[0];
+  });
+
+  router.get('/payments', async (ctx) => {
+    const { rows } = await options.sql.query<Payment>(
+      `SELECT id, amount, currency, status FROM ${table} WHERE account = $1 ORDER BY created_at, id`,
+      [ctx.state.account],
+    );
+    ctx.body = rows;
+  });
+
+  app.use(problemErrors());
+  app.use(authenticate);
+  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '64kb' }));
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
+
+/** Demo authentication: `Authorization: Bearer <account>`; missing or malformed -> 401 problem. */
+async function authenticate(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  const match = /^Bearer ([A-Za-z0-9_-]{1,64})$/.exec(ctx.get('Authorization'));
+  if (!match) {
+    ctx.status = 401;
+    ctx.set('WWW-Authenticate', 'Bearer');
+    ctx.type = 'application/problem+json';
+    ctx.body = JSON.stringify({ type: 'about:blank', title: 'Unauthorized', status: 401, detail: 'Send Authorization: Bearer <account>.' });
+    return;
+  }
+  ctx.state.account = match[1];
+  await next();
+}
+
+function parsePaymentInput(body: unknown): { amount: number; currency: string } | { problem: string } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { problem: 'The body must be a JSON object.' };
+  const { amount, currency } = body as Record<string, unknown>;
+  if (!Number.isSafeInteger(amount) || (amount as number) <= 0 || (amount as number) > 2_147_483_647) {
+    return { problem: '`amount` must be a positive integer (minor units).' };
+  }
+  if (typeof currency !== 'string' || !/^[A-Za-z]{3}$/.test(currency)) return { problem: '`currency` must be a 3-letter code.' };
+  return { amount: amount as number, currency: currency.toUpperCase() };
+}

@@ -1,0 +1,25 @@
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { fromPgPool, fromPGlite, type SqlDatabase } from '../../src/index.js';
+
+/**
+ * The examples' database: the Postgres server at DATABASE_URL when set, else an embedded PGlite
+ * (in memory, or in PGLITE_DIR when set), so `npm start` needs no other service.
+ */
+export interface ExampleDatabase {
+  kind: 'postgres' | 'pglite';
+  /** The adapter handed to the store, also used for the example's own queries. */
+  sql: SqlDatabase;
+  /** What to give PostgresStore. */
+  storeSource: { pool: pg.Pool } | { pglite: PGlite };
+  close(): Promise<void>;
+}
+
+export async function openExampleDatabase(env: NodeJS.ProcessEnv = process.env): Promise<ExampleDatabase> {
+  if (env.DATABASE_URL) {
+    const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: Number(env.PG_POOL_MAX ?? 10) });
+    return { kind: 'postgres', sql: fromPgPool(pool), storeSource: { pool }, close: () => pool.end() };
+  }
+  const pglite = await PGlite.create(env.PGLITE_DIR);
+  return { kind: 'pglite', sql: fromPGlite(pglite), storeSource: { pglite }, close: () => pglite.close() };
+}
