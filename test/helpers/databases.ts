@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase } from '../../src/index.js';
+
+/**
+ * The databases every store and middleware test runs against: the real Postgres server at DATABASE_URL
+ * (skipped, with the reason in the suite name, when it is unset) and an embedded PGlite, always.
+ * Each test file gets its own schema, dropped at the end, so files run in parallel.
+ */
+export interface TestDatabase {
+  kind: 'postgres' | 'pglite';
+  schema: string;
+  /** Adapter for the test's own queries. */
+  sql: SqlDatabase;
+  /** What PostgresStore takes for this database. */
+  source: { pool: pg.Pool } | { pglite: PGlite };
+  /** A migrated store on this file's schema; closed with the database. */
+  store(options?: Omit<PostgresStoreOptions, 'pool' | 'pglite' | 'database' | 'schema'>): Promise<PostgresStore>;
+  /** A new pool on the same database (Postgres only), for tests that need a second "process". */
+  newPool?(max?: number): pg.Pool;
+  close(): Promise<void>;
+}
+
+export interface DatabaseTarget {
+  name: string;
+  skip: boolean;
+  open(prefix: string): Promise<TestDatabase>;
+}
+
+export const DATABASE_URL = process.env.DATABASE_URL;
+
+export function databaseTargets(): DatabaseTarget[] {
+  return [
+    {
+      name: DATABASE_URL ? 'Postgres server' : 'Postgres server (skipped: DATABASE_URL is not set)',
+      skip: !DATABASE_URL,
+      open: openPostgres,
+    },
+    { name: 'PGlite', skip: false, open: openPGlite },
+  ];
+}
+
+export function uniqueSchema(prefix: string): string {
+  return `t_${prefix.replace(/[^a-z0-9_]/g, '_')}_${randomBytes(4).toString('hex')}`.slice(0, 48);
+}
+
+async function openPostgres(prefix: string): Promise<TestDatabase> {
+  const schema = uniqueSchema(prefix);
+  const pools: pg.Pool[] = [];
+  const newPool = (max = 20) => {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max });
+    pool.on('error', () => undefined); // a killed connection must not crash the test runner
+    pools.push(pool);
+    return pool;
+  };
+  const pool = newPool();
+  await pool.query(`CREATE SCHEMA "${schema}"`);
+  return withStores({
+    kind: 'postgres',
+    schema,
+    sql: fromPgPool(pool),
+    source: { pool },
+    newPool,
+    async close() {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
+    },
+  });
+}
+
+async function openPGlite(prefix: string): Promise<TestDatabase> {
+  const schema = uniqueSchema(prefix);
+  const pglite = await PGlite.create();
+  await pglite.query(`CREATE SCHEMA "${schema}"`);
+  return withStores({
+    kind: 'pglite',
+    schema,
+    sql: fromPGlite(pglite),
+    source: { pglite },
+    close: () => pglite.close(),
+  });
+}
+
+function withStores(database: Omit<TestDatabase, 'store'>): TestDatabase {
+  const stores: PostgresStore[] = [];
+  return {
+    ...database,
+    async store(options = {}) {
+      const store = new PostgresStore({ ...database.source, schema: database.schema, ...options });
+      await store.migrate();
+      stores.push(store);
+      return store;
+    },
+    async close() {
+      await Promise.all(stores.map((store) => store.close()));
+      await database.close();
+    },
+  };
+}

@@ -1,0 +1,204 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FencedError, IdempotencyConfigError, PostgresStore, schemaSql, type ClaimRequest } from '../src/index.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
+  return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3600, ...overrides };
+}
+
+const response = { status: 201, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":true}') };
+
+describe('schema', () => {
+  it('ships sql/schema.sql equal to the migration of the default table', () => {
+    expect(readFileSync(new URL('../sql/schema.sql', import.meta.url), 'utf8')).toBe(schemaSql({ schema: 'public', table: 'idempotency_records' }));
+  });
+
+  it.each(['records; DROP TABLE x', 'Records', '1records', 'a"b', '', 'x'.repeat(49)])('refuses the table name %j', (table) => {
+    expect(() => new PostgresStore({ database: {} as never, table })).toThrow(IdempotencyConfigError);
+  });
+
+  it('refuses an injected schema name', () => {
+    expect(() => new PostgresStore({ database: {} as never, schema: 'public"; DROP SCHEMA x; --' })).toThrow(IdempotencyConfigError);
+  });
+});
+
+describe.each(databaseTargets())('PostgresStore on $name', (target) => {
+  let db: TestDatabase;
+  let store: PostgresStore;
+
+  beforeAll(async () => {
+    if (target.skip) return;
+    db = await target.open('store');
+    store = await db.store({ replayCacheEntries: 0 });
+  });
+  afterAll(() => db?.close());
+
+  describe.skipIf(target.skip)('claim()', () => {
+    it('claims a new key and reports the first attempt', async () => {
+      const result = await store.claim(request('new-key'));
+      expect(result.kind).toBe('claimed');
+      if (result.kind !== 'claimed') return;
+      expect(result.record.attempt).toBe(1);
+      expect(result.record.status).toBe('in_progress');
+      expect(result.lease.fence).toMatch(/^\d+$/);
+    });
+
+    it('returns the in-progress record with its remaining lease to a second claim', async () => {
+      await store.claim(request('busy-key', { leaseMs: 20_000 }));
+      const second = await store.claim(request('busy-key'));
+      expect(second.kind).toBe('existing');
+      if (second.kind !== 'existing') return;
+      expect(second.record.status).toBe('in_progress');
+      expect(second.record.leaseRemainingMs).toBeGreaterThan(15_000);
+      expect(second.record.leaseRemainingMs).toBeLessThanOrEqual(20_000);
+    });
+
+    it('returns the completed record, response included, after complete()', async () => {
+      const first = await store.claim(request('done-key'));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      await store.complete(first.lease, { replayable: true, response });
+      const again = await store.claim(request('done-key'));
+      expect(again.kind).toBe('existing');
+      if (again.kind !== 'existing') return;
+      expect(again.record.status).toBe('completed');
+      expect(again.record.response?.status).toBe(201);
+      expect(again.record.response?.headers).toEqual({ 'content-type': 'application/json' });
+      expect(again.record.response?.body?.equals(response.body)).toBe(true);
+    });
+
+    it('keeps the same key in two scopes as two independent records', async () => {
+      const a = await store.claim(request('shared-key', { scope: 'tenant-a' }));
+      const b = await store.claim(request('shared-key', { scope: 'tenant-b' }));
+      expect(a.kind).toBe('claimed');
+      expect(b.kind).toBe('claimed');
+    });
+
+    it('lets exactly one of 50 concurrent claims of one key win', async () => {
+      const results = await Promise.all(Array.from({ length: 50 }, () => store.claim(request('race-key'))));
+      expect(results.filter((r) => r.kind === 'claimed')).toHaveLength(1);
+      expect(results.filter((r) => r.kind === 'existing')).toHaveLength(49);
+    });
+
+    it('lets a retry take over once the lease has lapsed, with a new fence and attempt 2', async () => {
+      const first = await store.claim(request('lapsed-key', { leaseMs: 200 }));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      expect((await store.claim(request('lapsed-key'))).kind).toBe('existing');
+      await sleep(350);
+      const takeover = await store.claim(request('lapsed-key'));
+      expect(takeover.kind).toBe('claimed');
+      if (takeover.kind !== 'claimed') return;
+      expect(takeover.record.attempt).toBe(2);
+      expect(BigInt(takeover.lease.fence)).toBeGreaterThan(BigInt(first.lease.fence));
+    });
+
+    it('never lets a different request take over a lapsed lease', async () => {
+      await store.claim(request('lapsed-mismatch', { leaseMs: 100 }));
+      await sleep(250);
+      const other = await store.claim(request('lapsed-mismatch', { fingerprint: 'fp-2' }));
+      expect(other.kind).toBe('existing');
+    });
+
+    it('treats an expired record as absent and starts afresh', async () => {
+      const first = await store.claim(request('expiring', { ttlSeconds: 1 }));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      await store.complete(first.lease, { replayable: true, response });
+      await sleep(1_100);
+      const fresh = await store.claim(request('expiring', { fingerprint: 'fp-other' }));
+      expect(fresh.kind).toBe('claimed');
+      if (fresh.kind !== 'claimed') return;
+      expect(fresh.record.attempt).toBe(1);
+      expect(fresh.record.steps).toEqual({});
+    });
+  });
+
+  describe.skipIf(target.skip)('fencing', () => {
+    it('refuses the late completion of a worker whose record was taken over, and changes nothing', async () => {
+      const zombie = await store.claim(request('zombie', { leaseMs: 100 }));
+      if (zombie.kind !== 'claimed') throw new Error('expected a claim');
+      await sleep(250);
+      const taker = await store.claim(request('zombie'));
+      if (taker.kind !== 'claimed') throw new Error('expected a takeover');
+
+      await expect(store.complete(zombie.lease, { replayable: true, response })).rejects.toBeInstanceOf(FencedError);
+      await expect(store.saveStep(zombie.lease, 'charge', { id: 'x' })).rejects.toBeInstanceOf(FencedError);
+      expect(await store.renewLease(zombie.lease, 10_000)).toBe(false);
+      await store.release(zombie.lease);
+
+      const record = await store.find('tenant-a', 'zombie');
+      expect(record?.status).toBe('in_progress');
+      expect(record?.fence).toBe(taker.lease.fence);
+      expect(record?.steps).toEqual({});
+    });
+
+    it('renews the lease of the owner', async () => {
+      const owner = await store.claim(request('renewed', { leaseMs: 300 }));
+      if (owner.kind !== 'claimed') throw new Error('expected a claim');
+      expect(await store.renewLease(owner.lease, 5_000)).toBe(true);
+      const record = await store.find('tenant-a', 'renewed');
+      expect(record!.leaseRemainingMs).toBeGreaterThan(4_000);
+    });
+  });
+
+  describe.skipIf(target.skip)('release()', () => {
+    it('deletes the owned record so the next claim runs afresh', async () => {
+      const first = await store.claim(request('released'));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      await store.release(first.lease);
+      expect(await store.find('tenant-a', 'released')).toBeUndefined();
+      expect((await store.claim(request('released'))).kind).toBe('claimed');
+    });
+  });
+
+  describe.skipIf(target.skip)('steps', () => {
+    it('keeps completed steps across a takeover', async () => {
+      const first = await store.claim(request('stepped', { leaseMs: 100 }));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      await store.saveStep(first.lease, 'charge', { chargeId: 'ch_1' });
+      await sleep(250);
+      const takeover = await store.claim(request('stepped'));
+      if (takeover.kind !== 'claimed') throw new Error('expected a takeover');
+      expect(takeover.record.steps).toEqual({ charge: { chargeId: 'ch_1' } });
+    });
+  });
+
+  describe.skipIf(target.skip)('sweep()', () => {
+    it('deletes expired records in bounded batches and keeps live ones', async () => {
+      const sweeper = await db.store({ table: 'sweep_records' });
+      for (let i = 0; i < 25; i++) {
+        const claim = await sweeper.claim(request(`old-${i}`, { ttlSeconds: 1 }));
+        if (claim.kind === 'claimed') await sweeper.complete(claim.lease, { replayable: true, response });
+      }
+      await sweeper.claim(request('live', { ttlSeconds: 3600 }));
+      await sleep(1_100);
+      expect(await sweeper.sweep({ batchSize: 10, maxBatches: 1 })).toBe(10);
+      expect(await sweeper.sweep({ batchSize: 10 })).toBe(15);
+      expect(await sweeper.find('tenant-a', 'live')).toBeDefined();
+      expect((await sweeper.stats()).map((s) => [s.status, s.records])).toEqual([['in_progress', 1]]);
+    });
+  });
+
+  describe.skipIf(target.skip)('claimInTransaction()', () => {
+    it('commits the record together with the business write', async () => {
+      await db.sql.query(`CREATE TABLE IF NOT EXISTS "${db.schema}".ledger (id text PRIMARY KEY)`);
+      const claim = await store.claimInTransaction(request('tx-commit'));
+      if (claim.kind !== 'claimed') throw new Error('expected a claim');
+      await claim.db.query(`INSERT INTO "${db.schema}".ledger (id) VALUES ('tx-commit')`);
+      await claim.commit({ replayable: true, response });
+      expect((await store.find('tenant-a', 'tx-commit'))?.status).toBe('completed');
+      expect((await db.sql.query(`SELECT 1 FROM "${db.schema}".ledger WHERE id = 'tx-commit'`)).rows).toHaveLength(1);
+    });
+
+    it('rolls back the record together with the business write', async () => {
+      await db.sql.query(`CREATE TABLE IF NOT EXISTS "${db.schema}".ledger (id text PRIMARY KEY)`);
+      const claim = await store.claimInTransaction(request('tx-rollback'));
+      if (claim.kind !== 'claimed') throw new Error('expected a claim');
+      await claim.db.query(`INSERT INTO "${db.schema}".ledger (id) VALUES ('tx-rollback')`);
+      await claim.rollback();
+      expect(await store.find('tenant-a', 'tx-rollback')).toBeUndefined();
+      expect((await db.sql.query(`SELECT 1 FROM "${db.schema}".ledger WHERE id = 'tx-rollback'`)).rows).toHaveLength(0);
+    });
+  });
+});
