@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { fingerprint, type FingerprintInput } from '../src/fingerprint.js';
+
+const base: FingerprintInput = { method: 'POST', path: '/payments', querystring: '', headers: {}, body: { amount: 5, currency: 'EUR' } };
+
+describe('fingerprint()', () => {
+  it('ignores the order of JSON members and of query parameters', () => {
+    expect(fingerprint({ ...base, body: { currency: 'EUR', amount: 5 } })).toBe(fingerprint(base));
+    expect(fingerprint({ ...base, querystring: 'b=2&a=1' })).toBe(fingerprint({ ...base, querystring: 'a=1&b=2' }));
+  });
+
+  it.each<[string, Partial<FingerprintInput>]>([
+    ['method', { method: 'PATCH' }],
+    ['path', { path: '/payments/1' }],
+    ['query', { querystring: 'dry_run=1' }],
+    ['body value', { body: { amount: 6, currency: 'EUR' } }],
+    ['body type', { body: { amount: '5', currency: 'EUR' } }],
+    ['extra member', { body: { amount: 5, currency: 'EUR', note: null } }],
+    ['allow-listed header', { headers: { 'x-tenant-region': 'eu' } }],
+  ])('changes when the %s changes', (_what, change) => {
+    expect(fingerprint({ ...base, ...change })).not.toBe(fingerprint(base));
+  });
+
+  it('hashes a text body as sent', () => {
+    expect(fingerprint({ ...base, body: 'a=1' })).not.toBe(fingerprint({ ...base, body: 'a=2' }));
+  });
+
+  it('throws a typed error for a body that cannot be canonicalised', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    expect(() => fingerprint({ ...base, body: deep })).toThrow(/canonicalised/);
+    expect(() => fingerprint({ ...base, body: { text: '\ud800' } })).toThrow(/canonicalised/);
+  });
+});
