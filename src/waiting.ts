@@ -44,8 +44,9 @@ async function waitForTurn<C extends AnyClaim>(
     while (isPending(current, request)) {
       const remainingMs = deadlineMs - performance.now();
       if (remainingMs <= 0) break;
-      await watch.next(remainingMs);
+      const woken = await watch.next(remainingMs);
       current = await claimOnce();
+      if (woken === 'changed') current = await settleAfterCommit(claimOnce, current);
     }
     const settled = isPending(current, request) ? OUTCOME.CONFLICT : current.kind === 'claimed' ? OUTCOME.EXECUTED : OUTCOME.REPLAYED;
     telemetry.waited((performance.now() - startedMs) / 1000, settled);
@@ -53,6 +54,19 @@ async function waitForTurn<C extends AnyClaim>(
   } finally {
     watch.close();
   }
+}
+
+/**
+ * Postgres sends a transaction's notifications a moment before it releases that transaction's locks,
+ * so a waiter woken by the commit can still find the key's advisory lock held. A few short, growing
+ * pauses (5, 10, 20, 40 ms) bridge that gap; this runs only after a notification, never as polling.
+ */
+async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>, current: C): Promise<C> {
+  for (let pauseMs = 5; current.kind === 'busy' && pauseMs <= 40; pauseMs *= 2) {
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    current = await claimOnce();
+  }
+  return current;
 }
 
 /** Still running elsewhere, for the same request (a mismatch is answered at once, never waited for). */

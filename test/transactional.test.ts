@@ -1,0 +1,165 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency, type IdempotencyOptions, type PostgresStore } from '../src/index.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { postJson, serve } from './helpers/http.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let keySeq = 0;
+const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
+
+describe.each(databaseTargets())('transactional mode on $name', (target) => {
+  let db: TestDatabase;
+  let store: PostgresStore;
+  const servers: Array<{ close(): Promise<void> }> = [];
+
+  beforeAll(async () => {
+    if (target.skip) return;
+    db = await target.open('transactional');
+    store = await db.store();
+    await db.sql.query(`CREATE TABLE "${db.schema}".charges (id serial PRIMARY KEY, key text NOT NULL, amount int NOT NULL)`);
+  });
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  afterAll(() => db?.close());
+
+  /** POST /charges writes one row through ctx.idempotency.db, then answers what `outcome` says. */
+  async function start(outcome: (ctx: Koa.Context, n: number) => void | Promise<void> = () => undefined, options: Partial<IdempotencyOptions> = {}) {
+    let executions = 0;
+    const app = new Koa();
+    app.silent = true;
+    const router = new Router();
+    router.post('/charges', idempotency({ store, transactional: true, scope: (ctx) => ctx.get('Authorization'), ...options }), async (ctx) => {
+      executions++;
+      const amount = (ctx.request.body as { amount: number }).amount;
+      const { rows } = await ctx.idempotency!.db!.query<{ id: number }>(
+        `INSERT INTO "${db.schema}".charges (key, amount) VALUES ($1, $2) RETURNING id`,
+        [ctx.idempotency!.key, amount],
+      );
+      ctx.status = 201;
+      ctx.body = { id: rows[0]!.id, amount };
+      await outcome(ctx, executions);
+    });
+    app.use(bodyParser());
+    app.use(router.routes());
+    const server = await serve(app);
+    servers.push(server);
+    return { url: `${server.url}/charges`, executions: () => executions };
+  }
+
+  async function charges(key: string): Promise<number> {
+    const { rows } = await db.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM "${db.schema}".charges WHERE key = $1`, [key]);
+    return Number(rows[0]!.count);
+  }
+
+  async function record(key: string) {
+    return store.find('Bearer a', key);
+  }
+
+  describe.skipIf(target.skip)('commit and rollback', () => {
+    it('commits the business row and the stored response together, and replays without a second row', async () => {
+      const { url, executions } = await start();
+      const key = newKey('commit');
+      const first = await postJson(url, { amount: 10 }, { key, account: 'a' });
+      const replay = await postJson(url, { amount: 10 }, { key, account: 'a' });
+      expect(first.status).toBe(201);
+      expect(replay.text).toBe(first.text);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(executions()).toBe(1);
+      expect(await charges(key)).toBe(1);
+      expect((await record(key))?.status).toBe('completed');
+    });
+
+    it('rolls back the business row and the record when the handler throws; the retry runs cleanly', async () => {
+      const { url, executions } = await start((_ctx, n) => {
+        if (n === 1) throw new Error('provider exploded');
+      });
+      const key = newKey('throw');
+      const first = await postJson(url, { amount: 10 }, { key, account: 'a' });
+      expect(first.status).toBe(500);
+      expect(await charges(key)).toBe(0);
+      expect(await record(key)).toBeUndefined();
+      const retry = await postJson(url, { amount: 10 }, { key, account: 'a' });
+      expect(retry.status).toBe(201);
+      expect(executions()).toBe(2);
+      expect(await charges(key)).toBe(1);
+    });
+
+    it('rolls back everything on a 5xx answer', async () => {
+      const { url } = await start((ctx, n) => {
+        if (n === 1) ctx.status = 502;
+      });
+      const key = newKey('5xx');
+      expect((await postJson(url, { amount: 10 }, { key, account: 'a' })).status).toBe(502);
+      expect(await charges(key)).toBe(0);
+      expect(await record(key)).toBeUndefined();
+      expect((await postJson(url, { amount: 10 }, { key, account: 'a' })).status).toBe(201);
+      expect(await charges(key)).toBe(1);
+    });
+
+    it('stores a 4xx together with whatever the handler wrote', async () => {
+      const { url } = await start((ctx) => {
+        ctx.status = 402;
+      });
+      const key = newKey('4xx');
+      await postJson(url, { amount: 10 }, { key, account: 'a' });
+      const again = await postJson(url, { amount: 10 }, { key, account: 'a' });
+      expect(again.status).toBe(402);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(await charges(key)).toBe(1);
+    });
+
+    it('answers 422 to a different payload under the same key, writing nothing', async () => {
+      const { url } = await start();
+      const key = newKey('mismatch');
+      await postJson(url, { amount: 10 }, { key, account: 'a' });
+      const other = await postJson(url, { amount: 11 }, { key, account: 'a' });
+      expect(other.status).toBe(422);
+      expect(await charges(key)).toBe(1);
+    });
+  });
+
+  describe.skipIf(target.skip || target.name !== 'Postgres server')('concurrent duplicates', () => {
+    it('answers a duplicate 409 at once instead of blocking on the first transaction', async () => {
+      const { url, executions } = await start(() => sleep(1_500));
+      const key = newKey('busy');
+      const finished: string[] = [];
+      const first = postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('first'), r));
+      await sleep(300);
+      const startedMs = performance.now();
+      const duplicate = await postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('duplicate'), r));
+      const duplicateMs = performance.now() - startedMs;
+      expect(duplicate.status).toBe(409);
+      expect(duplicate.headers.get('retry-after')).toBe('1');
+      expect(finished).toEqual(['duplicate']);
+      expect(duplicateMs).toBeLessThan(1_000);
+      expect((await first).status).toBe(201);
+      expect(executions()).toBe(1);
+      expect(await charges(key)).toBe(1);
+    });
+  });
+
+  describe.skipIf(target.skip)('waiting duplicates', () => {
+    it('holds duplicates until the first transaction commits, then replays its response to each', async () => {
+      const { url, executions } = await start(() => sleep(600), { onInProgress: 'wait', waitMs: 10_000 });
+      const key = newKey('wait');
+      const first = postJson(url, { amount: 10 }, { key, account: 'a' });
+      await sleep(200);
+      const waitStartedMs = performance.now();
+      const duplicates = await Promise.all(Array.from({ length: 5 }, () => postJson(url, { amount: 10 }, { key, account: 'a' })));
+      const original = await first;
+      // Woken by the commit, far before waitMs (10 s) runs out.
+      expect(performance.now() - waitStartedMs).toBeLessThan(5_000);
+      for (const duplicate of duplicates) {
+        expect(duplicate.status).toBe(201);
+        expect(duplicate.text).toBe(original.text);
+        expect(duplicate.headers.get('idempotent-replayed')).toBe('true');
+      }
+      expect(executions()).toBe(1);
+      expect(await charges(key)).toBe(1);
+    });
+  });
+});
