@@ -1,0 +1,136 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency, PostgresStore, problemType, type SqlDatabase } from '../src/index.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { postJson, serve } from './helpers/http.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let keySeq = 0;
+const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
+
+/** Counts claim statements, to tell a woken waiter from a polling one. */
+function countingClaims(inner: SqlDatabase): { database: SqlDatabase; claims: () => number } {
+  let claims = 0;
+  return {
+    database: {
+      query: (text, params) => {
+        if (text.startsWith('WITH claimed')) claims++;
+        return inner.query(text, params);
+      },
+      begin: () => inner.begin(),
+      listen: (channel, onNotify) => inner.listen(channel, onNotify),
+      close: async () => undefined,
+    },
+    claims: () => claims,
+  };
+}
+
+describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (target) => {
+  let db: TestDatabase;
+  const servers: Array<{ close(): Promise<void> }> = [];
+  const stores: PostgresStore[] = [];
+
+  beforeAll(async () => {
+    if (!target.skip) db = await target.open('waiting');
+  });
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+    await Promise.all(stores.splice(0).map((s) => s.close()));
+  });
+  afterAll(() => db?.close());
+
+  async function start(handlerDelayMs: number, waitMs: number, waitStrategy: 'notify' | 'poll' = 'notify') {
+    const counter = countingClaims(db.sql);
+    const store = new PostgresStore({ database: counter.database, schema: db.schema, waitStrategy, replayCacheEntries: 0 });
+    await store.migrate();
+    stores.push(store);
+    let executions = 0;
+    const app = new Koa();
+    app.silent = true;
+    const router = new Router();
+    router.post('/slow', idempotency({ store, onInProgress: 'wait', waitMs }), async (ctx) => {
+      executions++;
+      await sleep(handlerDelayMs);
+      ctx.status = 201;
+      ctx.body = { execution: executions, at: Date.now() };
+    });
+    app.use(bodyParser());
+    app.use(router.routes());
+    const server = await serve(app);
+    servers.push(server);
+    return { url: `${server.url}/slow`, executions: () => executions, claims: counter.claims };
+  }
+
+  describe.skipIf(target.skip)('waiting', () => {
+    it('gives every duplicate that arrives during a slow first request its replay', async () => {
+      const { url, executions } = await start(800, 10_000);
+      const key = newKey('wait');
+      const first = postJson(url, { n: 1 }, { key });
+      await sleep(150);
+      const duplicates = await Promise.all(Array.from({ length: 8 }, () => postJson(url, { n: 1 }, { key })));
+      const original = await first;
+      expect(original.status).toBe(201);
+      for (const duplicate of duplicates) {
+        expect(duplicate.status).toBe(201);
+        expect(duplicate.text).toBe(original.text);
+        expect(duplicate.headers.get('idempotent-replayed')).toBe('true');
+      }
+      expect(executions()).toBe(1);
+    });
+
+    it('wakes a waiter by NOTIFY, not by polling: three claims in all, however long the wait', async () => {
+      const { url, claims } = await start(1_500, 10_000);
+      const key = newKey('notify');
+      const first = postJson(url, { n: 1 }, { key });
+      await sleep(200);
+      const claimsBefore = claims();
+      const waiter = postJson(url, { n: 1 }, { key });
+      const original = await first;
+      const completedAtMs = performance.now();
+      const replay = await waiter;
+      const wakeMs = performance.now() - completedAtMs;
+      expect(replay.text).toBe(original.text);
+      // First claim, the re-read after subscribing, the claim after the wake-up: a poller every 100 ms would make ~14.
+      expect(claims() - claimsBefore).toBe(3);
+      expect(wakeMs).toBeLessThan(1_000);
+    });
+
+    it('answers 409 when the wait runs out before the first request completes', async () => {
+      const { url, executions } = await start(1_500, 200);
+      const key = newKey('timeout');
+      const first = postJson(url, { n: 1 }, { key });
+      await sleep(150);
+      const startedMs = performance.now();
+      const waiter = await postJson(url, { n: 1 }, { key });
+      expect(waiter.status).toBe(409);
+      expect(JSON.parse(waiter.text).type).toBe(problemType('inProgress'));
+      expect(performance.now() - startedMs).toBeGreaterThanOrEqual(190);
+      expect((await first).status).toBe(201);
+      expect(executions()).toBe(1);
+    });
+
+    it('does not wait for a request with a different payload: 422 at once', async () => {
+      const { url } = await start(1_500, 10_000);
+      const key = newKey('mismatch');
+      const first = postJson(url, { n: 1 }, { key });
+      await sleep(150);
+      const startedMs = performance.now();
+      const other = await postJson(url, { n: 2 }, { key });
+      expect(other.status).toBe(422);
+      expect(performance.now() - startedMs).toBeLessThan(1_000);
+      await first;
+    });
+
+    it("replays to waiters with the 'poll' strategy too (for connections that cannot LISTEN)", async () => {
+      const { url, executions } = await start(500, 10_000, 'poll');
+      const key = newKey('poll');
+      const first = postJson(url, { n: 1 }, { key });
+      await sleep(100);
+      const waiter = await postJson(url, { n: 1 }, { key });
+      expect(waiter.text).toBe((await first).text);
+      expect(executions()).toBe(1);
+    });
+  });
+});
