@@ -1,0 +1,69 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresStore } from '../src/index.js';
+import { startChildServer, type ChildServer } from './helpers/child-server.js';
+import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+
+const REQUESTS = 200;
+const POOL_MAX = 5;
+
+/** Two real server processes share one database; clients hit both at once with the same key. */
+describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one database' : 'two server processes (skipped: DATABASE_URL is not set)', () => {
+  const schema = uniqueSchema('multiprocess');
+  let pool: pg.Pool;
+  let store: PostgresStore;
+  const children: ChildServer[] = [];
+
+  beforeAll(async () => {
+    pool = new pg.Pool({ connectionString: DATABASE_URL });
+    await pool.query(`CREATE SCHEMA "${schema}"`);
+    store = new PostgresStore({ pool, schema });
+    await store.migrate();
+    await pool.query(`CREATE TABLE "${schema}".charges (id serial PRIMARY KEY, key text NOT NULL, pid int NOT NULL, attempt int NOT NULL)`);
+    await pool.query(`CREATE TABLE "${schema}".step_runs (key text NOT NULL, step text NOT NULL)`);
+  });
+  afterAll(async () => {
+    await Promise.all(children.map((child) => child.stop()));
+    await store?.close();
+    await pool?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool?.end();
+  });
+
+  it.each(['transactional', 'lease'])(
+    `runs ${REQUESTS} concurrent identical requests over two processes exactly once (%s mode), with no 5xx and bounded pools`,
+    async (mode) => {
+      const servers = await Promise.all(
+        [1, 2].map(() => startChildServer({ DATABASE_URL: DATABASE_URL!, SCHEMA: schema, MODE: mode, HANDLER_DELAY_MS: '100', POOL_MAX: String(POOL_MAX) })),
+      );
+      children.push(...servers);
+      const key = `multi-${mode}-${Date.now()}`;
+      const answers = await Promise.all(
+        Array.from({ length: REQUESTS }, async (_, i) => {
+          const response = await fetch(`${servers[i % 2]!.url}/charges`, {
+            method: 'POST',
+            headers: { 'idempotency-key': key, 'x-account': 'acct', 'content-type': 'application/json' },
+            body: '{"amount":100}',
+          });
+          return { status: response.status, replayed: response.headers.get('idempotent-replayed') === 'true', body: await response.text() };
+        }),
+      );
+
+      const { rows } = await pool.query(`SELECT pid FROM "${schema}".charges WHERE key = $1`, [key]);
+      expect(rows).toHaveLength(1);
+      expect(answers.filter((a) => a.status >= 500)).toEqual([]);
+      expect(answers.every((a) => a.status === 201 || a.status === 409)).toBe(true);
+      const executed = answers.filter((a) => a.status === 201 && !a.replayed);
+      expect(executed).toHaveLength(1);
+      for (const replay of answers.filter((a) => a.replayed)) expect(replay.body).toBe(executed[0]!.body);
+
+      const stats = await Promise.all(servers.map(async (s) => (await fetch(`${s.url}/stats`)).json() as Promise<{ poolPeak: { total: number; waiting: number } }>));
+      for (const { poolPeak } of stats) expect(poolPeak.total).toBeLessThanOrEqual(POOL_MAX);
+      console.log(
+        `[${mode}] ${REQUESTS} requests: ${executed.length} executed, ${answers.filter((a) => a.replayed).length} replayed, ` +
+          `${answers.filter((a) => a.status === 409).length} conflicts; pool peaks (max ${POOL_MAX}): ` +
+          stats.map((s) => `total ${s.poolPeak.total}, waiting ${s.poolPeak.waiting}`).join(' | '),
+      );
+      await Promise.all(servers.map((s) => s.stop()));
+    },
+  );
+});
