@@ -18,7 +18,8 @@ export interface IdempotencyContext {
   readonly db: SqlQueryable | undefined;
   /**
    * Runs a recovery step once per request intent: a step completed before a crash is not run again
-   * after the takeover; its stored (JSON) result is returned instead.
+   * after the takeover; its stored result is returned instead. Results must be JSON-serialisable and
+   * are returned in their JSON form. Throws FencedError if another worker took the record over.
    */
   step<T>(name: string, run: () => T | Promise<T>): Promise<T>;
   /** A key for a downstream call: the same on every retry of this request, different per label. */
@@ -56,7 +57,9 @@ export function createIdempotencyContext(parts: ContextParts): IdempotencyContex
     db: parts.db,
     async step<T>(name: string, run: () => T | Promise<T>): Promise<T> {
       if (steps.has(name)) return steps.get(name) as T;
-      const result = await run();
+      // The result is stored as JSON; hand back the JSON form now too, so a first run and a
+      // recovered run see the same value (a Date becomes a string either way).
+      const result = JSON.parse(JSON.stringify((await run()) ?? null)) as T;
       await parts.store.saveStep(parts.lease, name, result, parts.db);
       steps.set(name, result);
       return result;
