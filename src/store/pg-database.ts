@@ -28,9 +28,14 @@ class PgDatabase implements SqlDatabase {
 
   async begin(): Promise<SqlTransaction> {
     const client = await this.#pool.connect();
+    // pg-pool removes its own error listener from a checked-out client: a connection lost during the
+    // transaction would emit an unhandled 'error' and crash the process. The loss surfaces instead as
+    // the failure of the transaction's next query (or of its COMMIT), which the middleware answers.
+    client.on('error', ignoreConnectionError);
     try {
       await client.query('BEGIN');
     } catch (error) {
+      client.off('error', ignoreConnectionError);
       client.release(error as Error);
       throw error;
     }
@@ -115,14 +120,18 @@ class PgTransaction implements SqlTransaction {
     this.#done = true;
     try {
       await this.#client.query(statement);
+      this.#client.off('error', ignoreConnectionError);
       this.#client.release();
     } catch (error) {
       // A connection whose transaction state is unknown must never go back to the pool.
+      this.#client.off('error', ignoreConnectionError);
       this.#client.release(error as Error);
       throw error;
     }
   }
 }
+
+function ignoreConnectionError(): void {}
 
 /** Channel names are identifiers; ours are built from validated identifiers only, quoted anyway. */
 function quoteChannel(channel: string): string {
