@@ -1,0 +1,180 @@
+import { parseArgs } from 'node:util';
+import { IdempotencyConfigError } from '../errors.js';
+import { assertIdentifier } from '../store/identifiers.js';
+import { DEFAULT_SCHEMA, DEFAULT_TABLE, type TableName } from '../store/schema.js';
+import { usageError } from './errors.js';
+
+export const DEFAULT_JAEGER_URL = 'http://localhost:16686';
+
+/** Every flag any command takes; each command lists the ones it accepts in COMMANDS. */
+const OPTIONS = {
+  schema: { type: 'string' },
+  table: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  'print-sql': { type: 'boolean' },
+  'batch-size': { type: 'string' },
+  'max-batches': { type: 'string' },
+  scope: { type: 'string' },
+  key: { type: 'string' },
+  'jaeger-url': { type: 'string' },
+} as const;
+
+type Flag = keyof typeof OPTIONS;
+const COMMON_FLAGS: readonly Flag[] = ['schema', 'table', 'json', 'help'];
+
+export const COMMANDS = {
+  migrate: {
+    summary: 'Create the schema, sequence, table and index if missing (safe to run on every deploy).',
+    usage: 'migrate [--print-sql]',
+    flags: ['print-sql'],
+  },
+  sweep: {
+    summary: 'Delete expired records in bounded batches (a live lease is never swept).',
+    usage: 'sweep [--batch-size N] [--max-batches N]',
+    flags: ['batch-size', 'max-batches'],
+  },
+  inspect: {
+    summary: 'Show one record: status, age, attempt, correlation ID, original trace ID and its Jaeger URL.',
+    usage: 'inspect --key K [--scope S] [--jaeger-url URL]',
+    flags: ['scope', 'key', 'jaeger-url'],
+  },
+  stats: {
+    summary: 'Records by status, the age of the oldest one, and in-progress records whose lease lapsed.',
+    usage: 'stats',
+    flags: [],
+  },
+} as const satisfies Record<string, { summary: string; usage: string; flags: readonly Flag[] }>;
+
+export type CommandName = keyof typeof COMMANDS;
+
+interface Common {
+  table: TableName;
+  json: boolean;
+}
+
+export type Invocation =
+  | { command: 'help'; json: boolean; topic?: CommandName }
+  | (Common & { command: 'migrate'; printSql: boolean })
+  | (Common & { command: 'sweep'; batchSize: number | undefined; maxBatches: number | undefined })
+  | (Common & { command: 'inspect'; scope: string; key: string; jaegerUrl: string })
+  | (Common & { command: 'stats' });
+
+/** Parses argv (without `node` and the script). Throws a usage CliError on anything unexpected. */
+export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw usageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const json = values.json ?? false;
+  const [name, ...extra] = positionals;
+  if (name === undefined || name === 'help') {
+    if (values.help || name === 'help') return { command: 'help', json, topic: extra[0] === undefined ? undefined : commandName(extra[0]) };
+    throw usageError('a command is required');
+  }
+  const command = commandName(name);
+  if (values.help) return { command: 'help', json, topic: command };
+  if (extra.length > 0) throw usageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+  const accepted = new Set<Flag>([...COMMON_FLAGS, ...COMMANDS[command].flags]);
+  for (const flag of Object.keys(values) as Flag[]) {
+    if (!accepted.has(flag)) throw usageError(`${command} does not take --${flag}`);
+  }
+
+  const common: Common = { table: tableName(values.schema, values.table), json };
+  switch (command) {
+    case 'migrate':
+      return { ...common, command, printSql: values['print-sql'] ?? false };
+    case 'sweep':
+      return {
+        ...common,
+        command,
+        batchSize: optionalPositiveInteger(values['batch-size'], 'batch-size'),
+        maxBatches: optionalPositiveInteger(values['max-batches'], 'max-batches'),
+      };
+    case 'inspect':
+      if (values.key === undefined) throw usageError('inspect needs --key');
+      return {
+        ...common,
+        command,
+        // The middleware's default scope is '' (one global scope), so that is the default here too.
+        scope: values.scope ?? '',
+        key: values.key,
+        jaegerUrl: jaegerBase(values['jaeger-url'] ?? env.JAEGER_URL ?? DEFAULT_JAEGER_URL),
+      };
+    case 'stats':
+      return { ...common, command };
+  }
+}
+
+export function usageText(topic?: CommandName): string {
+  if (topic) {
+    const { summary, usage } = COMMANDS[topic];
+    return `Usage: koa-idempotency ${usage} [--schema S] [--table T] [--json]\n\n${summary}\n\n${FLAGS_HELP}\n`;
+  }
+  const commands = Object.entries(COMMANDS)
+    .map(([, { usage, summary }]) => `  ${usage}\n      ${summary}`)
+    .join('\n');
+  return `Usage: koa-idempotency <command> [flags]
+
+Operates the records table of koa-idempotency on the Postgres server at DATABASE_URL.
+
+Commands:
+${commands}
+
+${FLAGS_HELP}
+Exit codes: 0 ok, 1 inspect found no record, 2 usage error, 3 database unavailable or table missing,
+4 any other failure.
+`;
+}
+
+const FLAGS_HELP = `Flags:
+  --schema S          schema of the records table (default: ${DEFAULT_SCHEMA})
+  --table T           name of the records table (default: ${DEFAULT_TABLE})
+  --json              print one JSON document on stdout (errors too: {"error": {"code", "message"}})
+  --scope S           inspect: the record's scope (default: '', the middleware's default scope)
+  --key K             inspect: the record's Idempotency-Key
+  --jaeger-url URL    inspect: Jaeger UI base for trace links (default: JAEGER_URL, else ${DEFAULT_JAEGER_URL})
+  --batch-size N      sweep: rows deleted per statement (default: 1000)
+  --max-batches N     sweep: stop after N batches (default: until no expired record is left)
+  --print-sql         migrate: print the migration SQL instead of running it (needs no database)
+  -h, --help          show help
+
+Environment: DATABASE_URL (postgres://user:password@host:5432/database), JAEGER_URL.
+`;
+
+function commandName(name: string): CommandName {
+  if (Object.hasOwn(COMMANDS, name)) return name as CommandName;
+  throw usageError(`unknown command ${JSON.stringify(name)} (expected one of: ${Object.keys(COMMANDS).join(', ')})`);
+}
+
+function tableName(schema: string | undefined, table: string | undefined): TableName {
+  try {
+    return { schema: assertIdentifier(schema ?? DEFAULT_SCHEMA, '--schema'), table: assertIdentifier(table ?? DEFAULT_TABLE, '--table') };
+  } catch (error) {
+    if (error instanceof IdempotencyConfigError) throw usageError(error.message);
+    throw error;
+  }
+}
+
+function optionalPositiveInteger(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < 1) {
+    throw usageError(`--${flag} must be a positive integer; got ${JSON.stringify(value)}`);
+  }
+  return number;
+}
+
+function jaegerBase(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw usageError(`the Jaeger URL must be an http(s) URL; got ${JSON.stringify(value)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError(`the Jaeger URL must be an http(s) URL; got ${JSON.stringify(value)}`);
+  return url.href.replace(/\/+$/, '');
+}

@@ -1,0 +1,80 @@
+import type { IdempotencyRecord } from '../../store/types.js';
+import { parseTraceparent } from '../../telemetry/traceparent.js';
+import type { Invocation } from '../arguments.js';
+import type { Connection } from '../connection.js';
+import { CliError } from '../errors.js';
+import { EXIT } from '../exit-codes.js';
+import { formatDuration, formatFields } from '../format.js';
+import type { CommandResult } from './result.js';
+
+type Inspect = Extract<Invocation, { command: 'inspect' }>;
+
+/**
+ * Shows one record. The trace ID is the one of the request that executed the operation (stored with
+ * its claim), so it leads to the original trace even when asked about a key that has only been replayed since.
+ */
+export async function inspect(invocation: Inspect, connection: Connection): Promise<CommandResult> {
+  const record = await connection.store.find(invocation.scope, invocation.key);
+  if (!record) {
+    throw new CliError(
+      'not_found',
+      `no record for scope ${JSON.stringify(invocation.scope)} and key ${JSON.stringify(invocation.key)} (never claimed, released after a failure, or expired and swept)`,
+      EXIT.NOT_FOUND,
+    );
+  }
+  const traceId = parseTraceparent(record.traceparent)?.traceId ?? null;
+  const jaegerUrl = traceId && `${invocation.jaegerUrl}/trace/${traceId}`;
+  return { exitCode: EXIT.OK, json: toJson(record, traceId, jaegerUrl), text: toText(record, traceId, jaegerUrl) };
+}
+
+function toJson(record: IdempotencyRecord, traceId: string | null, jaegerUrl: string | null) {
+  return {
+    scope: record.scope,
+    key: record.key,
+    status: record.status,
+    ageMs: Math.round(record.ageMs),
+    createdAt: record.createdAt.toISOString(),
+    completedAt: record.completedAt?.toISOString() ?? null,
+    expiresAt: record.expiresAt.toISOString(),
+    leaseRemainingMs: Math.round(record.leaseRemainingMs),
+    attempt: record.attempt,
+    fence: record.fence,
+    fingerprint: record.fingerprint,
+    fingerprintVersion: record.fingerprintVersion,
+    replayable: record.replayable,
+    responseStatus: record.response?.status ?? null,
+    steps: Object.keys(record.steps),
+    correlationId: record.correlationId,
+    traceparent: record.traceparent,
+    traceId,
+    jaegerUrl,
+  };
+}
+
+function toText(record: IdempotencyRecord, traceId: string | null, jaegerUrl: string | null): string {
+  const fields: Array<[string, string]> = [
+    ['scope', JSON.stringify(record.scope)],
+    ['key', JSON.stringify(record.key)],
+    ['status', describeStatus(record)],
+    ['age', `${formatDuration(record.ageMs)} (created ${record.createdAt.toISOString()})`],
+    ['expires', record.expiresAt.toISOString()],
+    ['attempt', String(record.attempt)],
+    ['fingerprint', `${record.fingerprint} (version ${record.fingerprintVersion})`],
+  ];
+  const steps = Object.keys(record.steps);
+  if (steps.length > 0) fields.push(['steps done', steps.join(', ')]);
+  fields.push(['correlation ID', record.correlationId ?? '-']);
+  fields.push(['trace ID', traceId ?? (record.traceparent ? `- (unreadable traceparent ${record.traceparent})` : '- (no trace was active)')]);
+  if (jaegerUrl) fields.push(['Jaeger', jaegerUrl]);
+  return formatFields(fields);
+}
+
+function describeStatus(record: IdempotencyRecord): string {
+  if (record.status === 'in_progress') {
+    return record.leaseRemainingMs > 0
+      ? `in_progress (lease ${formatDuration(record.leaseRemainingMs)} left)`
+      : 'in_progress (lease lapsed: the next retry takes over)';
+  }
+  if (record.response) return `completed (response ${record.response.status}, replayable)`;
+  return 'completed (not replayable: a retry gets 409)';
+}

@@ -1,0 +1,33 @@
+import { EXIT, type ExitCode } from './exit-codes.js';
+
+/**
+ * A failure the CLI reports and exits on. `code` is a stable machine-readable name (printed in `--json`
+ * output); `exitCode` is what the process returns.
+ */
+export class CliError extends Error {
+  override name = 'CliError';
+
+  constructor(
+    readonly code: CliErrorCode,
+    message: string,
+    readonly exitCode: ExitCode,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export type CliErrorCode =
+  | 'usage'
+  | 'not_found'
+  | 'database_url_missing'
+  | 'database_url_invalid'
+  | 'unreachable'
+  | 'login_refused'
+  | 'database_missing'
+  | 'table_missing'
+  | 'failed';
+
+export function usageError(message: string): CliError {
+  return new CliError('usage', message, EXIT.USAGE);
+}

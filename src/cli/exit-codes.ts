@@ -1,0 +1,21 @@
+/**
+ * Exit codes of the operator CLI. Scripts may rely on them; they never change meaning.
+ *
+ * | code | meaning                                                                          |
+ * | ---- | -------------------------------------------------------------------------------- |
+ * | 0    | success                                                                          |
+ * | 1    | `inspect`: no record for that scope and key (expired records are swept, too)     |
+ * | 2    | usage error: unknown command or flag, bad value, DATABASE_URL unset or malformed |
+ * | 3    | database unavailable: unreachable, login refused, no such database, or the       |
+ * |      | records table is missing (run `migrate`)                                         |
+ * | 4    | any other failure (an unexpected SQL error, a missing privilege)                 |
+ */
+export const EXIT = {
+  OK: 0,
+  NOT_FOUND: 1,
+  USAGE: 2,
+  DATABASE_UNAVAILABLE: 3,
+  FAILED: 4,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

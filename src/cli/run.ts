@@ -1,0 +1,81 @@
+import { parseInvocation, usageText, type Invocation } from './arguments.js';
+import { inspect } from './commands/inspect.js';
+import { migrate } from './commands/migrate.js';
+import type { CommandResult } from './commands/result.js';
+import { stats } from './commands/stats.js';
+import { sweep } from './commands/sweep.js';
+import { commandError, connect } from './connection.js';
+import { CliError } from './errors.js';
+import { EXIT, type ExitCode } from './exit-codes.js';
+import { schemaSql } from '../store/schema.js';
+
+export interface CliOutput {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+/**
+ * The whole CLI as a function of its arguments and environment: parse, connect, run one command, print.
+ * With `--json`, stdout gets exactly one JSON document, an error included; otherwise errors go to stderr.
+ */
+export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, output: CliOutput): Promise<ExitCode> {
+  let invocation: Invocation;
+  try {
+    invocation = parseInvocation(argv, env);
+  } catch (error) {
+    if (!(error instanceof CliError)) throw error;
+    return report(error, argv.includes('--json'), output, true);
+  }
+  if (invocation.command === 'help') {
+    output.stdout(invocation.json ? toJson({ usage: usageText(invocation.topic) }) : usageText(invocation.topic));
+    return EXIT.OK;
+  }
+  if (invocation.command === 'migrate' && invocation.printSql) {
+    const sql = schemaSql(invocation.table);
+    output.stdout(invocation.json ? toJson({ sql }) : sql);
+    return EXIT.OK;
+  }
+
+  try {
+    const connection = await connect(env, invocation.table);
+    let result: CommandResult;
+    try {
+      result = await execute(invocation, connection);
+    } catch (error) {
+      throw commandError(error, invocation.table);
+    } finally {
+      await connection.close().catch(() => undefined);
+    }
+    output.stdout(invocation.json ? toJson(result.json) : result.text);
+    return result.exitCode;
+  } catch (error) {
+    return report(commandError(error, invocation.table), invocation.json, output, false);
+  }
+}
+
+function execute(invocation: Exclude<Invocation, { command: 'help' }>, connection: Parameters<typeof migrate>[1]): Promise<CommandResult> {
+  switch (invocation.command) {
+    case 'migrate':
+      return migrate(invocation, connection);
+    case 'sweep':
+      return sweep(invocation, connection);
+    case 'inspect':
+      return inspect(invocation, connection);
+    case 'stats':
+      return stats(connection);
+  }
+}
+
+function report(error: CliError, json: boolean, output: CliOutput, showUsage: boolean): ExitCode {
+  if (json) {
+    output.stdout(toJson({ error: { code: error.code, message: error.message } }));
+  } else {
+    output.stderr(`koa-idempotency: ${error.message}\n`);
+    if (showUsage) output.stderr(`Run \`koa-idempotency --help\` for usage.\n`);
+  }
+  return error.exitCode;
+}
+
+function toJson(value: unknown): string {
+  return JSON.stringify(value, null, 2) + '\n';
+}

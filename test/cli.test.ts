@@ -1,0 +1,328 @@
+import { execFile } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
+import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, PostgresStore, type ClaimRequest } from '../src/index.js';
+import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const CLI_TIMEOUT_MS = 60_000;
+
+interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed, for `--json` runs. */
+  json: any;
+}
+
+/** Runs the CLI from source as a child process, the way an operator (or a script) runs it. */
+function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete childEnv[name];
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--import', 'tsx', CLI, ...args], { env: childEnv, timeout: CLI_TIMEOUT_MS }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== 'number') return reject(error);
+      let json: unknown;
+      try {
+        json = JSON.parse(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr, json });
+    });
+  });
+}
+
+describe.concurrent('koa-idempotency CLI without a database', () => {
+  it('prints the usage with the exit codes on --help and exits 0', async () => {
+    const run = await cli(['--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('Usage: koa-idempotency <command>');
+    for (const command of ['migrate', 'sweep', 'inspect', 'stats']) expect(run.stdout).toContain(command);
+    expect(run.stdout).toContain('Exit codes: 0 ok, 1 inspect found no record, 2 usage error');
+  });
+
+  it('prints the help of one command', async () => {
+    const run = await cli(['inspect', '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('Usage: koa-idempotency inspect --key K');
+  });
+
+  it.each([
+    [['frob'], /unknown command "frob"/],
+    [[], /a command is required/],
+    [['stats', '--key', 'k'], /stats does not take --key/],
+    [['stats', '--bogus'], /Unknown option '--bogus'/],
+    [['stats', 'extra'], /unexpected argument "extra"/],
+    [['inspect'], /inspect needs --key/],
+    [['sweep', '--batch-size', '0'], /--batch-size must be a positive integer/],
+    [['sweep', '--max-batches', '1.5'], /--max-batches must be a positive integer/],
+    [['stats', '--table', 'x; DROP TABLE y'], /--table must match/],
+    [['inspect', '--key', 'k', '--jaeger-url', 'ftp://jaeger'], /the Jaeger URL must be an http\(s\) URL/],
+  ])('exits 2 with a clear message for the usage error %j', async (args, message) => {
+    const run = await cli(args, { DATABASE_URL: 'postgres://127.0.0.1:1/none' });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(message);
+    expect(run.stdout).toBe('');
+  });
+
+  it('reports a usage error as one JSON document with --json', async () => {
+    const run = await cli(['frob', '--json']);
+    expect(run.code).toBe(2);
+    expect(run.json).toEqual({ error: { code: 'usage', message: expect.stringContaining('unknown command') } });
+  });
+
+  it('exits 2 when DATABASE_URL is unset', async () => {
+    const run = await cli(['stats', '--json'], { DATABASE_URL: undefined });
+    expect(run.code).toBe(2);
+    expect(run.json.error.code).toBe('database_url_missing');
+  });
+
+  it.each(['not a url', 'mysql://root@127.0.0.1/db', 'postgres://user@host:99999999/db'])('exits 2 for the malformed DATABASE_URL %j', async (url) => {
+    const run = await cli(['stats'], { DATABASE_URL: url });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/DATABASE_URL (is not a valid URL|must start with postgres:\/\/)/);
+  });
+
+  it('exits 3 when nothing listens at DATABASE_URL, without printing the password', async () => {
+    const run = await cli(['stats', '--json'], { DATABASE_URL: 'postgres://user:s3cret@127.0.0.1:1/test' });
+    expect(run.code).toBe(3);
+    expect(run.json.error.code).toBe('unreachable');
+    expect(run.json.error.message).toContain('127.0.0.1:1/test');
+    expect(run.stdout).not.toContain('s3cret');
+  });
+
+  it('prints the migration SQL for the given table without connecting', async () => {
+    const run = await cli(['migrate', '--print-sql', '--schema', 'billing', '--table', 'keys'], { DATABASE_URL: undefined });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('CREATE TABLE IF NOT EXISTS "billing"."keys"');
+  });
+});
+
+describe.skipIf(!DATABASE_URL)(`koa-idempotency CLI on the Postgres server${DATABASE_URL ? '' : ' (skipped: DATABASE_URL is not set)'}`, () => {
+  const schema = uniqueSchema('cli');
+  const inSchema = ['--schema', schema];
+  let pool: pg.Pool;
+  let store: PostgresStore;
+
+  beforeAll(async () => {
+    pool = new pg.Pool({ connectionString: DATABASE_URL, max: 5 });
+    store = new PostgresStore({ pool, schema, replayCacheEntries: 0 });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await pool?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool?.end();
+  });
+
+  const claim = (key: string, overrides: Partial<ClaimRequest> = {}) =>
+    store.claim({ scope: 'cli', key, fingerprint: 'fp', fingerprintVersion: FINGERPRINT_VERSION, leaseMs: 30_000, ttlSeconds: 3600, ...overrides });
+
+  /** Records that expire at once: claimed and completed with a TTL of one millisecond. */
+  async function expiredRecords(prefix: string, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const result = await claim(`${prefix}-${i}`, { ttlSeconds: 0.001 });
+      if (result.kind !== 'claimed') throw new Error('expected a fresh claim');
+      await store.complete(result.lease, { replayable: false, status: 204 });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
+  describe('a missing table', () => {
+    it.each([['stats'], ['sweep'], ['inspect', '--key', 'k']])('makes %s exit 3 and say to run migrate', async (...args) => {
+      const run = await cli([...args, ...inSchema, '--json']);
+      expect(run.code).toBe(3);
+      expect(run.json.error.code).toBe('table_missing');
+      expect(run.json.error.message).toContain('koa-idempotency migrate');
+    });
+  });
+
+  describe('migrate', () => {
+    it('creates the records table, and a second run changes nothing', async () => {
+      const first = await cli(['migrate', ...inSchema]);
+      expect(first.code).toBe(0);
+      expect(first.stdout).toContain(`"${schema}"."idempotency_records" is up to date`);
+      const { rows } = await pool.query(`SELECT to_regclass($1) AS name`, [`"${schema}".idempotency_records`]);
+      expect(rows[0].name).not.toBeNull();
+
+      const second = await cli(['migrate', ...inSchema, '--json']);
+      expect(second.code).toBe(0);
+      expect(second.json).toMatchObject({ migrated: true, schema, table: 'idempotency_records' });
+    });
+  });
+
+  describe('stats', () => {
+    it('counts records by status, with the oldest in-progress age and the lapsed leases', async () => {
+      await claim('stats-running');
+      await claim('stats-lapsed', { leaseMs: 1 });
+      const done = await claim('stats-done');
+      if (done.kind !== 'claimed') throw new Error('expected a fresh claim');
+      await store.complete(done.lease, { replayable: false, status: 204 });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+
+      const [json, text] = await Promise.all([cli(['stats', ...inSchema, '--json']), cli(['stats', ...inSchema])]);
+      expect(json.code).toBe(0);
+      expect(json.json.byStatus).toEqual([
+        { status: 'in_progress', records: 2, oldestAgeMs: expect.any(Number), lapsedLeases: 1 },
+        { status: 'completed', records: 1, oldestAgeMs: expect.any(Number), lapsedLeases: 0 },
+      ]);
+      expect(json.json).toMatchObject({ totalRecords: 3, lapsedLeases: 1, oldestInProgressAgeMs: expect.any(Number) });
+      expect(json.json.oldestInProgressAgeMs).toBeGreaterThanOrEqual(20);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/^status\s+records\s+oldest\s+lapsed leases\nin_progress\s+2\s+\S+ m?s\s+1\ncompleted\s+1\s/);
+    });
+  });
+
+  describe('sweep', () => {
+    it('deletes every expired record, batch after batch, and keeps the others', async () => {
+      await expiredRecords('sweep-all', 3);
+      const before = await store.stats();
+      const run = await cli(['sweep', ...inSchema, '--batch-size', '2', '--json']);
+      expect(run.code).toBe(0);
+      expect(run.json).toMatchObject({ deleted: 3, durationMs: expect.any(Number) });
+      const after = await store.stats();
+      const total = (stats: typeof before) => stats.reduce((sum, row) => sum + row.records, 0);
+      expect(total(before) - total(after)).toBe(3);
+      expect(await store.find('cli', 'stats-running')).toBeDefined();
+    });
+
+    it('stops after --max-batches', async () => {
+      await expiredRecords('sweep-bounded', 3);
+      const run = await cli(['sweep', ...inSchema, '--batch-size', '1', '--max-batches', '2']);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^deleted 2 expired records in \d+ ms\n$/);
+      const rest = await cli(['sweep', ...inSchema, '--json']);
+      expect(rest.json.deleted).toBe(1);
+    });
+  });
+
+  describe('inspect', () => {
+    /** The trace the client started: the server span of the first request is its child. */
+    const originalTraceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const replayTraceId = '0af7651916cd43dd8448eb211c80319c';
+    const account = 'acct_cli';
+    const key = 'order-4711';
+    let provider: BasicTracerProvider;
+    let server: Server;
+    let url: string;
+
+    /** A Koa app behind a server span that continues the caller's traceparent, as the HTTP instrumentation does. */
+    beforeAll(async () => {
+      context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+      propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+      provider = new BasicTracerProvider();
+      trace.setGlobalTracerProvider(provider);
+      const tracer = trace.getTracer('cli-test');
+
+      for (const statement of paymentsSchemaSql(schema).split(';\n')) await pool.query(statement);
+      const app = createPaymentsApp({ store, sql: fromPgPool(pool), schema });
+      app.silent = true;
+      const handle = app.callback();
+      server = createServer((req, res) => {
+        const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+        const span = tracer.startSpan(`${req.method} ${req.url}`, { kind: SpanKind.SERVER }, parent);
+        res.on('close', () => span.end());
+        context.with(trace.setSpan(parent, span), () => handle(req, res));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/payments`;
+    });
+    afterAll(async () => {
+      server?.closeAllConnections();
+      await new Promise((resolve) => server?.close(resolve));
+      await provider?.shutdown();
+      trace.disable();
+      propagation.disable();
+      context.disable();
+    });
+
+    const pay = (traceId: string) =>
+      fetch(url, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${account}`,
+          'idempotency-key': key,
+          'content-type': 'application/json',
+          traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+        },
+        body: JSON.stringify({ amount: 1250, currency: 'EUR' }),
+      });
+
+    it('finds the original trace ID of a replayed request, with its Jaeger URL', async () => {
+      const first = await pay(originalTraceId);
+      expect(first.status).toBe(201);
+      expect(first.headers.get('idempotent-replayed')).toBeNull();
+      const replay = await pay(replayTraceId);
+      expect(replay.status).toBe(201);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+
+      const run = await cli(['inspect', ...inSchema, '--scope', account, '--key', key, '--jaeger-url', 'http://jaeger.test:16686/', '--json']);
+      expect(run.code).toBe(0);
+      expect(run.json).toMatchObject({
+        scope: account,
+        key,
+        status: 'completed',
+        attempt: 1,
+        fingerprintVersion: FINGERPRINT_VERSION,
+        responseStatus: 201,
+        replayable: true,
+        correlationId: correlationIdFor(account, key),
+        traceId: originalTraceId,
+        jaegerUrl: `http://jaeger.test:16686/trace/${originalTraceId}`,
+      });
+      expect(run.json.traceparent).toMatch(new RegExp(`^00-${originalTraceId}-[0-9a-f]{16}-01$`));
+      expect(run.json.ageMs).toBeGreaterThanOrEqual(0);
+    });
+
+    it('prints the record for people, with the Jaeger base from JAEGER_URL', async () => {
+      const run = await cli(['inspect', ...inSchema, '--scope', account, '--key', key], { JAEGER_URL: 'https://tracing.test/jaeger' });
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^status\s+completed \(response 201, replayable\)$/m);
+      expect(run.stdout).toMatch(/^attempt\s+1$/m);
+      expect(run.stdout).toMatch(new RegExp(`^correlation ID\\s+${correlationIdFor(account, key)}$`, 'm'));
+      expect(run.stdout).toMatch(new RegExp(`^trace ID\\s+${originalTraceId}$`, 'm'));
+      expect(run.stdout).toMatch(new RegExp(`^Jaeger\\s+https://tracing\\.test/jaeger/trace/${originalTraceId}$`, 'm'));
+    });
+
+    it('shows an in-progress record with a lapsed lease, without a trace when none was active', async () => {
+      await claim('inspect-lapsed', { leaseMs: 1 });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const run = await cli(['inspect', ...inSchema, '--scope', 'cli', '--key', 'inspect-lapsed']);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^status\s+in_progress \(lease lapsed: the next retry takes over\)$/m);
+      expect(run.stdout).toMatch(/^trace ID\s+- \(no trace was active\)$/m);
+    });
+
+    it('exits 1 when no record holds the key', async () => {
+      const run = await cli(['inspect', ...inSchema, '--scope', account, '--key', 'never-used', '--json']);
+      expect(run.code).toBe(1);
+      expect(run.json.error.code).toBe('not_found');
+    });
+  });
+
+  describe('connection errors', () => {
+    it('exits 3 when the server refuses the login', async () => {
+      const url = new URL(DATABASE_URL!);
+      url.username = 'no_such_role_cli_test';
+      const run = await cli(['stats', '--json'], { DATABASE_URL: url.href });
+      expect(run.code).toBe(3);
+      expect(run.json.error.code).toBe('login_refused');
+    });
+
+    it('exits 3 when the database does not exist', async () => {
+      const url = new URL(DATABASE_URL!);
+      url.pathname = '/no_such_database_cli_test';
+      const run = await cli(['stats'], { DATABASE_URL: url.href });
+      expect(run.code).toBe(3);
+      expect(run.stderr).toContain('has no such database');
+    });
+  });
+});
