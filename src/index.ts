@@ -44,3 +44,7 @@ export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './sto
 export { ATTR, EVENT, METRIC, OUTCOME, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
 export type { Outcome } from './telemetry/names.js';
 export { correlationIdFor } from './telemetry/correlation.js';
+export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './telemetry/correlation-span-processor.js';
+export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';
+export { idempotencyTracing, REQUIRED_PROPAGATORS } from './telemetry/sdk-setup.js';
+export type { IdempotencyTracing } from './telemetry/sdk-setup.js';

@@ -88,16 +88,16 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
   const renewal = keepLeaseAlive(config.store, lease, config.leaseMs);
   telemetry.claimed();
   try {
-    await runHandler(next, () => config.store.release(lease));
+    await runHandler(next, () => config.store.release(lease), telemetry);
   } finally {
     renewal.stop();
     telemetry.unclaimed();
   }
   if (!config.shouldStore(ctx.status)) {
-    await config.store.release(lease).catch(reportStoreError('release'));
+    await config.store.release(lease).catch(reportStoreError('release', telemetry));
     return OUTCOME.RELEASED;
   }
-  await config.store.complete(lease, capture(ctx, config)).catch(reportStoreError('complete'));
+  await config.store.complete(lease, capture(ctx, config)).catch(reportStoreError('complete', telemetry));
   return executedOutcome(record, telemetry);
 }
 
@@ -111,9 +111,9 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
   ctx.idempotency = handlerContext(config, request, telemetry, claim.record, claim.lease, claim.db);
   telemetry.claimed();
   try {
-    await runHandler(next, () => claim.rollback());
+    await runHandler(next, () => claim.rollback(), telemetry);
     if (!config.shouldStore(ctx.status)) {
-      await claim.rollback().catch(reportStoreError('rollback'));
+      await claim.rollback().catch(reportStoreError('rollback', telemetry));
       return OUTCOME.RELEASED;
     }
     const completion = capture(ctx, config);
@@ -133,7 +133,7 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
  * retry with the same key finds out safely (a replay if it committed, an execution if it did not).
  */
 function commitUnconfirmed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
-  telemetry.storeFailure(error);
+  telemetry.storeFailure(error, 'commit');
   sendProblem(ctx, 'storeUnavailable', {
     detail: 'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
     retryAfterSeconds: config.storeRetryAfterSeconds,
@@ -142,11 +142,11 @@ function commitUnconfirmed(ctx: Context, config: ResolvedOptions, telemetry: Req
 }
 
 /** Runs the downstream handler; a thrown error releases the claim (the client may retry) and propagates. */
-async function runHandler(next: Next, release: () => Promise<unknown>): Promise<void> {
+async function runHandler(next: Next, release: () => Promise<unknown>, telemetry: RequestTelemetry): Promise<void> {
   try {
     await next();
   } catch (error) {
-    await release().catch(reportStoreError('release'));
+    await release().catch(reportStoreError('release', telemetry));
     throw error;
   }
 }
@@ -205,10 +205,12 @@ function storeUnavailable(ctx: Context, config: ResolvedOptions): Outcome {
 
 /**
  * A store failure after the handler ran cannot be answered with an error: the operation happened.
- * The handler's response goes out; the record is left to its lease (lease mode) and the failure to diag.
+ * The handler's response goes out; the record is left to its lease (lease mode) and the failure to
+ * diag and the request's span.
  */
-function reportStoreError(operation: string): (error: unknown) => void {
+function reportStoreError(operation: string, telemetry: RequestTelemetry): (error: unknown) => void {
   return (error) => {
+    telemetry.storeFailure(error, operation);
     if (error instanceof FencedError) diag.warn(`koa-idempotency: ${operation} refused: ${error.message}`);
     else diag.error(`koa-idempotency: ${operation} failed`, error);
   };

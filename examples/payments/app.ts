@@ -3,7 +3,9 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { randomUUID } from 'node:crypto';
 import { idempotency, type IdempotencyStore, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
+import { bearerAuth } from '../shared/bearer-auth.js';
 import { problemErrors } from '../shared/problem-errors.js';
+import { bookLedgerEntry } from './ledger-client.js';
 
 /**
  * A small payments API. The caller is `Authorization: Bearer <account>` (a demo: the token IS the
@@ -19,6 +21,12 @@ export interface PaymentsAppOptions {
   afterInsert?: (payment: Payment) => void | Promise<void>;
   /** Options passed through to the idempotency middleware. */
   idempotency?: Partial<Parameters<typeof idempotency>[0]>;
+  /**
+   * Base URL of the ledger service (`examples/ledger`). When set, POST /payments books a ledger entry
+   * there, with a key derived from the payment's, before writing the payment.
+   * @default undefined (no ledger call)
+   */
+  ledgerUrl?: string;
 }
 
 export interface Payment {
@@ -62,6 +70,17 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
         ctx.body = JSON.stringify({ type: 'urn:payments-example:problem:invalid-payment', title: 'Invalid payment', status: 400, detail: input.problem });
         return;
       }
+      if (options.ledgerUrl && ctx.idempotency) {
+        const booking = await bookLedgerEntry(options.ledgerUrl, ctx.state.account as string, ctx.idempotency, input);
+        if (!booking.booked) {
+          // A 5xx is not stored: the key is released, and the retry books the same ledger entry (same derived key).
+          ctx.status = 503;
+          ctx.set('Retry-After', '1');
+          ctx.type = 'application/problem+json';
+          ctx.body = JSON.stringify({ type: 'urn:payments-example:problem:ledger-unavailable', title: 'Ledger unavailable', status: 503, detail: `${booking.reason}; retry with the same Idempotency-Key.` });
+          return;
+        }
+      }
       const payment: Payment = { id: randomUUID(), amount: input.amount, currency: input.currency, status: 'succeeded' };
       const db: SqlQueryable = ctx.idempotency?.db ?? options.sql;
       await db.query(`INSERT INTO ${table} (id, account, amount, currency, status) VALUES ($1, $2, $3, $4, $5)`, [
@@ -101,25 +120,11 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
   });
 
   app.use(problemErrors());
-  app.use(authenticate);
+  app.use(bearerAuth);
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '64kb' }));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;
-}
-
-/** Demo authentication: `Authorization: Bearer <account>`; missing or malformed -> 401 problem. */
-async function authenticate(ctx: Koa.Context, next: Koa.Next): Promise<void> {
-  const match = /^Bearer ([A-Za-z0-9_-]{1,64})$/.exec(ctx.get('Authorization'));
-  if (!match) {
-    ctx.status = 401;
-    ctx.set('WWW-Authenticate', 'Bearer');
-    ctx.type = 'application/problem+json';
-    ctx.body = JSON.stringify({ type: 'about:blank', title: 'Unauthorized', status: 401, detail: 'Send Authorization: Bearer <account>.' });
-    return;
-  }
-  ctx.state.account = match[1];
-  await next();
 }
 
 function parsePaymentInput(body: unknown): { amount: number; currency: string } | { problem: string } {

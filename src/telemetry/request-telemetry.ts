@@ -4,12 +4,13 @@ import type { IdempotencyRecord } from '../store/types.js';
 import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from './correlation.js';
 import { libraryInstruments } from './metrics.js';
 import { ATTR, EVENT, OUTCOME, type Outcome } from './names.js';
-import { stampActiveRequest } from './span-stamping.js';
+import { requestSpanOf, stampActiveRequest } from './span-stamping.js';
 import { parseTraceparent } from './traceparent.js';
 
 /**
- * The telemetry of one request that carries a key: attributes and events on the active (server) span,
- * the correlation ID in baggage for everything the handler calls, and the request metrics.
+ * The telemetry of one request that carries a key: attributes and events on the request's span (the
+ * HTTP server span when a CorrelationSpanProcessor is registered, else the active span), the correlation
+ * ID on every span of the request and in baggage for everything the handler calls, and the request metrics.
  */
 export class RequestTelemetry {
   readonly correlationId: string;
@@ -21,12 +22,13 @@ export class RequestTelemetry {
   constructor(scope: string, key: string, labels: { route: string; method: string }, options: Required<TelemetryOptions>) {
     const active = context.active();
     this.correlationId = upstreamCorrelationId(active) ?? correlationIdFor(scope, key);
-    this.#span = trace.getSpan(active);
+    this.#span = requestSpanOf(active);
     this.#metricAttributes = { [ATTR.HTTP_ROUTE]: labels.route, [ATTR.HTTP_METHOD]: labels.method };
     const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
     if (options.recordRawKey) attributes[ATTR.KEY] = key;
     if (options.recordScope) attributes[ATTR.SCOPE] = scope;
     this.#span?.setAttributes(attributes);
+    trace.getSpan(active)?.setAttribute(ATTR.CORRELATION_ID, this.correlationId);
     stampActiveRequest(active, this.correlationId);
   }
 
@@ -61,9 +63,11 @@ export class RequestTelemetry {
     this.#span?.addEvent(EVENT.TAKEOVER, { [ATTR.ATTEMPT]: record.attempt });
   }
 
-  storeFailure(error: unknown): void {
+  /** A store operation failed: the exception as a span event, ERROR status, and its type (`error.type`). */
+  storeFailure(error: unknown, operation = 'claim'): void {
     this.#span?.recordException(error instanceof Error ? error : String(error));
-    this.#span?.setStatus({ code: SpanStatusCode.ERROR, message: 'idempotency store unavailable' });
+    this.#span?.setStatus({ code: SpanStatusCode.ERROR, message: `idempotency store ${operation} failed` });
+    this.#span?.setAttribute(ATTR.ERROR_TYPE, errorType(error));
   }
 
   claimed(): void {
@@ -88,4 +92,11 @@ export class RequestTelemetry {
     instruments.requests.add(1, attributes);
     instruments.requestDuration.record((performance.now() - this.#startedMs) / 1000, attributes);
   }
+}
+
+/** A low-cardinality error type: the SQLSTATE or error code when there is one, else the class name. */
+function errorType(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code !== '') return code;
+  return error instanceof Error ? error.name : 'Error';
 }

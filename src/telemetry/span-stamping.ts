@@ -1,7 +1,45 @@
-import type { Context as OtelContext } from '@opentelemetry/api';
+import { trace, type Context as OtelContext, type Span, type SpanContext } from '@opentelemetry/api';
 
 /**
- * Placeholder seam for stamping spans that started before the middleware (filled in by the span
- * processor module). Kept as its own module so the request telemetry does not depend on the SDK.
+ * The seam between the middleware and the span processors the application registered
+ * (`CorrelationSpanProcessor`). The middleware learns the correlation ID only once it has read the key,
+ * after the server span and the outer middleware spans started; through this seam it asks the
+ * processors, which know the open spans of each request, to stamp them. Without a processor, only the
+ * active span is stamped (by the request telemetry itself).
  */
-export function stampActiveRequest(_context: OtelContext, _correlationId: string): void {}
+export interface RequestStamper {
+  stamp(active: SpanContext, correlationId: string): void;
+  requestSpan(active: SpanContext): Span | undefined;
+}
+
+const stampers = new Set<RequestStamper>();
+
+export function registerStamper(stamper: RequestStamper): void {
+  stampers.add(stamper);
+}
+
+export function unregisterStamper(stamper: RequestStamper): void {
+  stampers.delete(stamper);
+}
+
+/** Stamps the correlation ID on every open span of the request the active span belongs to. */
+export function stampActiveRequest(active: OtelContext, correlationId: string): void {
+  const spanContext = trace.getSpanContext(active);
+  if (!spanContext) return;
+  for (const stamper of stampers) stamper.stamp(spanContext, correlationId);
+}
+
+/**
+ * The span that stands for the whole request in this service (the HTTP server span), which carries the
+ * outcome, events and links; the active span when no processor knows it (e.g. no processor registered).
+ */
+export function requestSpanOf(active: OtelContext): Span | undefined {
+  const spanContext = trace.getSpanContext(active);
+  if (spanContext) {
+    for (const stamper of stampers) {
+      const span = stamper.requestSpan(spanContext);
+      if (span) return span;
+    }
+  }
+  return trace.getSpan(active);
+}
