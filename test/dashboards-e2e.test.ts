@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OVERVIEW_UID } from '../dashboards/src/overview.js';
+import { promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
+import { BUNDLED_DASHBOARDS } from '../dashboards/src/dashboards.js';
+import type { PostgresStore } from '../src/index.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { serve } from './helpers/http.js';
+import { PROMETHEUS_BINARY, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
+import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
+
+/**
+ * The overview dashboard against a real Prometheus: the library's metrics, exported by the JS
+ * PrometheusExporter and scraped every second, must give every panel query data. Needs Debian's
+ * `prometheus` binary (`bash scripts/install-prometheus.sh`); skipped, saying so, without it.
+ */
+
+const JOB = 'koa-idempotency-e2e';
+const SCRAPE_INTERVAL_SECONDS = 1;
+const HELD_CLAIM_MS = 2_500;
+
+/** What Grafana would put in the queries for this short run: the rate window spans the whole run. */
+const MACROS = {
+  __rate_interval: '1m',
+  __range: '5m',
+  service: JOB,
+  // The concrete routes rather than "All" (`.*`), so a series that lost its route label returns nothing.
+  route: Object.values(ROUTES).join('|'),
+};
+
+const overview = BUNDLED_DASHBOARDS.find((entry) => entry.build().uid === OVERVIEW_UID)!.build();
+const database = databaseTargets().find((target) => !target.skip)!;
+
+describe.skipIf(!PROMETHEUS_BINARY)(
+  PROMETHEUS_BINARY ? 'Overview dashboard on a real Prometheus' : 'Overview dashboard on a real Prometheus (skipped: no prometheus binary; run scripts/install-prometheus.sh)',
+  () => {
+    let db: TestDatabase;
+    let store: PostgresStore;
+    let app: Awaited<ReturnType<typeof serve>>;
+    let exporter: Awaited<ReturnType<typeof serveMetrics>>;
+    let prometheus: PrometheusServer;
+    const traffic: TrafficLog = {};
+
+    beforeAll(async () => {
+      db = await database.open('dashboards_e2e');
+      store = await db.store({ sweepIntervalMs: 0 });
+      exporter = await serveMetrics(JOB);
+      app = await serve(createTrafficApp(store));
+      prometheus = await startPrometheus({ job: JOB, target: exporter.target, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS });
+      await prometheus.scrapedAfter(Date.now());
+
+      // Two rounds with scrapes in between, so every counter is seen before and after it grows.
+      for (const round of [1, 2]) {
+        await sendMixedTraffic(app.url, round, traffic);
+        const held = holdClaim(app.url, round, HELD_CLAIM_MS);
+        await sleep(1_100); // the short-lived records expire (ttlSeconds: 1)
+        await store.sweep();
+        await prometheus.scrapedAfter(Date.now());
+        traffic.held = [...(traffic.held ?? []), (await held).status];
+      }
+      await prometheus.scrapedAfter(Date.now());
+    }, 90_000);
+
+    afterAll(async () => {
+      await prometheus?.stop();
+      await app?.close();
+      await exporter?.close();
+      await db?.close();
+    });
+
+    it('sent the traffic it meant to: executions, replays, a mismatch, a conflict, a wait, a missing key', () => {
+      expect(traffic).toMatchObject({
+        execute: Array(10).fill(201),
+        replay: Array(6).fill(201),
+        mismatch: [422, 422],
+        'missing key': [400, 400],
+        conflict: [409, 409],
+        wait: [201, 201],
+        'short-lived': [201, 201, 201, 201],
+        held: [201, 201],
+      });
+    });
+
+    it.each(promQueries(overview).map((query) => [`${query.panel} / ${query.refId}`, query] as const))(
+      'returns data for "%s"',
+      async (_name, query) => {
+        const expr = substitute(query.expr, MACROS);
+        const now = await prometheus.query(expr);
+        console.info(`[${query.panel} / ${query.refId}] ${expr}\n  -> ${JSON.stringify(now.map((sample) => [sample.metric, sample.value[1]]))}`);
+        expect(now.length, expr).toBeGreaterThan(0);
+        // Every panel moved during the run: its largest value over the run is positive (a 0 or NaN
+        // everywhere would mean a label or an outcome that never matched).
+        const peaks = await prometheus.query(`max_over_time((${expr})[2m:1s])`);
+        expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
+      },
+    );
+
+    it('lists the service and every route in the variables', async () => {
+      const [service, route] = variableQueries(overview);
+      const services = await prometheus.series(substitute(service!.selector, MACROS));
+      expect(new Set(services.map((series) => series[service!.label]))).toEqual(new Set([JOB]));
+      const routes = await prometheus.series(substitute(route!.selector, MACROS));
+      expect(new Set(routes.map((series) => series[route!.label]))).toEqual(new Set(Object.values(ROUTES)));
+    });
+  },
+);
