@@ -14,8 +14,8 @@ import { JAEGER, jaegerDatasource, ref, textVariable, VAR } from './variables.js
 
 export const DUPLICATE_TRACES_UID = 'koa-idempotency-duplicate-traces';
 
-/** The service name Jaeger shows for the bundled payments example; type yours in the variable. */
-export const DEFAULT_JAEGER_SERVICE = 'payments-api';
+/** The service.name of the bundled payments example (examples/payments/start.ts); type yours in the variable. */
+export const DEFAULT_JAEGER_SERVICE = 'payments';
 export const DEFAULT_JAEGER_URL = 'http://localhost:16686';
 
 const TRACES_PER_TABLE = 20;
