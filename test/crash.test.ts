@@ -1,8 +1,8 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../src/index.js';
-import { startChildServer, type ChildServer } from './helpers/child-server.js';
-import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+import type { PostgresStore } from '../src/index.js';
+import { openChargesSchema, type ChargesSchema } from './helpers/charges-schema.js';
+import { DATABASE_URL } from './helpers/databases.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -11,31 +11,17 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * process serves the client's retry. Exactly one business row per key, every time.
  */
 describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'crashes (real child processes, SIGKILL)' : 'crashes (skipped: DATABASE_URL is not set)', () => {
-  const schema = uniqueSchema('crash');
+  let db: ChargesSchema;
   let pool: pg.Pool;
   let store: PostgresStore;
-  const children: ChildServer[] = [];
+  let schema: string;
+  const server = (env: Record<string, string>) => db.server(env);
 
   beforeAll(async () => {
-    pool = new pg.Pool({ connectionString: DATABASE_URL });
-    await pool.query(`CREATE SCHEMA "${schema}"`);
-    store = new PostgresStore({ pool, schema, replayCacheEntries: 0 });
-    await store.migrate();
-    await pool.query(`CREATE TABLE "${schema}".charges (id serial PRIMARY KEY, key text NOT NULL, pid int NOT NULL, attempt int NOT NULL)`);
-    await pool.query(`CREATE TABLE "${schema}".step_runs (key text NOT NULL, step text NOT NULL)`);
+    db = await openChargesSchema('crash');
+    ({ pool, store, schema } = db);
   });
-  afterAll(async () => {
-    await Promise.all(children.map((child) => child.stop()));
-    await store?.close();
-    await pool?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await pool?.end();
-  });
-
-  async function server(env: Record<string, string>): Promise<ChildServer> {
-    const child = await startChildServer({ DATABASE_URL: DATABASE_URL!, SCHEMA: schema, ...env });
-    children.push(child);
-    return child;
-  }
+  afterAll(() => db?.close());
 
   function charge(url: string, key: string, account = 'acct') {
     return fetch(`${url}/charges`, {

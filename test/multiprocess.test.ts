@@ -1,41 +1,23 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../src/index.js';
-import { startChildServer, type ChildServer } from './helpers/child-server.js';
-import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+import { openChargesSchema, type ChargesSchema } from './helpers/charges-schema.js';
+import { DATABASE_URL } from './helpers/databases.js';
 
 const REQUESTS = 200;
 const POOL_MAX = 5;
 
 /** Two real server processes share one database; clients hit both at once with the same key. */
 describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one database' : 'two server processes (skipped: DATABASE_URL is not set)', () => {
-  const schema = uniqueSchema('multiprocess');
-  let pool: pg.Pool;
-  let store: PostgresStore;
-  const children: ChildServer[] = [];
+  let db: ChargesSchema;
 
   beforeAll(async () => {
-    pool = new pg.Pool({ connectionString: DATABASE_URL });
-    await pool.query(`CREATE SCHEMA "${schema}"`);
-    store = new PostgresStore({ pool, schema });
-    await store.migrate();
-    await pool.query(`CREATE TABLE "${schema}".charges (id serial PRIMARY KEY, key text NOT NULL, pid int NOT NULL, attempt int NOT NULL)`);
-    await pool.query(`CREATE TABLE "${schema}".step_runs (key text NOT NULL, step text NOT NULL)`);
+    db = await openChargesSchema('multiprocess');
   });
-  afterAll(async () => {
-    await Promise.all(children.map((child) => child.stop()));
-    await store?.close();
-    await pool?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await pool?.end();
-  });
+  afterAll(() => db?.close());
 
   it.each(['transactional', 'lease'])(
     `runs ${REQUESTS} concurrent identical requests over two processes exactly once (%s mode), with no 5xx and bounded pools`,
     async (mode) => {
-      const servers = await Promise.all(
-        [1, 2].map(() => startChildServer({ DATABASE_URL: DATABASE_URL!, SCHEMA: schema, MODE: mode, HANDLER_DELAY_MS: '100', POOL_MAX: String(POOL_MAX) })),
-      );
-      children.push(...servers);
+      const servers = await Promise.all([1, 2].map(() => db.server({ MODE: mode, HANDLER_DELAY_MS: '100', POOL_MAX: String(POOL_MAX) })));
       const key = `multi-${mode}-${Date.now()}`;
       const answers = await Promise.all(
         Array.from({ length: REQUESTS }, async (_, i) => {
@@ -48,7 +30,7 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one databas
         }),
       );
 
-      const { rows } = await pool.query(`SELECT pid FROM "${schema}".charges WHERE key = $1`, [key]);
+      const { rows } = await db.pool.query(`SELECT pid FROM "${db.schema}".charges WHERE key = $1`, [key]);
       expect(rows).toHaveLength(1);
       expect(answers.filter((a) => a.status >= 500)).toEqual([]);
       expect(answers.every((a) => a.status === 201 || a.status === 409)).toBe(true);
