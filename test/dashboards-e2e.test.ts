@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OVERVIEW_UID } from '../dashboards/src/overview.js';
+import { OVERVIEW_UID } from '../dashboards/src/uids.js';
 import { promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
 import { BUNDLED_DASHBOARDS } from '../dashboards/src/dashboards.js';
 import type { PostgresStore } from '../src/index.js';

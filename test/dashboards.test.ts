@@ -28,6 +28,13 @@ function allPromql(dashboard: Dashboard): Array<{ where: string; expr: string }>
   ];
 }
 
+/** Seconds in a Prometheus duration such as `15s` or `1m`. */
+function seconds(duration: string): number {
+  const match = /^(\d+)(s|m)$/.exec(duration);
+  if (!match) throw new Error(`unsupported duration: ${duration}`);
+  return Number(match[1]) * (match[2] === 'm' ? 60 : 1);
+}
+
 /** Values for every macro and variable a query may hold, as Grafana would substitute them. */
 const MACROS = { __rate_interval: '1m', __range: '1h', [VAR.SERVICE]: '.*', [VAR.ROUTE]: '.*' };
 
@@ -129,6 +136,19 @@ describe('datasources', () => {
       { uid: PROVISIONED_UID.JAEGER, type: 'jaeger', url: 'http://jaeger:16686' },
     ]);
   });
+
+  const composePrometheus = 'examples/compose/prometheus.yml';
+  const haveCompose = existsSync(new URL(`../${composePrometheus}`, import.meta.url));
+  it.skipIf(!haveCompose)(
+    `set a timeInterval no shorter than the scrape intervals of ${composePrometheus}${haveCompose ? '' : ' (skipped: no such file)'}`,
+    () => {
+      // $__rate_interval is at least 4 x timeInterval: with timeInterval >= the real scrape interval, every rate() window holds 4 scrapes.
+      const config = parseYaml(read(composePrometheus)) as { global?: { scrape_interval?: string }; scrape_configs?: Array<{ scrape_interval?: string }> };
+      const intervals = [config.global?.scrape_interval ?? '1m', ...(config.scrape_configs ?? []).flatMap((job) => job.scrape_interval ?? [])].map(seconds);
+      const timeInterval = seconds((datasources[0]!.jsonData as { timeInterval: string }).timeInterval);
+      for (const interval of intervals) expect(interval).toBeLessThanOrEqual(timeInterval);
+    },
+  );
 
   it('provision the dashboards from one file provider', () => {
     expect(providers).toHaveLength(1);

@@ -3,7 +3,7 @@ import { PanelBuilder as TableBuilder } from '@grafana/grafana-foundation-sdk/ta
 import { PanelBuilder as TextBuilder, TextMode } from '@grafana/grafana-foundation-sdk/text';
 import { ATTR, EVENT, OUTCOME } from '../../src/telemetry/names.js';
 import { JaegerSearchBuilder } from './jaeger-query.js';
-import { OVERVIEW_UID } from './overview.js';
+import { DUPLICATE_TRACES_UID, OVERVIEW_UID } from './uids.js';
 import { JAEGER, jaegerDatasource, ref, textVariable, VAR } from './variables.js';
 
 /**
@@ -11,8 +11,6 @@ import { JAEGER, jaegerDatasource, ref, textVariable, VAR } from './variables.js
  * and every trace of one intent by its correlation ID. The Trace ID column opens the trace in Grafana
  * (the datasource's own link); "Open in Jaeger" opens it in the Jaeger UI.
  */
-
-export const DUPLICATE_TRACES_UID = 'koa-idempotency-duplicate-traces';
 
 /** The service.name of the bundled payments example (examples/payments/start.ts); type yours in the variable. */
 export const DEFAULT_JAEGER_SERVICE = 'payments';

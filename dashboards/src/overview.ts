@@ -1,4 +1,4 @@
-import { DashboardBuilder, DashboardCursorSync, RowBuilder } from '@grafana/grafana-foundation-sdk/dashboard';
+import { DashboardBuilder, DashboardCursorSync, DashboardLinkBuilder, DashboardLinkType, RowBuilder } from '@grafana/grafana-foundation-sdk/dashboard';
 import { BigValueGraphMode, GraphDrawStyle, ReduceDataOptionsBuilder, StackingConfigBuilder, StackingMode } from '@grafana/grafana-foundation-sdk/common';
 import { PanelBuilder as StatBuilder } from '@grafana/grafana-foundation-sdk/stat';
 import { PanelBuilder as TableBuilder } from '@grafana/grafana-foundation-sdk/table';
@@ -6,14 +6,13 @@ import { OUTCOME } from '../../src/telemetry/names.js';
 import { rangeQuery, tableQuery, timeseries } from './panels.js';
 import { LABEL, SERIES } from './prometheus-names.js';
 import { anyOf, increaseOverRange, quantile, rate, selector, sumBy, type Matchers } from './promql.js';
+import { DUPLICATE_TRACES_UID, OVERVIEW_UID } from './uids.js';
 import { PROMETHEUS, prometheusDatasource, ref, routeVariable, serviceVariable, VAR } from './variables.js';
 
 /**
  * "Idempotency overview": duplicate traffic, rejection reasons, latency of replays, executions and the
  * store, waiting duplicates, in-flight requests and sweeping, for the services and routes selected.
  */
-
-export const OVERVIEW_UID = 'koa-idempotency-overview';
 
 /** Requests answered from an existing record instead of running the handler. */
 export const DUPLICATE_OUTCOMES = [OUTCOME.REPLAYED, OUTCOME.CONFLICT, OUTCOME.MISMATCH, OUTCOME.NOT_REPLAYABLE] as const;
@@ -55,6 +54,7 @@ export function overviewDashboard() {
     .time({ from: 'now-1h', to: 'now' })
     .refresh('30s')
     .timezone('browser')
+    .link(new DashboardLinkBuilder('Duplicate traces (Jaeger)').type(DashboardLinkType.Link).url(`/d/${DUPLICATE_TRACES_UID}`).keepTime(true))
     .withVariable(prometheusDatasource())
     .withVariable(serviceVariable())
     .withVariable(routeVariable())

@@ -1,0 +1,3 @@
+/** Dashboard uids: stable, so links between the two dashboards and bookmarks survive regeneration. */
+export const OVERVIEW_UID = 'koa-idempotency-overview';
+export const DUPLICATE_TRACES_UID = 'koa-idempotency-duplicate-traces';
