@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS "${schema}".payments (
 )`;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export function createPaymentsApp(options: PaymentsAppOptions): Koa {
   const table = `"${options.schema ?? 'public'}".payments`;
   const app = new Koa();
@@ -98,10 +100,11 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
   );
 
   router.get('/payments/:id', async (ctx) => {
-    const { rows } = await options.sql.query<Payment>(
-      `SELECT id, amount, currency, status FROM ${table} WHERE id::text = $1 AND account = $2`,
-      [ctx.params.id, ctx.state.account],
-    );
+    // Only a UUID can name a payment; anything else (a NUL byte included, which Postgres text refuses) is a 404.
+    const id = UUID.test(ctx.params.id ?? '') ? ctx.params.id : undefined;
+    const { rows } = id
+      ? await options.sql.query<Payment>(`SELECT id, amount, currency, status FROM ${table} WHERE id::text = $1 AND account = $2`, [id, ctx.state.account])
+      : { rows: [] };
     if (!rows[0]) {
       ctx.status = 404;
       ctx.type = 'application/problem+json';
