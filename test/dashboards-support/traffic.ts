@@ -73,7 +73,7 @@ export type TrafficLog = Record<string, number[]>;
  * round, so every round adds to every series.
  */
 export async function sendMixedTraffic(url: string, round: number, log: TrafficLog): Promise<void> {
-  const record = (kind: string, status: number) => (log[kind] ??= []).push(status);
+  const record = (kind: string, ...statuses: number[]) => (log[kind] ??= []).push(...statuses);
   const key = (name: string) => `e2e-${round}-${name}`;
   const orders = `${url}${ROUTES.ORDERS}`;
 
@@ -82,18 +82,19 @@ export async function sendMixedTraffic(url: string, round: number, log: TrafficL
   record('mismatch', (await postJson(orders, { item: 'other' }, { key: key('order-0') })).status);
   record('missing key', (await postJson(orders, { item: 0 })).status);
 
-  const slow = postJson(orders, { delayMs: 600 }, { key: key('slow') });
-  await sleep(150);
-  record('conflict', (await postJson(orders, { delayMs: 600 }, { key: key('slow') })).status);
-  record('execute', (await slow).status);
-
-  const transfers = `${url}${ROUTES.TRANSFERS}`;
-  const first = postJson(transfers, { delayMs: 500 }, { key: key('transfer') });
-  await sleep(150);
-  record('wait', (await postJson(transfers, { delayMs: 500 }, { key: key('transfer') })).status);
-  record('execute', (await first).status);
+  // Whichever of a pair claims the key first runs; the other is the duplicate (409 here, a wait below).
+  record('slow + conflict', ...(await duplicatePair(orders, key('slow'))));
+  record('slow + wait', ...(await duplicatePair(`${url}${ROUTES.TRANSFERS}`, key('transfer'))));
 
   for (let i = 0; i < 2; i++) record('short-lived', (await postJson(`${url}${ROUTES.SESSIONS}`, { i }, { key: key(`session-${i}`) })).status);
+}
+
+/** A slow request and, while it runs, a duplicate of it; their statuses in ascending order. */
+async function duplicatePair(url: string, key: string): Promise<number[]> {
+  const first = postJson(url, { delayMs: 600 }, { key });
+  await sleep(150);
+  const second = postJson(url, { delayMs: 600 }, { key });
+  return (await Promise.all([first, second])).map((response) => response.status).sort((a, b) => a - b);
 }
 
 /** A request that holds its claim for `holdMs`, so the in-flight gauge is 1 while it runs. */
