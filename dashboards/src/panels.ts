@@ -38,6 +38,6 @@ export function timeseries(title: string, description: string, unit: string, que
 }
 
 /** A, B, C, ... */
-export function refIdAt(index: number): string {
+function refIdAt(index: number): string {
   return String.fromCharCode('A'.charCodeAt(0) + index);
 }
