@@ -86,11 +86,12 @@ describe.skipIf(!PROMETHEUS_BINARY)(
       async (_name, query) => {
         const expr = substitute(query.expr, MACROS);
         const now = await prometheus.query(expr);
-        console.info(`[${query.panel} / ${query.refId}] ${expr}\n  -> ${JSON.stringify(now.map((sample) => [sample.metric, sample.value[1]]))}`);
-        expect(now.length, expr).toBeGreaterThan(0);
         // Every panel moved during the run: its largest value over the run is positive (a 0 or NaN
         // everywhere would mean a label or an outcome that never matched).
         const peaks = await prometheus.query(`max_over_time((${expr})[2m:1s])`);
+        const show = (samples: typeof now) => JSON.stringify(samples.map((sample) => [sample.metric, Number(Number(sample.value[1]).toPrecision(3))]));
+        console.info(`[${query.panel} / ${query.refId}] ${expr}\n  now:  ${show(now)}\n  peak: ${show(peaks)}`);
+        expect(now.length, expr).toBeGreaterThan(0);
         expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
       },
     );
