@@ -40,7 +40,7 @@ const MACROS = { __rate_interval: '1m', __range: '1h', [VAR.SERVICE]: '.*', [VAR
 
 describe('bundled dashboards', () => {
   it.each(dashboards.map(({ file, dashboard }) => [file, dashboard] as const))('commits dashboards/%s as `npm run dashboards` generates it', (file, dashboard) => {
-    expect(read(`dashboards/${file}`)).toBe(serialize(dashboard));
+    expect(read(`dashboards/${file}`), 'stale JSON: run `npm run dashboards` and commit the result').toBe(serialize(dashboard));
   });
 
   it('gives every panel a unique id and every dashboard a unique uid', () => {
