@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DataPoint, Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { startTestTelemetry } from './telemetry-harness.js';
+import { ATTR, METRIC, OUTCOME } from '../src/index.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { postJson, serve } from './helpers/http.js';
+
+/**
+ * The library's metrics, read back through a real MetricReader after real requests: the request counter
+ * per outcome matches what was sent, durations are recorded, the in-flight gauge returns to zero, and no
+ * label holds a key.
+ */
+const telemetry = startTestTelemetry();
+const { createPaymentsApp, paymentsSchemaSql } = await import('../examples/payments/app.js');
+
+// One database is enough here: the Postgres server when there is one, else PGlite.
+const target = databaseTargets().find((candidate) => !candidate.skip)!;
+const ACCOUNT = 'acct_metrics';
+const PAYMENT = { amount: 500, currency: 'USD' };
+
+function points(metrics: ResourceMetrics, name: string): DataPoint<unknown>[] {
+  return metrics.scopeMetrics.flatMap((scope) => scope.metrics).filter((metric) => metric.descriptor.name === name).flatMap((metric) => metric.dataPoints);
+}
+
+function sumBy(dataPoints: DataPoint<unknown>[], label: string): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const point of dataPoints) {
+    const value = typeof point.value === 'number' ? point.value : (point.value as Histogram).count;
+    const group = String(point.attributes[label]);
+    sums[group] = (sums[group] ?? 0) + value;
+  }
+  return sums;
+}
+
+function gate() {
+  let open!: () => void;
+  let entered!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  const reached = new Promise<void>((resolve) => (entered = resolve));
+  return { open, reached, hold: async () => (entered(), opened) };
+}
+
+describe(`idempotency metrics on ${target.name}`, () => {
+  let database: TestDatabase;
+  const servers: Awaited<ReturnType<typeof serve>>[] = [];
+  let held: ReturnType<typeof gate> | undefined;
+  const keys: string[] = [];
+  let metrics: ResourceMetrics;
+
+  const post = (url: string, key: string | undefined, body: unknown = PAYMENT) => {
+    if (key) keys.push(key);
+    return postJson(`${url}/payments`, body, { key, account: ACCOUNT }).then((response) => response.status);
+  };
+
+  /** Sends a first request held in its handler and a duplicate meanwhile; returns both statuses. */
+  async function concurrentPair(url: string, key: string): Promise<number[]> {
+    held = gate();
+    const first = post(url, key);
+    await held.reached;
+    const duplicate = post(url, key);
+    // In 'wait' mode the duplicate is parked until the first completes; give it time to start waiting.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    held.open();
+    const statuses = await Promise.all([first, duplicate]);
+    held = undefined;
+    return statuses;
+  }
+
+  beforeAll(async () => {
+    database = await target.open('telemetry_metrics');
+    for (const statement of paymentsSchemaSql(database.schema).split(';\n')) await database.sql.query(statement);
+    const base = { store: await database.store(), sql: database.sql, schema: database.schema };
+    const afterInsert = () => held?.hold();
+    const [api, rejecting, waiting] = await Promise.all([
+      serve(createPaymentsApp(base)),
+      serve(createPaymentsApp({ ...base, afterInsert, idempotency: { transactional: false } })),
+      serve(createPaymentsApp({ ...base, afterInsert, idempotency: { transactional: false, onInProgress: 'wait', waitMs: 10_000 } })),
+    ]);
+    servers.push(api!, rejecting!, waiting!);
+    const run = `${Date.now()}`;
+
+    const statuses = [
+      ...(await Promise.all([1, 2, 3].map((n) => post(api!.url, `m-${run}-${n}`)))), // 3 executed
+      await post(api!.url, `m-${run}-1`), // replayed
+      await post(api!.url, `m-${run}-2`), // replayed
+      await post(api!.url, `m-${run}-3`, { ...PAYMENT, amount: 1 }), // mismatch
+      await post(api!.url, undefined), // missing key
+      await post(api!.url, 'a,b'), // invalid key (two merged)
+      ...(await concurrentPair(rejecting!.url, `m-${run}-reject`)), // executed + conflict
+      ...(await concurrentPair(waiting!.url, `m-${run}-wait`)), // executed + replayed after waiting
+    ];
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 422, 400, 400, 201, 409, 201, 201]);
+    metrics = await telemetry.metricReader.read();
+  });
+
+  afterAll(async () => {
+    await Promise.all(servers.map((server) => server.close()));
+    await database?.close();
+  });
+
+  it('counts requests per outcome as sent, on the route and method', () => {
+    const requests = points(metrics, METRIC.REQUESTS);
+    expect(sumBy(requests, ATTR.OUTCOME)).toEqual({
+      [OUTCOME.EXECUTED]: 5,
+      [OUTCOME.REPLAYED]: 3,
+      [OUTCOME.MISMATCH]: 1,
+      [OUTCOME.CONFLICT]: 1,
+      [OUTCOME.INVALID_KEY]: 2,
+    });
+    expect(sumBy(requests, ATTR.HTTP_ROUTE)).toEqual({ '/payments': 12 });
+    expect(sumBy(requests, ATTR.HTTP_METHOD)).toEqual({ POST: 12 });
+  });
+
+  it('records a request duration for every request that held a key', () => {
+    expect(sumBy(points(metrics, METRIC.REQUEST_DURATION), ATTR.OUTCOME)).toEqual({
+      [OUTCOME.EXECUTED]: 5,
+      [OUTCOME.REPLAYED]: 3,
+      [OUTCOME.MISMATCH]: 1,
+      [OUTCOME.CONFLICT]: 1,
+    });
+  });
+
+  it('records store operation durations by operation, in seconds', () => {
+    const byOperation = sumBy(points(metrics, METRIC.STORE_OPERATION_DURATION), ATTR.OPERATION);
+    // Some claims are answered from the replay cache without SQL, so at least the executed ones are timed.
+    expect(byOperation.claim).toBeGreaterThanOrEqual(5);
+    expect(byOperation.complete).toBeGreaterThanOrEqual(5);
+    const descriptor = metrics.scopeMetrics.flatMap((scope) => scope.metrics).find((metric) => metric.descriptor.name === METRIC.STORE_OPERATION_DURATION)!.descriptor;
+    expect(descriptor.unit).toBe('s');
+  });
+
+  it('records the wait of the duplicate that waited, with the outcome it got', () => {
+    expect(sumBy(points(metrics, METRIC.WAIT_DURATION), ATTR.OUTCOME)).toEqual({ [OUTCOME.REPLAYED]: 1 });
+    const [waited] = points(metrics, METRIC.WAIT_DURATION);
+    expect((waited!.value as Histogram).sum).toBeGreaterThan(0.1); // it waited for the held first request
+  });
+
+  it('brings the in-flight gauge back to zero', () => {
+    expect(Object.values(sumBy(points(metrics, METRIC.ACTIVE_REQUESTS), ATTR.HTTP_ROUTE))).toEqual([0]);
+  });
+
+  it('never puts a key in a label', () => {
+    const labels = Object.values(METRIC).flatMap((name) => points(metrics, name)).flatMap((point) => Object.values(point.attributes).map(String));
+    expect(labels.filter((label) => keys.some((key) => label.includes(key)))).toEqual([]);
+  });
+});
