@@ -26,7 +26,7 @@ describe('README quick start in a fresh copy of the repository', () => {
     execFileSync('npm', ['ci', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: copy, stdio: 'ignore', timeout: 240_000 });
 
     const [port, downstreamPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
-    const env = { ...process.env, PORT: String(port), DOWNSTREAM_PORT: String(downstreamPort), OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) };
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), DOWNSTREAM_PORT: String(downstreamPort), OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) };
     delete env.DATABASE_URL;
     delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
     const child = spawn('npm', ['start'], { cwd: copy, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
