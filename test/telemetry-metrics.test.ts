@@ -19,7 +19,7 @@ const ACCOUNT = 'acct_metrics';
 const PAYMENT = { amount: 500, currency: 'USD' };
 
 function points(metrics: ResourceMetrics, name: string): DataPoint<unknown>[] {
-  return metrics.scopeMetrics.flatMap((scope) => scope.metrics).filter((metric) => metric.descriptor.name === name).flatMap((metric) => metric.dataPoints);
+  return metrics.scopeMetrics.flatMap((scope) => scope.metrics).filter((metric) => metric.descriptor.name === name).flatMap((metric) => metric.dataPoints as DataPoint<unknown>[]);
 }
 
 function sumBy(dataPoints: DataPoint<unknown>[], label: string): Record<string, number> {
