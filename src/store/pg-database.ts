@@ -1,45 +1,70 @@
-import type { Client, Pool, PoolClient } from 'pg';
+import { createHash } from 'node:crypto';
+import type { Client, Pool, PoolClient, QueryConfig } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
+
+export interface PgDatabaseOptions {
+  /**
+   * Statement texts to run as named prepared statements, parsed and planned once per connection instead
+   * of on every call (planning the store's claim costs more than executing it). Only fixed texts belong
+   * here: each is kept by every connection for its lifetime. Other statements run unnamed.
+   * @default none
+   */
+  preparedStatements?: Iterable<string>;
+}
 
 /**
  * Adapts a node-postgres `Pool`. LISTEN needs a session of its own that stays open (a transaction-pooling
  * PgBouncer cannot hold one), so the adapter opens ONE extra connection with the pool's own settings the
  * first time something listens, instead of pinning one of the pool's clients forever.
  */
-export function fromPgPool(pool: Pool): SqlDatabase {
-  return new PgDatabase(pool);
+export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlDatabase {
+  return new PgDatabase(pool, new Statements(options.preparedStatements ?? []));
+}
+
+/** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
+class Statements {
+  readonly #names = new Map<string, string>();
+
+  constructor(prepared: Iterable<string>) {
+    for (const text of prepared) {
+      // A name derived from the text: the same statement gets the same name on every connection, and
+      // two stores on different tables never collide.
+      this.#names.set(text, `koa_idempotency_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`);
+    }
+  }
+
+  config(text: string, params: unknown[] | undefined): QueryConfig {
+    const name = this.#names.get(text);
+    return name === undefined ? { text, values: params as QueryConfig['values'] } : { name, text, values: params as QueryConfig['values'] };
+  }
 }
 
 type Listener = (payload: string) => void;
 
 class PgDatabase implements SqlDatabase {
   readonly #pool: Pool;
+  readonly #statements: Statements;
   readonly #listeners = new Map<string, Set<Listener>>();
   #listenClient: Promise<Client> | undefined;
   #closed = false;
 
-  constructor(pool: Pool) {
+  constructor(pool: Pool, statements: Statements) {
     this.#pool = pool;
+    this.#statements = statements;
   }
 
   query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
-    return this.#pool.query(text, params) as unknown as Promise<SqlResult<Row>>;
+    return this.#pool.query(this.#statements.config(text, params)) as unknown as Promise<SqlResult<Row>>;
   }
 
+  /** BEGIN goes out with the transaction's first statement (see PgTransaction), not on its own. */
   async begin(): Promise<SqlTransaction> {
     const client = await this.#pool.connect();
     // pg-pool removes its own error listener from a checked-out client: a connection lost during the
     // transaction would emit an unhandled 'error' and crash the process. The loss surfaces instead as
     // the failure of the transaction's next query (or of its COMMIT), which the middleware answers.
     client.on('error', ignoreConnectionError);
-    try {
-      await client.query('BEGIN');
-    } catch (error) {
-      client.off('error', ignoreConnectionError);
-      client.release(error as Error);
-      throw error;
-    }
-    return new PgTransaction(client);
+    return new PgTransaction(client, this.#statements);
   }
 
   async listen(channel: string, onNotify: Listener): Promise<Unsubscribe> {
@@ -90,20 +115,45 @@ class PgDatabase implements SqlDatabase {
   }
 }
 
+/**
+ * A transaction on one pooled client. BEGIN costs a round trip of its own unless it travels with the
+ * first statement: a statement without parameters goes out as the simple-query `BEGIN; <statement>`, one
+ * round trip (node-postgres sends a parameterless query as one simple query, several statements and all).
+ * A first statement with parameters needs the extended protocol, which carries one statement only, so
+ * BEGIN then goes ahead of it on its own.
+ */
 class PgTransaction implements SqlTransaction {
   readonly #client: PoolClient;
+  readonly #statements: Statements;
+  /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
+  #beginning: Promise<unknown> | undefined;
+  #begun = false;
   #done = false;
 
-  constructor(client: PoolClient) {
+  constructor(client: PoolClient, statements: Statements) {
     this.#client = client;
+    this.#statements = statements;
   }
 
-  query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
-    return this.#client.query(text, params) as unknown as Promise<SqlResult<Row>>;
+  async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
+    if (this.#done) throw new Error('the transaction has ended');
+    if (!this.#begun && (params === undefined || params.length === 0)) {
+      this.#begun = true;
+      const results = (await this.#client.query(`BEGIN;\n${text}`)) as unknown as SqlResult<Row> | Array<SqlResult<Row>>;
+      // One result per statement comes back; the caller's statement is the last.
+      return Array.isArray(results) ? results[results.length - 1]! : results;
+    }
+    this.#beginAlone();
+    await this.#beginning;
+    return this.#client.query(this.#statements.config(text, params)) as unknown as Promise<SqlResult<Row>>;
   }
 
-  /** The underlying `pg.PoolClient`, for handlers that want node-postgres itself (or a query builder on it). */
+  /**
+   * The underlying `pg.PoolClient`, for handlers that want node-postgres itself (or a query builder on
+   * it). Whatever is sent on it directly is queued behind the transaction's BEGIN.
+   */
   get client(): PoolClient {
+    this.#beginAlone();
     return this.#client;
   }
 
@@ -115,11 +165,23 @@ class PgTransaction implements SqlTransaction {
     await this.#end('ROLLBACK');
   }
 
+  /** Queues BEGIN on the client, ahead of anything sent after it; its failure surfaces at the next await. */
+  #beginAlone(): void {
+    if (this.#begun) return;
+    this.#begun = true;
+    this.#beginning = this.#client.query('BEGIN');
+    this.#beginning.catch(() => undefined);
+  }
+
   async #end(statement: string): Promise<void> {
     if (this.#done) return;
     this.#done = true;
     try {
-      await this.#client.query(statement);
+      // Nothing sent yet means no transaction is open on the server: nothing to end.
+      if (this.#begun) {
+        await this.#beginning;
+        await this.#client.query(statement);
+      }
       this.#client.off('error', ignoreConnectionError);
       this.#client.release();
     } catch (error) {

@@ -1,0 +1,67 @@
+import type { RequestShape } from './load.js';
+import type { ServerSpec } from './servers.js';
+
+export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry';
+
+export interface Scenario {
+  name: ScenarioName | 'replayUncached';
+  server: Omit<ServerSpec, 'schema'>;
+  request: RequestShape;
+  /** Keys completed before the load starts; the load then replays them in a cycle. */
+  replayKeys?: number;
+  description: string;
+}
+
+const ORDER = '{"amount":100}';
+const runId = Date.now().toString(36);
+
+/** A fresh key per request, unique across scenarios, rounds and runs. */
+function freshKeys(prefix: string): () => string {
+  let next = 0;
+  return () => `${prefix}-${runId}-${next++}`;
+}
+
+/** Keys `${prefix}-0` .. `${prefix}-(count-1)`, in a cycle. */
+export function cycledKeys(prefix: string, count: number): () => string {
+  let next = 0;
+  return () => `${prefix}-${runId}-${next++ % count}`;
+}
+
+/** Fewer completed keys than the replay cache holds (1000 by default), as retries of recent requests are. */
+export const REPLAY_KEYS = 500;
+
+function post(key?: () => string): RequestShape {
+  return { method: 'POST', path: '/orders', body: ORDER, ...(key ? { key } : {}) };
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  { name: 'baseline', server: { kind: 'baseline' }, request: post(freshKeys('baseline')), description: 'no middleware: BEGIN, INSERT, COMMIT' },
+  { name: 'lease', server: { kind: 'lease' }, request: post(freshKeys('lease')), description: 'lease mode, a new key per request' },
+  {
+    name: 'transactional',
+    server: { kind: 'transactional' },
+    request: post(freshKeys('transactional')),
+    description: 'transactional mode: the INSERT goes through ctx.idempotency.db',
+  },
+  {
+    name: 'replay',
+    server: { kind: 'lease' },
+    request: post(cycledKeys('replay', REPLAY_KEYS)),
+    replayKeys: REPLAY_KEYS,
+    description: `replays of ${REPLAY_KEYS} completed keys (in the replay cache)`,
+  },
+  { name: 'passthrough', server: { kind: 'lease' }, request: post(), description: 'lease-mode middleware, request without a key' },
+  { name: 'naive', server: { kind: 'naive' }, request: post(freshKeys('naive')), description: 'SELECT the key, run, INSERT the response' },
+  { name: 'telemetry', server: { kind: 'lease', telemetry: true }, request: post(freshKeys('telemetry')), description: 'lease mode with the OpenTelemetry SDK' },
+];
+
+/** Only in the full run: replays with the cache off, i.e. one claim statement per replay. */
+export const EXTRA_SCENARIOS: readonly Scenario[] = [
+  {
+    name: 'replayUncached',
+    server: { kind: 'lease', replayCacheEntries: 0 },
+    request: post(cycledKeys('replay-uncached', REPLAY_KEYS)),
+    replayKeys: REPLAY_KEYS,
+    description: 'replays with replayCacheEntries: 0 (one claim statement each)',
+  },
+];

@@ -1,0 +1,40 @@
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { AggregationTemporality, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
+
+/**
+ * "Telemetry on": the OpenTelemetry Node SDK as an application would run it, with HTTP server spans
+ * (which the middleware annotates), a BatchSpanProcessor and the library's metrics. The exporters drop
+ * everything, so the benchmark measures the cost of producing telemetry, not of shipping it.
+ */
+export function startTelemetry(): NodeSDK {
+  const sdk = new NodeSDK({
+    serviceName: 'koa-idempotency-bench',
+    autoDetectResources: false,
+    spanProcessors: [new BatchSpanProcessor(new DiscardingSpanExporter())],
+    metricReaders: [new PeriodicExportingMetricReader({ exporter: new DiscardingMetricExporter(), exportIntervalMillis: 10_000 })],
+    instrumentations: [new HttpInstrumentation()],
+  });
+  sdk.start();
+  return sdk;
+}
+
+class DiscardingSpanExporter implements SpanExporter {
+  export(_spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    done({ code: ExportResultCode.SUCCESS });
+  }
+  async shutdown(): Promise<void> {}
+}
+
+class DiscardingMetricExporter implements PushMetricExporter {
+  export(_metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
+    done({ code: ExportResultCode.SUCCESS });
+  }
+  selectAggregationTemporality(): AggregationTemporality {
+    return AggregationTemporality.CUMULATIVE;
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
