@@ -7,7 +7,8 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, EVENT, OUTCOME, PostgresStore, correlationIdFor, fromPgPool } from '../src/index.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -239,5 +240,67 @@ describe('a store failure', () => {
     expect(server.status.code).toBe(SpanStatusCode.ERROR);
     const exception = server.events.find((event) => event.name === 'exception');
     expect(exception?.attributes?.['exception.message']).toMatch(/ECONNREFUSED/);
+  });
+});
+
+describe.skipIf(!DATABASE_URL)('a store failure after the handler ran (Postgres server, through a TCP proxy)', () => {
+  let database: TestDatabase;
+  let proxy: TcpProxy;
+  let pool: pg.Pool;
+  let leaseApi: Awaited<ReturnType<typeof serve>>;
+  let transactionalApi: Awaited<ReturnType<typeof serve>>;
+
+  beforeAll(async () => {
+    database = await databaseTargets()[0]!.open('telemetry_faults');
+    for (const statement of paymentsSchemaSql(database.schema).split(';\n')) await database.sql.query(statement);
+    await database.store(); // migrates the records table
+    const target = new URL(DATABASE_URL!);
+    proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    pool = new pg.Pool({ connectionString: proxy.urlFor(DATABASE_URL!), max: 4, connectionTimeoutMillis: 2_000 });
+    pool.on('error', () => undefined); // a client whose connection the proxy cut
+    const base = { store: new PostgresStore({ pool, schema: database.schema, replayCacheEntries: 0 }), sql: fromPgPool(pool), schema: database.schema };
+    leaseApi = await serve(createPaymentsApp({ ...base, idempotency: { transactional: false } }));
+    transactionalApi = await serve(createPaymentsApp(base));
+  });
+
+  afterAll(async () => {
+    await Promise.all([leaseApi?.close(), transactionalApi?.close()]);
+    await pool?.end();
+    await proxy?.close();
+    await database?.close();
+  });
+
+  async function post(url: string, key: string) {
+    const trace = newTrace();
+    const response = await asUntracedClient(() => postJson(`${url}/payments`, PAYMENT, { key, account: ACCOUNT, headers: trace.headers }));
+    const spans = await waitForServerSpans(telemetry.exporter, trace.traceId, ['/payments']);
+    return { status: response.status, spans, server: serverSpan(spans, '/payments')! };
+  }
+
+  it('lease mode: the completion is lost, the 201 goes out, and the span records the exception with ERROR status', async () => {
+    const key = `complete-lost-${Date.now()}`;
+    proxy.reset();
+    const cut = proxy.cutWhen("status = 'completed'", 'before');
+    const { status, spans, server } = await post(leaseApi.url, key);
+    await cut;
+
+    expect(status).toBe(201);
+    expect(server.status).toEqual({ code: SpanStatusCode.ERROR, message: 'idempotency store complete failed' });
+    expect(server.events.filter((event) => event.name === 'exception')).toHaveLength(1);
+    expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
+  });
+
+  it('transactional mode: the COMMIT answer is lost, 503, and the span records the exception with ERROR status', async () => {
+    const key = `commit-lost-${Date.now()}`;
+    proxy.reset();
+    const cut = proxy.cutWhen('COMMIT', 'after');
+    const { status, spans, server } = await post(transactionalApi.url, key);
+    await cut;
+
+    expect(status).toBe(503);
+    expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.STORE_UNAVAILABLE);
+    expect(server.status.code).toBe(SpanStatusCode.ERROR);
+    expect(server.events.filter((event) => event.name === 'exception')).toHaveLength(1);
+    expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
   });
 });
