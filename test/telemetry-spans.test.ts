@@ -67,6 +67,7 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
   let api: Awaited<ReturnType<typeof serve>>;
   let leaseApi: Awaited<ReturnType<typeof serve>>;
   let rawApi: Awaited<ReturnType<typeof serve>>;
+  let gatedTransactionalApi: Awaited<ReturnType<typeof serve>>;
   let held: ReturnType<typeof gate> | undefined;
 
   beforeAll(async () => {
@@ -82,10 +83,11 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
     // Lease mode lets a duplicate see the first request's in-progress record on both databases.
     leaseApi = await serve(createPaymentsApp({ ...base, idempotency: { transactional: false }, afterInsert: () => held?.hold() }));
     rawApi = await serve(createPaymentsApp({ ...base, ledgerUrl: ledger.url, idempotency: { telemetry: { recordRawKey: true, recordScope: true } } }));
+    gatedTransactionalApi = await serve(createPaymentsApp({ ...base, afterInsert: () => held?.hold() }));
   });
 
   afterAll(async () => {
-    await Promise.all([api?.close(), leaseApi?.close(), rawApi?.close(), ledger?.close()]);
+    await Promise.all([api?.close(), leaseApi?.close(), rawApi?.close(), gatedTransactionalApi?.close(), ledger?.close()]);
     await Promise.all([payments?.close(), ledgerDb?.close()]);
   });
 
@@ -192,6 +194,27 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
       expect(duplicateEvents(server).map((event) => [event.attributes?.[ATTR.REASON], event.attributes?.[ATTR.ORIGINAL_TRACE_ID]])).toEqual([
         [OUTCOME.CONFLICT, original.traceId],
       ]);
+    });
+  });
+
+  // On PGlite (one connection) the duplicate's transaction would queue behind the first one's.
+  describe.skipIf(target.skip || !target.name.startsWith('Postgres server'))('a duplicate while the first transaction is open', () => {
+    it('answers 409 (busy: the record is not visible yet) with the ID on every span and a conflict event', async () => {
+      const key = `busy-${Date.now()}`;
+      held = gate();
+      const first = post(gatedTransactionalApi.url, key);
+      await held.reached;
+      const duplicate = await post(gatedTransactionalApi.url, key);
+      held.open();
+      const original = await first;
+      held = undefined;
+
+      expect([original.status, duplicate.status]).toEqual([201, 409]);
+      const spans = await waitForServerSpans(telemetry.exporter, duplicate.traceId, ['/payments']);
+      expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
+      const server = serverSpan(spans, '/payments')!;
+      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.CONFLICT);
+      expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([{ [ATTR.REASON]: OUTCOME.CONFLICT }]);
     });
   });
 
