@@ -28,6 +28,7 @@ export class RequestTelemetry {
     if (options.recordRawKey) attributes[ATTR.KEY] = key;
     if (options.recordScope) attributes[ATTR.SCOPE] = scope;
     this.#span?.setAttributes(attributes);
+    // The active span (the middleware's own, under the Koa instrumentation) even with no processor registered.
     trace.getSpan(active)?.setAttribute(ATTR.CORRELATION_ID, this.correlationId);
     stampActiveRequest(active, this.correlationId);
   }
@@ -37,7 +38,7 @@ export class RequestTelemetry {
     return context.with(withCorrelationBaggage(context.active(), this.correlationId), fn);
   }
 
-  /** The W3C traceparent of the current span, stored with a claim so replays can link to it. */
+  /** The W3C traceparent of the request's span, stored with a claim so replays can link to it. */
   traceparent(): string | undefined {
     const spanContext = this.#span?.spanContext();
     if (!spanContext || !trace.isSpanContextValid(spanContext)) return undefined;
