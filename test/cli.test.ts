@@ -10,6 +10,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
 import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, PostgresStore, type ClaimRequest } from '../src/index.js';
+import { commandError } from '../src/cli/connection.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -324,5 +325,27 @@ describe.skipIf(!DATABASE_URL)(`koa-idempotency CLI on the Postgres server${DATA
       expect(run.code).toBe(3);
       expect(run.stderr).toContain('has no such database');
     });
+  });
+});
+
+describe('commandError()', () => {
+  const table = { schema: 'public', table: 'idempotency_records' };
+
+  it.each([
+    [{ code: '42P01', message: 'relation does not exist' }, 'table_missing', 3],
+    [{ code: '3F000', message: 'schema does not exist' }, 'table_missing', 3],
+    [{ code: '57P01', message: 'terminating connection due to administrator command' }, 'unreachable', 3],
+    [{ code: '08006', message: 'connection failure' }, 'unreachable', 3],
+    [Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'unreachable', 3],
+    [{ code: '42501', message: 'permission denied for table idempotency_records' }, 'failed', 4],
+    [new Error('something else'), 'failed', 4],
+  ])('classifies %j as %s (exit %i)', (error, code, exitCode) => {
+    const failure = commandError(error, table);
+    expect(failure.code).toBe(code);
+    expect(failure.exitCode).toBe(exitCode);
+  });
+
+  it('keeps the SQLSTATE in the message of an unexpected SQL error', () => {
+    expect(commandError(Object.assign(new Error('permission denied'), { code: '42501' }), table).message).toBe('permission denied (SQLSTATE 42501)');
   });
 });

@@ -9,6 +9,10 @@ export const CONNECT_TIMEOUT_MS = 5_000;
 
 /** Undefined table (42P01) and undefined schema (3F000): the migration has not run. */
 const TABLE_MISSING_SQLSTATES: ReadonlySet<string> = new Set(['42P01', '3F000']);
+/** The connection broke mid-command: class 08 (connection exception), 57P01-57P03 (server shutting down or starting). */
+const CONNECTION_LOST = /^(08...|57P0[123])$/;
+/** The same, as Node reports it for the socket. */
+const SOCKET_ERRORS: ReadonlySet<string> = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 export interface Connection {
@@ -49,7 +53,7 @@ export async function connect(env: NodeJS.ProcessEnv, table: TableName): Promise
   };
 }
 
-/** Turns an error of a command into a CliError: a missing table is exit 3, anything else exit 4. */
+/** Turns an error of a command into a CliError: a missing table or a lost connection is exit 3, anything else exit 4. */
 export function commandError(error: unknown, table: TableName): CliError {
   if (error instanceof CliError) return error;
   const sqlstate = sqlstateOf(error);
@@ -62,6 +66,10 @@ export function commandError(error: unknown, table: TableName): CliError {
     );
   }
   const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  if ((sqlstate !== undefined && CONNECTION_LOST.test(sqlstate)) || (typeof code === 'string' && SOCKET_ERRORS.has(code))) {
+    return new CliError('unreachable', `lost the connection to the Postgres server: ${message || code}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
+  }
   return new CliError('failed', sqlstate ? `${message} (SQLSTATE ${sqlstate})` : message, EXIT.FAILED, { cause: error });
 }
 

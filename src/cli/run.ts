@@ -1,13 +1,13 @@
+import { schemaSql } from '../store/schema.js';
 import { parseInvocation, usageText, type Invocation } from './arguments.js';
 import { inspect } from './commands/inspect.js';
 import { migrate } from './commands/migrate.js';
 import type { CommandResult } from './commands/result.js';
 import { stats } from './commands/stats.js';
 import { sweep } from './commands/sweep.js';
-import { commandError, connect } from './connection.js';
+import { commandError, connect, type Connection } from './connection.js';
 import { CliError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
-import { schemaSql } from '../store/schema.js';
 
 export interface CliOutput {
   stdout: (text: string) => void;
@@ -36,24 +36,24 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     return EXIT.OK;
   }
 
+  let connection: Connection;
   try {
-    const connection = await connect(env, invocation.table);
-    let result: CommandResult;
-    try {
-      result = await execute(invocation, connection);
-    } catch (error) {
-      throw commandError(error, invocation.table);
-    } finally {
-      await connection.close().catch(() => undefined);
-    }
+    connection = await connect(env, invocation.table);
+  } catch (error) {
+    return report(commandError(error, invocation.table), invocation.json, output, false);
+  }
+  try {
+    const result = await execute(invocation, connection);
     output.stdout(invocation.json ? toJson(result.json) : result.text);
     return result.exitCode;
   } catch (error) {
     return report(commandError(error, invocation.table), invocation.json, output, false);
+  } finally {
+    await connection.close().catch(() => undefined);
   }
 }
 
-function execute(invocation: Exclude<Invocation, { command: 'help' }>, connection: Parameters<typeof migrate>[1]): Promise<CommandResult> {
+function execute(invocation: Exclude<Invocation, { command: 'help' }>, connection: Connection): Promise<CommandResult> {
   switch (invocation.command) {
     case 'migrate':
       return migrate(invocation, connection);
