@@ -72,7 +72,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     ],
   });
   sdk.start();
-  tracing.checkPropagation();
+  if (env.OTEL_SDK_DISABLED !== 'true') tracing.checkPropagation();
 
   const prometheusUrl = await prometheus.startServer().then(
     () => `http://localhost:${prometheusPort}/metrics`,

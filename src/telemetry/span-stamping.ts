@@ -12,7 +12,12 @@ export interface RequestStamper {
   requestSpan(active: SpanContext): Span | undefined;
 }
 
-const stampers = new Set<RequestStamper>();
+/**
+ * Kept on `globalThis` under a registered symbol (as the OpenTelemetry API keeps its own globals), so a
+ * processor and a middleware from two copies of this package in one process still find each other.
+ */
+const STAMPERS = Symbol.for('koa-idempotency.request-stampers');
+const stampers: Set<RequestStamper> = ((globalThis as { [STAMPERS]?: Set<RequestStamper> })[STAMPERS] ??= new Set());
 
 export function registerStamper(stamper: RequestStamper): void {
   stampers.add(stamper);
