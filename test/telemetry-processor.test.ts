@@ -1,4 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { diag, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -151,5 +154,18 @@ describe('idempotencyTracing().checkPropagation()', () => {
     expect(tracing.checkPropagation()).toEqual(['baggage']);
     expect(warn).toHaveBeenCalledWith(expect.stringContaining('OTEL_PROPAGATORS=tracecontext,baggage'));
     await tracing.spanProcessor.shutdown();
+  });
+});
+
+describe('packaging', () => {
+  it('imports no OpenTelemetry package but @opentelemetry/api anywhere in src/', () => {
+    const src = fileURLToPath(new URL('../src', import.meta.url));
+    const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'));
+    const imports = files.flatMap((file) =>
+      [...readFileSync(join(src, file), 'utf8').matchAll(/from '(@opentelemetry\/[^']+)'/g)].map((match) => `${file}: ${match[1]}`),
+    );
+
+    expect(imports.length).toBeGreaterThan(0);
+    expect(imports.filter((line) => !line.endsWith(': @opentelemetry/api'))).toEqual([]);
   });
 });
