@@ -1,6 +1,5 @@
 import { formatTable } from '../../src/cli/format.js';
-import { describeAnswer } from './scenarios.js';
-import { SCENARIOS, type ScenarioRun } from './scenarios.js';
+import { describeAnswer, SCENARIOS, type Scenario, type ScenarioRun } from './scenarios.js';
 
 /** What the run did, as the outcome table shows it and `--json` prints it. */
 export interface TrafficReport {
@@ -9,7 +8,7 @@ export interface TrafficReport {
   scenarios: number;
   requests: number;
   /** Requests by scenario and answer ('201', '201 replayed', '409', 'client timeout', ...). */
-  outcomes: Array<{ scenario: string; answer: string; requests: number }>;
+  outcomes: Array<{ scenario: Scenario; answer: string; requests: number }>;
   /** Answers carrying `Idempotent-Replayed: true`. */
   replays: number;
   /**
@@ -18,28 +17,26 @@ export interface TrafficReport {
    */
   keysWithPayment: number;
   asExpected: number;
-  unexpected: Array<{ scenario: string; problems: string[] }>;
+  unexpected: Array<{ scenario: Scenario; problems: string[] }>;
 }
 
 export function buildReport(url: string, runs: readonly ScenarioRun[], durationMs: number): TrafficReport {
-  const counts = new Map<string, number>();
+  const outcomes: TrafficReport['outcomes'] = [];
   const keysWithPayment = new Set<string>();
   let requests = 0;
   let replays = 0;
   for (const run of runs) {
     for (const { account, key, answer } of run.exchanges) {
       requests++;
-      const label = `${run.scenario}\n${describeAnswer(answer)}`;
-      counts.set(label, (counts.get(label) ?? 0) + 1);
+      const described = describeAnswer(answer);
+      const outcome = outcomes.find((o) => o.scenario === run.scenario && o.answer === described);
+      if (outcome) outcome.requests++;
+      else outcomes.push({ scenario: run.scenario, answer: described, requests: 1 });
       if (answer.kind === 'response' && answer.replayed) replays++;
       if (answer.kind === 'response' && answer.status === 201) keysWithPayment.add(`${account.length}:${account}${key}`);
     }
   }
-  const outcomes = [...counts].map(([label, count]) => {
-    const [scenario, answer] = label.split('\n') as [string, string];
-    return { scenario, answer, requests: count };
-  });
-  outcomes.sort((a, b) => SCENARIOS.indexOf(a.scenario as never) - SCENARIOS.indexOf(b.scenario as never) || answerOrder(a.answer, b.answer));
+  outcomes.sort((a, b) => SCENARIOS.indexOf(a.scenario) - SCENARIOS.indexOf(b.scenario) || answerOrder(a.answer, b.answer));
   const unexpected = runs.filter((run) => run.problems.length > 0).map(({ scenario, problems }) => ({ scenario, problems }));
   return {
     url,
