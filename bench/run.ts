@@ -18,13 +18,16 @@ import { median, percentile, round } from './stats.js';
  */
 const quick = process.argv.includes('--quick');
 const settings = quick
-  ? { rounds: 3, durationSeconds: 1.5, warmupSeconds: 1, connections: 8, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
+  ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connections: 8, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
   : { rounds: 5, durationSeconds: 8, warmupSeconds: 3, connections: 8, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const resultsDir = new URL('./results/', import.meta.url);
 
 interface Sample extends Omit<LoadResult, 'latenciesMs'> {
   roundTrips: number;
+  /** CPU of the server process and of its Postgres backends, per request served. */
+  serverCpuMs: number;
+  databaseCpuMs: number;
 }
 
 interface Summary {
@@ -35,6 +38,12 @@ interface Summary {
   rssMb: number;
 }
 
+/** Not in latest.json (whose shape is fixed): CPU per request, the figure that load on the machine disturbs least. */
+interface CpuSummary {
+  serverCpuMs: number;
+  databaseCpuMs: number;
+}
+
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 const environment = await describeEnvironment(pool);
 const scenarios = quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS];
@@ -42,9 +51,11 @@ log(`${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings
 
 for (const scenario of scenarios) await prepareSchema(schemaOf(scenario.name));
 const servers = await Promise.all(scenarios.map((scenario) => ServerProcess.start({ ...scenario.server, schema: schemaOf(scenario.name) }, databaseUrl)));
+log(`servers up at ${seconds()} s`);
 try {
   for (const [index, scenario] of scenarios.entries()) await completeReplayKeys(servers[index]!, scenario);
   for (const [index, scenario] of scenarios.entries()) await load(servers[index]!, scenario, settings.warmupSeconds);
+  log(`warmed up at ${seconds()} s`);
 
   const samples = new Map<string, Sample[]>(scenarios.map((scenario) => [scenario.name, []]));
   for (let round = 1; round <= settings.rounds; round++) {
@@ -52,10 +63,17 @@ try {
     log(`round ${round}/${settings.rounds} done`);
   }
   const summaries = new Map<string, Summary>();
+  const cpu = new Map<string, CpuSummary>();
   for (const [index, scenario] of scenarios.entries()) {
     const { maxRssMb } = await servers[index]!.stats();
-    summaries.set(scenario.name, summarize(samples.get(scenario.name)!, maxRssMb));
+    const list = samples.get(scenario.name)!;
+    summaries.set(scenario.name, summarize(list, maxRssMb));
+    cpu.set(scenario.name, {
+      serverCpuMs: round(median(list.map((sample) => sample.serverCpuMs)), 3),
+      databaseCpuMs: round(median(list.map((sample) => sample.databaseCpuMs)), 3),
+    });
   }
+  log(`measured in ${seconds()} s`);
 
   const duplicates: Record<string, BurstResult> = {};
   for (const name of ['naive', 'lease', 'transactional'] as const) {
@@ -72,7 +90,8 @@ try {
 
   const scaleOut = settings.scaleOutRounds > 0 ? await measureScaleOut(settings.scaleOutRounds) : undefined;
   environment.loadAverageAtEnd = os.loadavg()[0]!;
-  await writeResults(summaries, samples, duplicates, scaleOut);
+  await writeResults(summaries, cpu, samples, duplicates, scaleOut);
+  log(`done in ${seconds()} s`);
 } finally {
   await Promise.all(servers.map((server) => server.stop()));
   await pool.end();
@@ -120,7 +139,13 @@ async function measure(server: ServerProcess, scenario: Scenario): Promise<Sampl
   const { latenciesMs: _latencies, ...result } = await load(server, scenario, settings.durationSeconds);
   const after = await server.stats();
   if (result.failures > 0) log(`  ${scenario.name}: ${result.failures} failed requests`);
-  return { ...result, roundTrips: (after.roundTrips - before.roundTrips) / Math.max(1, after.requests - before.requests) };
+  const served = Math.max(1, after.requests - before.requests);
+  return {
+    ...result,
+    roundTrips: (after.roundTrips - before.roundTrips) / served,
+    serverCpuMs: (after.serverCpuMs - before.serverCpuMs) / served,
+    databaseCpuMs: (after.databaseCpuMs - before.databaseCpuMs) / served,
+  };
 }
 
 function summarize(samples: Sample[], rssMb: number): Summary {
@@ -175,6 +200,7 @@ async function measureScaleOut(rounds: number) {
 
 async function writeResults(
   summaries: Map<string, Summary>,
+  cpu: Map<string, CpuSummary>,
   samples: Map<string, Sample[]>,
   duplicates: Record<string, BurstResult>,
   scaleOut: Awaited<ReturnType<typeof measureScaleOut>> | undefined,
@@ -192,6 +218,7 @@ async function writeResults(
     environment,
     roundTripsMethod: 'pg.Client#query calls counted in each server process, divided by the requests it served',
     telemetryOnVsOff: round(summaries.get('telemetry')!.rps / lease.rps),
+    cpuPerRequestMs: Object.fromEntries(cpu),
     addedP50Ms: Object.fromEntries([...summaries].map(([name, summary]) => [name, round(summary.p50Ms - summaries.get('baseline')!.p50Ms)])),
     extras: Object.fromEntries([...summaries].filter(([name]) => !named.includes(name as never))),
     duplicates,
@@ -201,13 +228,24 @@ async function writeResults(
   await mkdir(resultsDir, { recursive: true });
   if (!quick) await writeFile(new URL('latest.json', resultsDir), `${JSON.stringify(latest, null, 2)}\n`);
   await writeFile(new URL(quick ? 'quick.json' : 'details.json', resultsDir), `${JSON.stringify(quick ? { latest, details } : details, null, 2)}\n`);
-  printTable(summaries, baselineRps, details);
+  printTable(summaries, cpu, baselineRps, details);
 }
 
-function printTable(summaries: Map<string, Summary>, baselineRps: number, details: { duplicates: Record<string, BurstResult>; telemetryOnVsOff: number }) {
-  const lines = ['| scenario | req/s | x baseline | p50 ms | p99 ms | SQL round trips | peak RSS MB |', '|---|---:|---:|---:|---:|---:|---:|'];
+function printTable(
+  summaries: Map<string, Summary>,
+  cpu: Map<string, CpuSummary>,
+  baselineRps: number,
+  details: { duplicates: Record<string, BurstResult>; telemetryOnVsOff: number },
+) {
+  const lines = [
+    '| scenario | req/s | x baseline | p50 ms | p99 ms | SQL round trips | CPU ms/req (Node + Postgres) | peak RSS MB |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
   for (const [name, s] of summaries) {
-    lines.push(`| ${name} | ${s.rps} | ${round(s.rps / baselineRps)} | ${s.p50Ms} | ${s.p99Ms} | ${s.roundTrips} | ${s.rssMb} |`);
+    const { serverCpuMs, databaseCpuMs } = cpu.get(name)!;
+    lines.push(
+      `| ${name} | ${s.rps} | ${round(s.rps / baselineRps)} | ${s.p50Ms} | ${s.p99Ms} | ${s.roundTrips} | ${round(serverCpuMs)} + ${round(databaseCpuMs)} | ${s.rssMb} |`,
+    );
   }
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`telemetry on / off (lease): ${details.telemetryOnVsOff}`);
@@ -215,6 +253,10 @@ function printTable(summaries: Map<string, Summary>, baselineRps: number, detail
     console.log(`duplicates, ${name}: ${result.duplicateExecutions} extra executions in ${result.burstsWithDuplicates} of ${result.bursts} bursts of ${result.concurrency}`);
   }
   console.log(`load average: ${environment.loadAverageAtStart.toFixed(2)} at start, ${environment.loadAverageAtEnd?.toFixed(2)} at end (${environment.cpus} CPUs)`);
+}
+
+function seconds(): number {
+  return Math.round(performance.now() / 1000);
 }
 
 function log(message: string): void {
