@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -325,6 +326,17 @@ describe.skipIf(!DATABASE_URL)(`koa-idempotency CLI on the Postgres server${DATA
       expect(run.code).toBe(3);
       expect(run.stderr).toContain('has no such database');
     });
+  });
+});
+
+describe('the koa-idempotency bin', () => {
+  it('is what the build makes of src/cli/main.ts, and starts with a node shebang', () => {
+    const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    const build = JSON.parse(readFileSync(new URL('../tsconfig.build.json', import.meta.url), 'utf8'));
+    const { rootDir, outDir } = build.compilerOptions as { rootDir: string; outDir: string };
+    expect(manifest.bin['koa-idempotency']).toBe(`${outDir}/cli/main.js`);
+    expect(readFileSync(new URL(`../${rootDir}/cli/main.ts`, import.meta.url), 'utf8')).toMatch(/^#!\/usr\/bin\/env node\n/);
+    expect(manifest.files).toContain(outDir);
   });
 });
 
