@@ -71,14 +71,20 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
     return pool;
   }
 
-  function storeOn(pool: pg.Pool): PostgresStore {
-    return new PostgresStore({ pool, schema, replayCacheEntries: 0 });
+  /**
+   * The store of an app. `preparedStatements: false` when a test cuts on a store statement's text: a
+   * prepared statement's text crosses the wire once per connection, so the proxy could not see it again.
+   */
+  function storeOn(pool: pg.Pool, options: { preparedStatements?: boolean } = {}): PostgresStore {
+    return new PostgresStore({ pool, schema, replayCacheEntries: 0, ...options });
   }
 
-  async function paymentsServer(options: { pool?: pg.Pool; afterInsert?: (payment: Payment) => void | Promise<void>; idempotency?: Partial<IdempotencyOptions> } = {}) {
+  async function paymentsServer(
+    options: { pool?: pg.Pool; preparedStatements?: boolean; afterInsert?: (payment: Payment) => void | Promise<void>; idempotency?: Partial<IdempotencyOptions> } = {},
+  ) {
     const pool = options.pool ?? appPool();
     const app = createPaymentsApp({
-      store: storeOn(pool),
+      store: storeOn(pool, { preparedStatements: options.preparedStatements }),
       sql: fromPgPool(pool),
       schema,
       afterInsert: options.afterInsert,
@@ -89,12 +95,13 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
   }
 
   /** A lease-mode app whose handler counts its executions per key and may run a fault in the middle. */
-  async function leaseServer(options: { during?: (key: string, attempt: number) => Promise<void> } = {}) {
+  async function leaseServer(options: { during?: (key: string, attempt: number) => Promise<void>; preparedStatements?: boolean } = {}) {
     const executions = new Map<string, number>();
     const app = new Koa();
     app.silent = true;
     const router = new Router();
-    router.post('/operations', idempotency({ store: storeOn(appPool()), leaseMs: LEASE_MS, required: true }), async (ctx) => {
+    const store = storeOn(appPool(), { preparedStatements: options.preparedStatements });
+    router.post('/operations', idempotency({ store, leaseMs: LEASE_MS, required: true }), async (ctx) => {
       const key = ctx.idempotency!.key;
       executions.set(key, (executions.get(key) ?? 0) + 1);
       await options.during?.(key, ctx.idempotency!.attempt);
@@ -304,36 +311,41 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
 
     it('never leaves two payments for one key, whatever the cut point and however the client retries', async () => {
       // Each fault is injected during the first attempt of its own key; the client then retries to a final answer.
+      let fired = false;
+      const cutWhen = (pattern: string, when: 'before' | 'after') => void proxy.cutWhen(pattern, when).then(() => (fired = true));
       const faults: Array<[string, () => void]> = [
-        ['claim dropped', () => void proxy.cutWhen('WITH lock', 'before')],
-        ['claim answer lost', () => void proxy.cutWhen('WITH lock', 'after')],
-        ['insert dropped', () => void proxy.cutWhen('INSERT INTO', 'before')],
-        ['completion dropped', () => void proxy.cutWhen(`status = 'completed'`, 'before')],
-        ['completion answer lost', () => void proxy.cutWhen(`status = 'completed'`, 'after')],
-        ['commit dropped', () => void proxy.cutWhen('COMMIT\0', 'before')],
-        ['commit answer lost', () => void proxy.cutWhen('COMMIT\0', 'after')],
+        ['claim dropped', () => cutWhen('WITH lock', 'before')],
+        ['claim answer lost', () => cutWhen('WITH lock', 'after')],
+        ['insert dropped', () => cutWhen('INSERT INTO', 'before')],
+        ['completion dropped', () => cutWhen(`status = 'completed'`, 'before')],
+        ['completion answer lost', () => cutWhen(`status = 'completed'`, 'after')],
+        ['commit dropped', () => cutWhen('COMMIT\0', 'before')],
+        ['commit answer lost', () => cutWhen('COMMIT\0', 'after')],
       ];
-      let cutInHandler = '';
+      let cutInHandler = false;
       const server = await paymentsServer({
+        preparedStatements: false,
         afterInsert: async () => {
           if (!cutInHandler) return;
-          cutInHandler = '';
+          cutInHandler = false;
+          fired = true;
           proxy.refuse();
           proxy.cutAll();
           await sleep(20);
           proxy.pass();
         },
       });
-      const rounds = [...faults.map(([name, inject]) => ({ name, inject })), { name: 'cut in the handler', inject: () => void (cutInHandler = 'armed') }];
+      const rounds = [...faults.map(([name, inject]) => ({ name, inject })), { name: 'cut in the handler', inject: () => void (cutInHandler = true) }];
       try {
         for (let round = 0; round < 3; round++) {
           for (const [index, fault] of rounds.entries()) {
             const account = `acct_cut_${round}_${index}`;
             const key = `cut-${round}-${index}`;
+            fired = false;
             fault.inject();
             const first = await timedPost(`${server.url}/payments`, { amount: 10 + index, currency: 'EUR' }, { key, account });
             proxy.reset();
-            cutInHandler = '';
+            expect(fired, `${fault.name} fired`).toBe(true);
             // A dropped payment INSERT fails the handler itself, which the example answers with its own 500.
             expect(fault.name === 'insert dropped' ? [201, 409, 500, 503] : [201, 409, 503], fault.name).toContain(first.status);
 
@@ -348,6 +360,67 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
         await expectNothingStuck();
       } finally {
         await server.close();
+      }
+    });
+  });
+
+  describe('claim answer lost, lease mode', () => {
+    it('leaves the record to its lease: 409 with Retry-After until then, then one execution', async () => {
+      const server = await leaseServer({ preparedStatements: false });
+      try {
+        // Postgres commits the claim (a single statement), but its answer never reaches the app.
+        const cut = proxy.cutWhen('WITH claimed AS', 'after');
+        const first = await timedPost(`${server.url}/operations`, {}, { key: 'claim-lost' });
+        await cut;
+        expect(first.status).toBe(503);
+        expect(server.executions.get('claim-lost')).toBeUndefined();
+
+        const early = await timedPost(`${server.url}/operations`, {}, { key: 'claim-lost' });
+        expect(early.status).toBe(409);
+        const final = await retryUntilFinal(`${server.url}/operations`, {}, { key: 'claim-lost' });
+        expect(final.status).toBe(201);
+        expect(server.executions.get('claim-lost')).toBe(1);
+        await expectNothingStuck();
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
+  describe('waiting duplicates (onInProgress: wait)', () => {
+    it('regression: duplicates are still woken at once after the LISTEN connection was cut', async () => {
+      const pool = appPool();
+      const store = new PostgresStore({ pool, schema, replayCacheEntries: 0 });
+      const app = new Koa();
+      app.silent = true;
+      const router = new Router();
+      router.post('/slow', idempotency({ store, onInProgress: 'wait', waitMs: 6_000 }), async (ctx) => {
+        await sleep(300);
+        ctx.status = 201;
+        ctx.body = { key: ctx.idempotency!.key };
+      });
+      app.use(bodyParser());
+      app.use(router.routes());
+      const server = await serve(app);
+      try {
+        /** A first request and a duplicate sent 100 ms later; returns how long the duplicate waited. */
+        const duplicateWaitMs = async (key: string) => {
+          const first = timedPost(`${server.url}/slow`, {}, { key });
+          await sleep(100);
+          const duplicate = await timedPost(`${server.url}/slow`, {}, { key });
+          expect((await first).status).toBe(201);
+          expect(duplicate.status).toBe(201);
+          expect(duplicate.headers.get('idempotent-replayed')).toBe('true');
+          return duplicate.elapsedMs;
+        };
+        expect(await duplicateWaitMs('wait-before-cut')).toBeLessThan(3_000);
+        proxy.cutAll(); // the pool's clients and the store's LISTEN connection go
+        await sleep(200);
+        expect(await duplicateWaitMs('wait-after-cut-1')).toBeLessThan(3_000);
+        expect(await duplicateWaitMs('wait-after-cut-2')).toBeLessThan(3_000);
+      } finally {
+        await server.close();
+        await store.close();
       }
     });
   });

@@ -41,11 +41,15 @@ class Statements {
 
 type Listener = (payload: string) => void;
 
+/** Pause between attempts to LISTEN again after the listening connection was lost. */
+const RELISTEN_DELAY_MS = 1_000;
+
 class PgDatabase implements SqlDatabase {
   readonly #pool: Pool;
   readonly #statements: Statements;
   readonly #listeners = new Map<string, Set<Listener>>();
   #listenClient: Promise<Client> | undefined;
+  #relistening = false;
   #closed = false;
 
   constructor(pool: Pool, statements: Statements) {
@@ -97,6 +101,26 @@ class PgDatabase implements SqlDatabase {
     return this.#listenClient;
   }
 
+  /** Subscribes every known channel again on a new connection, retrying while Postgres is unreachable. */
+  #relisten(): void {
+    if (this.#relistening) return;
+    this.#relistening = true;
+    const attempt = async () => {
+      if (this.#closed || this.#listeners.size === 0) {
+        this.#relistening = false;
+        return;
+      }
+      try {
+        const client = await this.#connectListener();
+        for (const channel of this.#listeners.keys()) await client.query(`LISTEN ${quoteChannel(channel)}`);
+        this.#relistening = false;
+      } catch {
+        setTimeout(() => void attempt(), RELISTEN_DELAY_MS).unref();
+      }
+    };
+    void attempt();
+  }
+
   async #openListener(): Promise<Client> {
     // pg-pool keeps the Client class and the connection options it was built with.
     const { Client: ClientClass, options } = this.#pool as unknown as { Client: new (options: unknown) => Client; options: unknown };
@@ -105,10 +129,11 @@ class PgDatabase implements SqlDatabase {
       for (const callback of this.#listeners.get(message.channel) ?? []) callback(message.payload ?? '');
     });
     client.on('error', () => {
-      // The connection is gone: forget it; the next listen() reconnects, and waiters fall back to their timeout.
+      // The connection is gone: forget it and LISTEN again on a new one, or waiters would never be woken
+      // again (each would wait out its full waitMs). Until then they fall back to their timeout.
       this.#listenClient = undefined;
-      this.#listeners.clear();
       client.end().catch(() => undefined);
+      this.#relisten();
     });
     await client.connect();
     return client;
