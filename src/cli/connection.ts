@@ -27,10 +27,10 @@ export interface Connection {
  * refused" are told apart from a failing command. The store is built over the pool, as an application would.
  */
 export async function connect(env: NodeJS.ProcessEnv, table: TableName): Promise<Connection> {
-  const url = databaseUrl(env.DATABASE_URL);
-  const target = describeTarget(url);
+  const target = describeTarget(databaseUrl(env.DATABASE_URL));
   const pool = new pg.Pool({
-    connectionString: url.href,
+    // As given: node-postgres reads its own parameters (sslmode, host=/socket/dir, ...) from the string.
+    connectionString: env.DATABASE_URL,
     max: 2,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     application_name: 'koa-idempotency-cli',
