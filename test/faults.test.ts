@@ -4,6 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql, type Payment } from '../examples/payments/app.js';
+import { openExampleDatabase } from '../examples/shared/database.js';
 import { fromPgPool, idempotency, PostgresStore, problemType, type IdempotencyOptions } from '../src/index.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
@@ -421,6 +422,25 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
       } finally {
         await server.close();
         await store.close();
+      }
+    });
+  });
+
+  describe('the example app', () => {
+    it('regression: the example pool survives Postgres dropping an idle connection', async () => {
+      const crashes: unknown[] = [];
+      const onUncaught = (error: unknown) => crashes.push(error);
+      process.on('uncaughtException', onUncaught);
+      const database = await openExampleDatabase({ DATABASE_URL: proxy.urlFor(DATABASE_URL!) });
+      try {
+        await database.sql.query('SELECT 1');
+        proxy.cutAll(); // the pool's idle client loses its connection
+        await sleep(100);
+        expect(crashes).toEqual([]);
+        expect((await database.sql.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      } finally {
+        process.off('uncaughtException', onUncaught);
+        await database.close();
       }
     });
   });

@@ -18,6 +18,9 @@ export interface ExampleDatabase {
 export async function openExampleDatabase(env: NodeJS.ProcessEnv = process.env): Promise<ExampleDatabase> {
   if (env.DATABASE_URL) {
     const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: Number(env.PG_POOL_MAX ?? 10) });
+    // An idle client whose connection drops (a Postgres restart, a failover) emits 'error'; unheard, it
+    // would crash the process. The pool has already discarded the client and opens a new one when needed.
+    pool.on('error', (error) => console.warn(`idle Postgres client lost: ${error.message}`));
     return { kind: 'postgres', sql: fromPgPool(pool), storeSource: { pool }, close: () => pool.end() };
   }
   const pglite = await PGlite.create(env.PGLITE_DIR);
