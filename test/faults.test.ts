@@ -323,20 +323,29 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'Faults between the app and Postgr
         ['commit dropped', () => cutWhen('COMMIT\0', 'before')],
         ['commit answer lost', () => cutWhen('COMMIT\0', 'after')],
       ];
-      let cutInHandler = false;
+      let inHandler: 'cut' | 'terminate' | undefined;
       const server = await paymentsServer({
         preparedStatements: false,
         afterInsert: async () => {
-          if (!cutInHandler) return;
-          cutInHandler = false;
-          fired = true;
-          proxy.refuse();
-          proxy.cutAll();
-          await sleep(20);
-          proxy.pass();
+          const fault = inHandler;
+          inHandler = undefined;
+          if (fault === 'cut') {
+            proxy.refuse();
+            proxy.cutAll();
+            await sleep(20);
+            proxy.pass();
+          } else if (fault === 'terminate') {
+            // What a failover or an administrator does: Postgres itself ends the app's sessions.
+            await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [APPLICATION_NAME]);
+          }
+          fired ||= fault !== undefined;
         },
       });
-      const rounds = [...faults.map(([name, inject]) => ({ name, inject })), { name: 'cut in the handler', inject: () => void (cutInHandler = true) }];
+      const rounds = [
+        ...faults.map(([name, inject]) => ({ name, inject })),
+        { name: 'cut in the handler', inject: () => void (inHandler = 'cut') },
+        { name: 'sessions terminated by Postgres in the handler', inject: () => void (inHandler = 'terminate') },
+      ];
       try {
         for (let round = 0; round < 3; round++) {
           for (const [index, fault] of rounds.entries()) {
