@@ -14,13 +14,13 @@ export interface Environment {
 }
 
 export async function describeEnvironment(pool: pg.Pool): Promise<Environment> {
-  const { rows } = await pool.query<{ version: string }>('SHOW server_version');
+  const { rows } = await pool.query<{ server_version: string }>('SHOW server_version');
   return {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     memoryGb: Math.round(os.totalmem() / 1024 ** 3),
     node: process.version,
-    postgres: rows[0]!.version,
+    postgres: rows[0]!.server_version,
     loadAverageAtStart: os.loadavg()[0]!,
     startedAt: new Date().toISOString(),
   };
