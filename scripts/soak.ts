@@ -13,7 +13,7 @@ import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';
  * audit of every payment. Reports requests, outcomes, errors, RSS, heap and pool use over time, and the
  * count of lost and doubled operations (both must be 0).
  *
- *   npm run soak -- --seconds 180 --clients 16 [--chaos] [--lease] [--json]
+ *   npm run soak -- --seconds 180 --clients 16 [--chaos] [--lease] [--wait] [--json]
  *
  * On the Postgres server at DATABASE_URL (or an embedded PGlite when unset). `--chaos` (Postgres only)
  * routes the app's pool through a TCP proxy and injects a fault every few seconds: cut connections,
@@ -27,6 +27,8 @@ export interface SoakOptions {
   chaos: boolean;
   /** Lease mode instead of the example's transactional mode. */
   lease: boolean;
+  /** Duplicates wait for the first request (`onInProgress: 'wait'`) instead of getting 409 at once. */
+  wait?: boolean;
   sampleEveryMs: number;
   databaseUrl?: string | undefined;
   log?: (line: string) => void;
@@ -36,6 +38,9 @@ export interface SoakSample {
   atSeconds: number;
   requests: number;
   requestsPerSecond: number;
+  /** Latency percentiles of the requests answered since the previous sample. */
+  p50Ms: number;
+  p99Ms: number;
   rssMiB: number;
   heapMiB: number;
   pool: { total: number; idle: number; waiting: number } | null;
@@ -82,7 +87,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const store = new PostgresStore({ ...database.storeSource, schema, sweepIntervalMs: 60_000 });
   await store.migrate();
   for (const statement of paymentsSchemaSql(schema).split(';\n')) await database.admin.query(statement);
-  const app = createPaymentsApp({ store, sql: database.sql, schema, idempotency: { transactional: !options.lease, leaseMs: 3_000 } });
+  const app = createPaymentsApp({
+    store,
+    sql: database.sql,
+    schema,
+    idempotency: { transactional: !options.lease, leaseMs: 3_000, onInProgress: options.wait ? 'wait' : 'reject', waitMs: 5_000 },
+  });
   app.silent = true;
   const server = await serve(app);
 
@@ -94,6 +104,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const samples: SoakSample[] = [];
   let requests = 0;
   let hangs = 0;
+  let durationsMs: number[] = [];
   let fault = 'none';
   let faultsInjected = 0;
   const count = (label: string) => outcomes.set(label, (outcomes.get(label) ?? 0) + 1);
@@ -103,9 +114,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (init.key !== undefined) headers['idempotency-key'] = init.key;
     if (init.account !== undefined) headers.authorization = `Bearer ${init.account}`;
+    const sentMs = performance.now();
     try {
       const response = await fetch(`${server.url}${path}`, { method: init.method ?? 'POST', headers, body: init.body, signal: AbortSignal.timeout(HANG_BOUND_MS) });
       const text = await response.text();
+      durationsMs.push(performance.now() - sentMs);
       count(String(response.status));
       // Under chaos a 500 is expected (a handler whose connection was cut throws; its work is rolled back or released).
       if (response.status >= 500 && response.status !== 503 && !options.chaos) errors.push(`${response.status} on ${path}: ${text.slice(0, 200)}`);
@@ -203,10 +216,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const sampler = setInterval(() => {
     const memory = process.memoryUsage();
     const pool = database.pool ? { total: database.pool.totalCount, idle: database.pool.idleCount, waiting: database.pool.waitingCount } : null;
+    const sorted = durationsMs.sort((a, b) => a - b);
+    durationsMs = [];
+    const percentile = (p: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0);
     const sample: SoakSample = {
       atSeconds: Math.round((performance.now() - startedMs) / 1000),
       requests,
       requestsPerSecond: Math.round(((requests - lastRequests) * 1000) / options.sampleEveryMs),
+      p50Ms: percentile(0.5),
+      p99Ms: percentile(0.99),
       rssMiB: Math.round(memory.rss / 1048576),
       heapMiB: Math.round(memory.heapUsed / 1048576),
       pool,
@@ -215,7 +233,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     lastRequests = requests;
     samples.push(sample);
     const poolText = pool ? `pool ${pool.total} total ${pool.idle} idle ${pool.waiting} waiting` : 'pool n/a (PGlite)';
-    log(`t=${String(sample.atSeconds).padStart(4)}s  ${String(sample.requests).padStart(7)} req  ${String(sample.requestsPerSecond).padStart(5)} req/s  rss ${sample.rssMiB} MiB  heap ${sample.heapMiB} MiB  ${poolText}  errors ${errors.length}  fault ${fault}`);
+    log(`t=${String(sample.atSeconds).padStart(4)}s  ${String(sample.requests).padStart(7)} req  ${String(sample.requestsPerSecond).padStart(5)} req/s  p50 ${sample.p50Ms} ms  p99 ${sample.p99Ms} ms  rss ${sample.rssMiB} MiB  heap ${sample.heapMiB} MiB  ${poolText}  errors ${errors.length}  fault ${fault}`);
   }, options.sampleEveryMs);
 
   try {
@@ -326,6 +344,7 @@ async function main(): Promise<void> {
       clients: { type: 'string', default: '16' },
       chaos: { type: 'boolean', default: false },
       lease: { type: 'boolean', default: false },
+      wait: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
@@ -338,6 +357,7 @@ async function main(): Promise<void> {
     clients,
     chaos: values.chaos,
     lease: values.lease,
+    wait: values.wait,
     sampleEveryMs: values.quick ? 1_000 : 5_000,
     databaseUrl: process.env.DATABASE_URL,
   });
