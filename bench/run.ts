@@ -11,7 +11,7 @@ import { ServerProcess } from './servers.js';
 import { median, percentile, round } from './stats.js';
 
 /**
- * `npm run bench` (about 7 minutes) or `npm run bench -- --quick` (under a minute, for a smoke test).
+ * `npm run bench` (about 8 minutes) or `npm run bench -- --quick` (under a minute, for a smoke test).
  * Every scenario runs in its own server process; rounds interleave the scenarios (A B C ... A B C ...)
  * so drift of a shared machine hits them alike, and each figure is the median over the rounds.
  * Writes bench/results/latest.json (the summary) and bench/results/details.json (rounds, machine, extras).
@@ -218,6 +218,7 @@ async function writeResults(
     environment,
     roundTripsMethod: 'pg.Client#query calls counted in each server process, divided by the requests it served',
     telemetryOnVsOff: round(summaries.get('telemetry')!.rps / lease.rps),
+    sdkOnBaselineVsOff: summaries.has('baselineTelemetry') ? round(summaries.get('baselineTelemetry')!.rps / baselineRps) : undefined,
     cpuPerRequestMs: Object.fromEntries(cpu),
     addedP50Ms: Object.fromEntries([...summaries].map(([name, summary]) => [name, round(summary.p50Ms - summaries.get('baseline')!.p50Ms)])),
     extras: Object.fromEntries([...summaries].filter(([name]) => !named.includes(name as never))),
@@ -235,7 +236,7 @@ function printTable(
   summaries: Map<string, Summary>,
   cpu: Map<string, CpuSummary>,
   baselineRps: number,
-  details: { duplicates: Record<string, BurstResult>; telemetryOnVsOff: number },
+  details: { duplicates: Record<string, BurstResult>; telemetryOnVsOff: number; sdkOnBaselineVsOff: number | undefined },
 ) {
   const lines = [
     '| scenario | req/s | x baseline | p50 ms | p99 ms | SQL round trips | CPU ms/req (Node + Postgres) | peak RSS MB |',
@@ -249,6 +250,7 @@ function printTable(
   }
   console.log(`\n${lines.join('\n')}\n`);
   console.log(`telemetry on / off (lease): ${details.telemetryOnVsOff}`);
+  if (details.sdkOnBaselineVsOff !== undefined) console.log(`SDK on / off (baseline, no middleware): ${details.sdkOnBaselineVsOff}`);
   for (const [name, result] of Object.entries(details.duplicates)) {
     console.log(`duplicates, ${name}: ${result.duplicateExecutions} extra executions in ${result.burstsWithDuplicates} of ${result.bursts} bursts of ${result.concurrency}`);
   }

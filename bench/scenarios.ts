@@ -4,7 +4,7 @@ import type { ServerSpec } from './servers.js';
 export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry';
 
 export interface Scenario {
-  name: ScenarioName | 'replayUncached';
+  name: ScenarioName | 'replayUncached' | 'baselineTelemetry';
   server: Omit<ServerSpec, 'schema'>;
   request: RequestShape;
   /** Keys completed before the load starts; the load then replays them in a cycle. */
@@ -55,8 +55,17 @@ export const SCENARIOS: readonly Scenario[] = [
   { name: 'telemetry', server: { kind: 'lease', telemetry: true }, request: post(freshKeys('telemetry')), description: 'lease mode with the OpenTelemetry SDK' },
 ];
 
-/** Only in the full run: replays with the cache off, i.e. one claim statement per replay. */
+/**
+ * Only in the full run: replays with the cache off (one claim statement per replay), and the SDK on
+ * the baseline, which separates what the SDK itself costs from what the middleware's telemetry adds.
+ */
 export const EXTRA_SCENARIOS: readonly Scenario[] = [
+  {
+    name: 'baselineTelemetry',
+    server: { kind: 'baseline', telemetry: true },
+    request: post(freshKeys('baseline-telemetry')),
+    description: 'the baseline with the OpenTelemetry SDK (no middleware)',
+  },
   {
     name: 'replayUncached',
     server: { kind: 'lease', replayCacheEntries: 0 },
