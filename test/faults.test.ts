@@ -22,7 +22,7 @@ import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 const APPLICATION_NAME = 'koa-idempotency-faults';
 const CONNECTION_TIMEOUT_MS = 1_000;
 const QUERY_TIMEOUT_MS = 1_500;
-const LEASE_MS = 1_500;
+const LEASE_MS = 2_500;
 /** No request may take longer than this, whatever the fault (a generous bound: the machine is shared). */
 const REQUEST_BOUND_MS = 8_000;
 

@@ -10,7 +10,7 @@ describe(`soak, quick (${DATABASE_URL ? 'Postgres server, with faults' : 'PGlite
   it('loses no operation, doubles none, never hangs and leaves no record stuck', { timeout: 120_000 }, async () => {
     const report = await runSoak({ seconds: 8, clients: 4, chaos: Boolean(DATABASE_URL), lease: false, sampleEveryMs: 1_000, databaseUrl: DATABASE_URL, log: () => undefined });
 
-    expect(report.requests).toBeGreaterThan(100);
+    expect(report.requests).toBeGreaterThan(50);
     expect(report.samples.length).toBeGreaterThan(3);
     expect(report.errors).toEqual([]);
     expect(report.hangs).toBe(0);
