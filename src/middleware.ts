@@ -5,6 +5,7 @@ import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
 import { readKey } from './key.js';
+import { completeLeased } from './lease-completion.js';
 import { keepLeaseAlive } from './lease-renewal.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { sendProblem } from './problems.js';
@@ -97,7 +98,7 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
     await config.store.release(lease).catch(reportStoreError('release', telemetry));
     return OUTCOME.RELEASED;
   }
-  await config.store.complete(lease, capture(ctx, config)).catch(reportStoreError('complete', telemetry));
+  await completeLeased(config.store, lease, capture(ctx, config)).catch(reportStoreError('complete', telemetry));
   return executedOutcome(record, telemetry);
 }
 

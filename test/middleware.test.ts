@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore, problemType, type IdempotencyOptions } from '../src/index.js';
+import { PostgresStore, problemType, type Completion, type IdempotencyOptions, type IdempotencyStore, type Lease } from '../src/index.js';
 import { createTestApp, type TestAppOptions } from './helpers/app.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
@@ -192,6 +192,33 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
       const retry = await postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' });
       expect(retry.status).toBe(201);
       expect(executions).toHaveLength(2);
+    });
+  });
+
+  describe.skipIf(target.skip)('completion', () => {
+    it('retries a completion that failed transiently, so the client retry is a replay, not a second run', async () => {
+      const store = await db.store();
+      let failures = 1;
+      // The real store, but its first completion fails like a dropped connection.
+      const flaky = new Proxy(store, {
+        get(target, property) {
+          if (property === 'complete') {
+            return (lease: Lease, completion: Completion) =>
+              failures-- > 0 ? Promise.reject(new Error('connection terminated unexpectedly')) : target.complete(lease, completion);
+          }
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      }) as IdempotencyStore;
+      const { app, executions } = createTestApp({ store: flaky });
+      const server = await serve(app);
+      servers.push(server);
+      const key = newKey('flaky-complete');
+      const first = await postJson(`${server.url}/orders`, { amount: 5 }, { key, account: 'a' });
+      const retry = await postJson(`${server.url}/orders`, { amount: 5 }, { key, account: 'a' });
+      expect(first.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(executions).toHaveLength(1);
     });
   });
 

@@ -133,6 +133,14 @@ describe.each(databaseTargets())('PostgresStore on $name', (target) => {
       expect(record?.steps).toEqual({});
     });
 
+    it('accepts a repeated completion from the same owner (its first answer may have been lost)', async () => {
+      const owner = await store.claim(request('completed-twice'));
+      if (owner.kind !== 'claimed') throw new Error('expected a claim');
+      await store.complete(owner.lease, { replayable: true, response });
+      await store.complete(owner.lease, { replayable: true, response });
+      expect((await store.find('tenant-a', 'completed-twice'))?.status).toBe('completed');
+    });
+
     it('renews the lease of the owner', async () => {
       const owner = await store.claim(request('renewed', { leaseMs: 300 }));
       if (owner.kind !== 'claimed') throw new Error('expected a claim');

@@ -96,11 +96,15 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
   WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
 ) record ON lock.acquired`,
 
-    /** Completes the record if, and only if, this worker still owns it (its fence), then wakes waiters. */
+    /**
+     * Completes the record if, and only if, this worker still owns it (its fence), then wakes waiters.
+     * A record this same fence already completed matches too: a completion whose answer was lost can
+     * be retried, and rewrites the very same response.
+     */
     complete: `WITH done AS (
   UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
     replayable = $4, response_status = $5, response_headers = $6, response_body = $7
-  WHERE ${owned}
+  WHERE scope = $1 AND key = $2 AND fence = $3::bigint
   RETURNING 1
 )
 SELECT pg_notify($8, $9) FROM done`,

@@ -1,0 +1,25 @@
+import { FencedError } from './errors.js';
+import type { Completion, IdempotencyStore, Lease } from './store/types.js';
+
+/**
+ * Pauses before the second and third completion attempts in lease mode. After the handler ran, a lost
+ * completion leaves the record in progress until its lease lapses, and the client's retry then runs
+ * the operation again; a couple of quick retries ride out a dropped connection or a failover.
+ */
+export const COMPLETION_RETRY_DELAYS_MS: readonly number[] = [250, 500];
+
+/**
+ * Stores the outcome of a leased operation, retrying transient failures. A FencedError is final: another
+ * worker owns the record. Re-running a completion is safe: the store accepts it from the same fence only.
+ */
+export async function completeLeased(store: IdempotencyStore, lease: Lease, completion: Completion): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await store.complete(lease, completion);
+    } catch (error) {
+      const delayMs = COMPLETION_RETRY_DELAYS_MS[attempt];
+      if (error instanceof FencedError || delayMs === undefined) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
