@@ -5,8 +5,10 @@ import canonicalize from 'canonicalize';
  * The request fingerprint: what makes a retry "the same request". Pure, no I/O.
  *
  * Version 1 hashes (SHA-256) the method, the path, the query parameters sorted by name, the allow-listed
- * headers (lower-cased names, sorted) and the body. A JSON body is canonicalised with RFC 8785 (JCS), so
- * key order and white space do not matter; a string or byte body is hashed as sent. The version is stored
+ * headers (lower-cased names, sorted), the media type and the body with its kind. A JSON body is
+ * canonicalised with RFC 8785 (JCS), so key order and white space do not matter; a string or byte body is
+ * hashed as sent. The media type and the body kind keep a JSON string `"abc"` apart from the text `abc`,
+ * and an empty string apart from no body. The version is stored
  * with each record: a later algorithm compares only fingerprints of its own version.
  */
 export const FINGERPRINT_VERSION = 1;
@@ -20,6 +22,8 @@ export interface FingerprintInput {
   headers: Record<string, string | string[] | undefined>;
   /** The parsed body (`ctx.request.body`), a string, bytes, or undefined for none. */
   body: unknown;
+  /** The request's media type without parameters (`ctx.request.type`), '' when none. */
+  mediaType?: string;
 }
 
 /** Thrown when a body cannot be canonicalised (NaN, lone surrogates, cycles, nesting deeper than the stack). */
@@ -34,17 +38,19 @@ export function fingerprint(input: FingerprintInput): string {
     .sort()
     .map((name) => [name, String(input.headers[name] ?? '')]);
   const hash = createHash('sha256');
-  hash.update(JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers]));
+  const body = bodyBytes(input.body);
+  hash.update(JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind]));
   hash.update('\n');
-  hash.update(bodyBytes(input.body));
+  hash.update(body.bytes);
   return hash.digest('hex');
 }
 
-function bodyBytes(body: unknown): string | Uint8Array {
-  if (body === undefined || body === null) return '';
-  if (typeof body === 'string' || body instanceof Uint8Array) return body;
+function bodyBytes(body: unknown): { kind: 'none' | 'text' | 'bytes' | 'json'; bytes: string | Uint8Array } {
+  if (body === undefined || body === null) return { kind: 'none', bytes: '' };
+  if (typeof body === 'string') return { kind: 'text', bytes: body };
+  if (body instanceof Uint8Array) return { kind: 'bytes', bytes: body };
   try {
-    return canonicalize(body) ?? '';
+    return { kind: 'json', bytes: canonicalize(body) ?? '' };
   } catch (error) {
     throw new UnfingerprintableBodyError(`the JSON body cannot be canonicalised: ${(error as Error).message}`, { cause: error });
   }

@@ -64,6 +64,7 @@ async function describeRequest(ctx: Context, config: ResolvedOptions, key: strin
         querystring: ctx.querystring,
         headers,
         body: (ctx.request as { body?: unknown }).body,
+        mediaType: ctx.request.type,
       }),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,

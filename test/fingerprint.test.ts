@@ -21,6 +21,11 @@ describe('fingerprint()', () => {
     expect(fingerprint({ ...base, ...change })).not.toBe(fingerprint(base));
   });
 
+  it('keeps a JSON string apart from the same text, and an empty string apart from no body', () => {
+    expect(fingerprint({ ...base, mediaType: 'application/json', body: 'abc' })).not.toBe(fingerprint({ ...base, mediaType: 'text/plain', body: 'abc' }));
+    expect(fingerprint({ ...base, body: '' })).not.toBe(fingerprint({ ...base, body: undefined }));
+  });
+
   it('hashes a text body as sent', () => {
     expect(fingerprint({ ...base, body: 'a=1' })).not.toBe(fingerprint({ ...base, body: 'a=2' }));
   });

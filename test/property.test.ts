@@ -157,7 +157,9 @@ interface ScriptedResponse {
 const headerValue = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 40 });
 const scriptedResponse: fc.Arbitrary<ScriptedResponse> = fc.record({
   // 204, 205 and 304 carry no body by definition; undici's fetch refuses a 407 from an origin server.
-  status: fc.integer({ min: 200, max: 499 }).filter((status) => ![204, 205, 304, 407].includes(status)),
+  // 421 is left out because fetch (undici) silently retries a 421 Misdirected Request, so the test client
+  // would see the replay of its own first request.
+  status: fc.integer({ min: 200, max: 499 }).filter((status) => ![204, 205, 304, 407, 421].includes(status)),
   headers: fc.dictionary(
     fc.oneof(fc.stringMatching(/^x-[a-z0-9-]{1,20}$/), fc.constantFrom('cache-control', 'location', 'etag', 'content-language', 'link')),
     headerValue,
