@@ -48,7 +48,8 @@ export function uniqueSchema(prefix: string): string {
 async function openPostgres(prefix: string): Promise<TestDatabase> {
   const schema = uniqueSchema(prefix);
   const pools: pg.Pool[] = [];
-  const newPool = (max = 20) => {
+  // Small pools: test files run in parallel against one server whose max_connections is 100.
+  const newPool = (max = 10) => {
     const pool = new pg.Pool({ connectionString: DATABASE_URL, max });
     pool.on('error', () => undefined); // a killed connection must not crash the test runner
     pools.push(pool);
