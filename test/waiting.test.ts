@@ -16,7 +16,7 @@ function countingClaims(inner: SqlDatabase): { database: SqlDatabase; claims: ()
   return {
     database: {
       query: (text, params) => {
-        if (text.startsWith('WITH claimed')) claims++;
+        if (text.includes('claimed AS (')) claims++;
         return inner.query(text, params);
       },
       begin: () => inner.begin(),

@@ -9,6 +9,8 @@ import { qualified, sequenceName, type TableName } from './schema.js';
 const EXPIRED = 'r.expires_at <= now()';
 /** The owner's lease ran out without a completion (a crash, a hang): the same request may take over. */
 const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND r.fingerprint = EXCLUDED.fingerprint`;
+/** LEASE_LAPSED, judged before the insert: against the request's fingerprint parameter. */
+const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
 
 /** Columns of a record as the store reads them; the same list for the claim and for find(). */
 const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
@@ -57,23 +59,30 @@ export function buildStatements(name: TableName): Statements {
   const table = qualified(name);
   const values = VALUES.replace('SEQUENCE', sequenceName(name).replaceAll("'", "''"));
   const owned = `scope = $1 AND key = $2 AND fence = $3::bigint AND status = 'in_progress'`;
+  /** The live record that holds the key for someone else: completed, or in progress under a live lease. */
+  const blocking = `blocking AS (
+  SELECT ${RECORD_COLUMNS} FROM ${table} r
+  WHERE r.scope = $1 AND r.key = $2 AND NOT (${EXPIRED} OR (${LEASE_LAPSED_FOR_REQUEST}))
+),`;
   return {
     /**
      * The claim: ONE statement that either inserts (or takes over) the record and returns it with
      * claimed = true, or returns the record that stands in the way with claimed = false.
-     * Under READ COMMITTED the second branch reads the statement's snapshot, which may predate a
-     * conflicting row committed a moment later; it then returns no row and the store runs it again.
+     * The record in the way is read first, so a duplicate (a replay, a 409, a 422) only reads: it never
+     * attempts the insert, whose ON CONFLICT would lock the row and make the statement write.
+     * Under READ COMMITTED that read uses the statement's snapshot, which may predate a conflicting row
+     * committed a moment later: the insert then finds the conflict, the statement returns no row, and
+     * the store runs it again with a fresh snapshot.
      */
-    claim: `WITH claimed AS (
+    claim: `WITH ${blocking} claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
-  VALUES ${values}
+  SELECT v.* FROM (VALUES ${values}) AS v WHERE NOT EXISTS (SELECT 1 FROM blocking)
   ${ON_CONFLICT}
   RETURNING ${RECORD_COLUMNS}
 )
 SELECT *, true AS claimed FROM claimed
 UNION ALL
-SELECT ${RECORD_COLUMNS}, false AS claimed FROM ${table} r
-WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)`,
+SELECT *, false AS claimed FROM blocking`,
 
     /**
      * The transactional claim. An uncommitted claim of the same key in another transaction would make
@@ -83,17 +92,16 @@ WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)`,
      */
     claimInTransaction: `WITH lock AS MATERIALIZED (
   SELECT pg_try_advisory_xact_lock(hashtextextended(${quoteLiteral(table)} || chr(10) || $1 || chr(10) || $2, 0)) AS acquired
-), claimed AS (
+), ${blocking} claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
-  SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired
+  SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired AND NOT EXISTS (SELECT 1 FROM blocking)
   ${ON_CONFLICT}
   RETURNING ${RECORD_COLUMNS}
 )
 SELECT lock.acquired, record.* FROM lock LEFT JOIN (
   SELECT *, true AS claimed FROM claimed
   UNION ALL
-  SELECT ${RECORD_COLUMNS}, false AS claimed FROM ${table} r
-  WHERE r.scope = $1 AND r.key = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
+  SELECT *, false AS claimed FROM blocking
 ) record ON lock.acquired`,
 
     /**
