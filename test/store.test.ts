@@ -69,6 +69,20 @@ describe.each(databaseTargets())('PostgresStore on $name', (target) => {
       expect(again.record.response?.body?.equals(response.body)).toBe(true);
     });
 
+    it('answers duplicates by reading only: no fencing token is drawn, no row version written', async () => {
+      const first = await store.claim(request('read-only'));
+      if (first.kind !== 'claimed') throw new Error('expected a claim');
+      await store.complete(first.lease, { replayable: true, response });
+      const fenceNow = async () =>
+        (await db.sql.query<{ last_value: string }>(`SELECT last_value::text FROM "${db.schema}".idempotency_records_fence_seq`)).rows[0]!.last_value;
+      const rowVersion = async () =>
+        (await db.sql.query<{ xmin: string }>(`SELECT xmin::text FROM "${db.schema}".idempotency_records WHERE key = 'read-only'`)).rows[0]!.xmin;
+      const [fenceBefore, versionBefore] = [await fenceNow(), await rowVersion()];
+      for (let i = 0; i < 10; i++) expect((await store.claim(request('read-only'))).kind).toBe('existing');
+      expect(await fenceNow()).toBe(fenceBefore);
+      expect(await rowVersion()).toBe(versionBefore);
+    });
+
     it('keeps the same key in two scopes as two independent records', async () => {
       const a = await store.claim(request('shared-key', { scope: 'tenant-a' }));
       const b = await store.claim(request('shared-key', { scope: 'tenant-b' }));
