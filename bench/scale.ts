@@ -16,7 +16,8 @@ import { percentile, round } from './stats.js';
  * 1. Claim and replay latency on a table of 10 thousand records vs one of `--rows` (10 million by
  *    default), measured with direct store calls (replay cache off, so every replay reads the table),
  *    interleaved small / large over several rounds.
- * 2. Sweeping 1 million expired records while HTTP traffic runs: claim p99 before, during and after.
+ * 2. Sweeping 1 million expired records while HTTP traffic runs: claim p99 before, during and after,
+ *    once with `store.sweep()` (batches back to back) and once paced (a pause after every batch).
  * The filled tables are kept and reused by the next run (the sweep's table is refilled each time).
  */
 const largeRows = Number(process.argv.find((arg) => arg.startsWith('--rows='))?.slice('--rows='.length) ?? 10_000_000);
@@ -24,6 +25,8 @@ const SMALL_ROWS = 10_000;
 const EXPIRED_ROWS = 1_000_000;
 const ROUNDS = 5;
 const CALLS_PER_ROUND = 1_000;
+/** The paced sweep: one batch of 1,000 rows, then this pause, as an application's own sweep loop can do. */
+const PACED_SWEEP_PAUSE_MS = 50;
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 6 });
@@ -32,12 +35,13 @@ try {
   await ensureFilled(pool, { schema: 'bench_scale_small', completedRows: SMALL_ROWS, expiredRows: 0 }, log);
   await ensureFilled(pool, { schema: 'bench_scale_large', completedRows: largeRows, expiredRows: 0 }, log);
   const growth = await measureGrowth();
-  const sweep = await measureSweepUnderTraffic();
+  const sweep = await measureSweepUnderTraffic(0);
+  const pacedSweep = await measureSweepUnderTraffic(PACED_SWEEP_PAUSE_MS);
   environment.loadAverageAtEnd = os.loadavg()[0]!;
-  const result = { environment, largeRows, smallRows: SMALL_ROWS, growth, sweep };
+  const result = { environment, largeRows, smallRows: SMALL_ROWS, growth, sweep, pacedSweep };
   await mkdir(new URL('./results/', import.meta.url), { recursive: true });
   await writeFile(new URL('./results/scale.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
-  console.log(JSON.stringify({ growth, sweep }, null, 2));
+  console.log(JSON.stringify({ growth, sweep, pacedSweep }, null, 2));
 } finally {
   await pool.end();
 }
@@ -97,8 +101,9 @@ async function measureGrowth() {
 /**
  * Lease-mode HTTP traffic on a table holding 1 million expired records, plus a probe that claims
  * fresh keys one after another: claim p99 in a window before the sweep, while it runs, and after.
+ * `pauseMs` 0 runs `store.sweep()` (batches back to back); otherwise one batch per call, with a pause.
  */
-async function measureSweepUnderTraffic() {
+async function measureSweepUnderTraffic(pauseMs: number) {
   const schema = 'bench_scale_sweep';
   await ensureFilled(pool, { schema, completedRows: 100_000, expiredRows: EXPIRED_ROWS }, log);
   await pool.query(`DROP TABLE "${schema}".bench_fill`); // the sweep empties it: refill next time
@@ -139,15 +144,25 @@ async function measureSweepUnderTraffic() {
     const before = await window(() => true);
     let sweeping = true;
     const sweepStarted = performance.now();
-    const deletion = sweeper.sweep().finally(() => (sweeping = false));
+    const deletion = (pauseMs === 0 ? sweeper.sweep() : pacedSweep(sweeper, pauseMs)).finally(() => (sweeping = false));
     const during = await window(() => !sweeping);
     const deleted = await deletion;
     const sweepSeconds = round((performance.now() - sweepStarted) / 1000, 1);
     const after = await window(() => true);
-    log(`swept ${deleted} rows in ${sweepSeconds} s`);
-    return { deleted, sweepSeconds, before, during, after, claimP99Ratio: round(during.claimP99Ms / before.claimP99Ms) };
+    log(`swept ${deleted} rows in ${sweepSeconds} s (pause between batches: ${pauseMs} ms)`);
+    return { pauseMs, deleted, sweepSeconds, before, during, after, claimP99Ratio: round(during.claimP99Ms / before.claimP99Ms) };
   } finally {
     await Promise.all([probeStore.close(), sweeper.close(), server.stop()]);
+  }
+}
+
+async function pacedSweep(store: PostgresStore, pauseMs: number): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const deleted = await store.sweep({ maxBatches: 1 });
+    total += deleted;
+    if (deleted === 0) return total;
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
   }
 }
 

@@ -7,7 +7,7 @@ import { BackendCpu } from './cpu.js';
  * One benchmarked server, run as a child process by run.ts (IPC channel required).
  * Environment: BENCH_SERVER (baseline | lease | transactional | naive), BENCH_SCHEMA (already created
  * and migrated by the runner), BENCH_TELEMETRY=1 for the OpenTelemetry SDK, DATABASE_URL, BENCH_POOL_MAX.
- * It answers the runner's { type: 'stats' } message with its round trips, requests and peak RSS.
+ * It answers the runner's { type: 'stats' } message with its round trips, requests, peak RSS and CPU time.
  */
 const kind = process.env.BENCH_SERVER as ServerKind;
 const schema = process.env.BENCH_SCHEMA!;
