@@ -300,12 +300,15 @@ describe.skipIf(!DATABASE_URL)('a store failure after the handler ran (Postgres 
     return { status: response.status, spans, server: serverSpan(spans, '/payments')! };
   }
 
-  it('lease mode: the completion is lost, the 201 goes out, and the span records the exception with ERROR status', async () => {
+  it('lease mode: the completion is lost for good, the 201 goes out, and the span records the exception with ERROR status', async () => {
     const key = `complete-lost-${Date.now()}`;
     proxy.reset();
     const cut = proxy.cutWhen("status = 'completed'", 'before');
+    // Keep Postgres unreachable after the cut, so the middleware's completion retries fail too.
+    void cut.then(() => proxy.refuse());
     const { status, spans, server } = await post(leaseApi.url, key);
     await cut;
+    proxy.pass();
 
     expect(status).toBe(201);
     expect(server.status).toEqual({ code: SpanStatusCode.ERROR, message: 'idempotency store complete failed' });
