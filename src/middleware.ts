@@ -45,7 +45,13 @@ export function idempotency(options: IdempotencyOptions): Middleware {
     request.traceparent = telemetry.traceparent();
     await telemetry.run(async () => {
       const run = config.transactional ? runTransactional : runLeased;
-      telemetry.finish(await run(ctx, next, request, config, telemetry));
+      // A handler that throws has had its claim released (or rolled back) before the error propagates.
+      let outcome: Outcome = OUTCOME.RELEASED;
+      try {
+        outcome = await run(ctx, next, request, config, telemetry);
+      } finally {
+        telemetry.finish(outcome);
+      }
     });
   };
 }

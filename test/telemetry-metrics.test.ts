@@ -71,12 +71,16 @@ describe(`idempotency metrics on ${target.name}`, () => {
     for (const statement of paymentsSchemaSql(database.schema).split(';\n')) await database.sql.query(statement);
     const base = { store: await database.store(), sql: database.sql, schema: database.schema };
     const afterInsert = () => held?.hold();
-    const [api, rejecting, waiting] = await Promise.all([
+    const failInsert = () => {
+      throw new Error('the payment provider is down');
+    };
+    const [api, rejecting, waiting, failing] = await Promise.all([
       serve(createPaymentsApp(base)),
       serve(createPaymentsApp({ ...base, afterInsert, idempotency: { transactional: false } })),
       serve(createPaymentsApp({ ...base, afterInsert, idempotency: { transactional: false, onInProgress: 'wait', waitMs: 10_000 } })),
+      serve(createPaymentsApp({ ...base, afterInsert: failInsert })),
     ]);
-    servers.push(api!, rejecting!, waiting!);
+    servers.push(api!, rejecting!, waiting!, failing!);
     const run = `${Date.now()}`;
 
     const statuses = [
@@ -88,8 +92,9 @@ describe(`idempotency metrics on ${target.name}`, () => {
       await post(api!.url, 'a,b'), // invalid key (two merged)
       ...(await concurrentPair(rejecting!.url, `m-${run}-reject`)), // executed + conflict
       ...(await concurrentPair(waiting!.url, `m-${run}-wait`)), // executed + replayed after waiting
+      await post(failing!.url, `m-${run}-throws`), // the handler throws: rolled back, released
     ];
-    expect(statuses).toEqual([201, 201, 201, 201, 201, 422, 400, 400, 201, 409, 201, 201]);
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 422, 400, 400, 201, 409, 201, 201, 500]);
     metrics = await telemetry.metricReader.read();
   });
 
@@ -106,9 +111,10 @@ describe(`idempotency metrics on ${target.name}`, () => {
       [OUTCOME.MISMATCH]: 1,
       [OUTCOME.CONFLICT]: 1,
       [OUTCOME.INVALID_KEY]: 2,
+      [OUTCOME.RELEASED]: 1,
     });
-    expect(sumBy(requests, ATTR.HTTP_ROUTE)).toEqual({ '/payments': 12 });
-    expect(sumBy(requests, ATTR.HTTP_METHOD)).toEqual({ POST: 12 });
+    expect(sumBy(requests, ATTR.HTTP_ROUTE)).toEqual({ '/payments': 13 });
+    expect(sumBy(requests, ATTR.HTTP_METHOD)).toEqual({ POST: 13 });
   });
 
   it('records a request duration for every request that held a key', () => {
@@ -117,6 +123,7 @@ describe(`idempotency metrics on ${target.name}`, () => {
       [OUTCOME.REPLAYED]: 3,
       [OUTCOME.MISMATCH]: 1,
       [OUTCOME.CONFLICT]: 1,
+      [OUTCOME.RELEASED]: 1,
     });
   });
 
