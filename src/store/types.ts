@@ -107,6 +107,6 @@ export interface IdempotencyStore {
   saveStep(lease: Lease, name: string, result: unknown, db?: SqlQueryable): Promise<void>;
   watch(scope: string, key: string): Promise<ChangeWatch>;
   find(scope: string, key: string): Promise<IdempotencyRecord | undefined>;
-  sweep(options?: { batchSize?: number; maxBatches?: number }): Promise<number>;
+  sweep(options?: { batchSize?: number; maxBatches?: number; pauseMs?: number }): Promise<number>;
   stats(): Promise<StoreStats[]>;
 }
