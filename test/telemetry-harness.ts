@@ -101,3 +101,12 @@ export function allAttributeValues(spans: ReadableSpan[]): string[] {
   const values = (attributes: Attributes) => Object.values(attributes).map(String);
   return spans.flatMap((span) => [...values(span.attributes), ...span.events.flatMap((event) => values(event.attributes ?? {}))]);
 }
+
+/** A gate the test opens: holds the first request inside its handler so a duplicate can arrive meanwhile. */
+export function gate() {
+  let open!: () => void;
+  let entered!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  const reached = new Promise<void>((resolve) => (entered = resolve));
+  return { open, reached, hold: async () => (entered(), opened) };
+}

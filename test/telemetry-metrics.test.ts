@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DataPoint, Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { startTestTelemetry } from './telemetry-harness.js';
+import { gate, startTestTelemetry } from './telemetry-harness.js';
 import { ATTR, METRIC, OUTCOME } from '../src/index.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
@@ -32,13 +32,6 @@ function sumBy(dataPoints: DataPoint<unknown>[], label: string): Record<string, 
   return sums;
 }
 
-function gate() {
-  let open!: () => void;
-  let entered!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  const reached = new Promise<void>((resolve) => (entered = resolve));
-  return { open, reached, hold: async () => (entered(), opened) };
-}
 
 describe(`idempotency metrics on ${target.name}`, () => {
   let database: TestDatabase;

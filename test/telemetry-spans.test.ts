@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { allAttributeValues, asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
+import { allAttributeValues, asUntracedClient, gate, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, EVENT, OUTCOME, PostgresStore, correlationIdFor, fromPgPool } from '../src/index.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
@@ -37,14 +37,6 @@ function duplicateEvents(span: ReadableSpan | undefined) {
   return (span?.events ?? []).filter((event) => event.name === EVENT.DUPLICATE);
 }
 
-/** A gate the test opens: holds the first request inside its handler so a duplicate can arrive meanwhile. */
-function gate() {
-  let open!: () => void;
-  let entered!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  const reached = new Promise<void>((resolve) => (entered = resolve));
-  return { open, reached, hold: async () => (entered(), opened) };
-}
 
 /** The ledger behind a plain HTTP server that records the baggage header each request carried. */
 async function serveLedger(database: TestDatabase) {
