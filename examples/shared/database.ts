@@ -17,7 +17,16 @@ export interface ExampleDatabase {
 
 export async function openExampleDatabase(env: NodeJS.ProcessEnv = process.env): Promise<ExampleDatabase> {
   if (env.DATABASE_URL) {
-    const pool = new pg.Pool({ connectionString: env.DATABASE_URL, max: Number(env.PG_POOL_MAX ?? 10) });
+    const pool = new pg.Pool({
+      connectionString: env.DATABASE_URL,
+      max: Number(env.PG_POOL_MAX ?? 10),
+      // Bounded waits (docs/reliability.md): an exhausted pool or a silent network becomes a 503, never a hang.
+      connectionTimeoutMillis: 2_000,
+      query_timeout: 5_000,
+      statement_timeout: 5_000,
+      idle_in_transaction_session_timeout: 60_000,
+      keepAlive: true,
+    });
     // An idle client whose connection drops (a Postgres restart, a failover) emits 'error'; unheard, it
     // would crash the process. The pool has already discarded the client and opens a new one when needed.
     pool.on('error', (error) => console.warn(`idle Postgres client lost: ${error.message}`));
