@@ -4,6 +4,8 @@ import { bodyParser } from '@koa/bodyparser';
 import { randomUUID } from 'node:crypto';
 import { idempotency, type IdempotencyStore, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
 import { bearerAuth } from '../shared/bearer-auth.js';
+import { readMoney } from '../shared/money.js';
+import { respondProblem } from '../shared/problem.js';
 import { problemErrors } from '../shared/problem-errors.js';
 
 /**
@@ -49,10 +51,7 @@ export function createLedgerApp(options: LedgerAppOptions): Koa {
     async (ctx) => {
       const input = parseEntryInput(ctx.request.body);
       if ('problem' in input) {
-        ctx.status = 400;
-        ctx.type = 'application/problem+json';
-        ctx.body = JSON.stringify({ type: 'urn:ledger-example:problem:invalid-entry', title: 'Invalid entry', status: 400, detail: input.problem });
-        return;
+        return respondProblem(ctx, { type: 'urn:ledger-example:problem:invalid-entry', title: 'Invalid entry', status: 400, detail: input.problem });
       }
       const entry: LedgerEntry = { id: randomUUID(), ...input };
       const db: SqlQueryable = ctx.idempotency?.db ?? options.sql;
@@ -84,11 +83,9 @@ export function createLedgerApp(options: LedgerAppOptions): Koa {
 }
 
 function parseEntryInput(body: unknown): { amount: number; currency: string } | { problem: string } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { problem: 'The body must be a JSON object.' };
-  const { amount, currency } = body as Record<string, unknown>;
-  if (!Number.isSafeInteger(amount) || (amount as number) <= 0 || (amount as number) > 2_147_483_647) {
-    return { problem: '`amount` must be a positive integer (minor units).' };
-  }
+  const money = readMoney(body);
+  if ('problem' in money) return money;
+  const { amount, currency } = money;
   if (typeof currency !== 'string' || !/^[A-Z]{3}$/.test(currency)) return { problem: '`currency` must be a 3-letter upper-case code.' };
-  return { amount: amount as number, currency };
+  return { amount, currency };
 }

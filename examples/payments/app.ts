@@ -4,6 +4,8 @@ import { bodyParser } from '@koa/bodyparser';
 import { randomUUID } from 'node:crypto';
 import { idempotency, type IdempotencyStore, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
 import { bearerAuth } from '../shared/bearer-auth.js';
+import { readMoney } from '../shared/money.js';
+import { respondProblem } from '../shared/problem.js';
 import { problemErrors } from '../shared/problem-errors.js';
 import { bookLedgerEntry } from './ledger-client.js';
 
@@ -67,20 +69,19 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
     async (ctx) => {
       const input = parsePaymentInput(ctx.request.body);
       if ('problem' in input) {
-        ctx.status = 400;
-        ctx.type = 'application/problem+json';
-        ctx.body = JSON.stringify({ type: 'urn:payments-example:problem:invalid-payment', title: 'Invalid payment', status: 400, detail: input.problem });
-        return;
+        return respondProblem(ctx, { type: 'urn:payments-example:problem:invalid-payment', title: 'Invalid payment', status: 400, detail: input.problem });
       }
       if (options.ledgerUrl && ctx.idempotency) {
         const booking = await bookLedgerEntry(options.ledgerUrl, ctx.state.account as string, ctx.idempotency, input);
         if (!booking.booked) {
           // A 5xx is not stored: the key is released, and the retry books the same ledger entry (same derived key).
-          ctx.status = 503;
           ctx.set('Retry-After', '1');
-          ctx.type = 'application/problem+json';
-          ctx.body = JSON.stringify({ type: 'urn:payments-example:problem:ledger-unavailable', title: 'Ledger unavailable', status: 503, detail: `${booking.reason}; retry with the same Idempotency-Key.` });
-          return;
+          return respondProblem(ctx, {
+            type: 'urn:payments-example:problem:ledger-unavailable',
+            title: 'Ledger unavailable',
+            status: 503,
+            detail: `${booking.reason}; retry with the same Idempotency-Key.`,
+          });
         }
       }
       const payment: Payment = { id: randomUUID(), amount: input.amount, currency: input.currency, status: 'succeeded' };
@@ -106,10 +107,7 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
       ? await options.sql.query<Payment>(`SELECT id, amount, currency, status FROM ${table} WHERE id::text = $1 AND account = $2`, [id, ctx.state.account])
       : { rows: [] };
     if (!rows[0]) {
-      ctx.status = 404;
-      ctx.type = 'application/problem+json';
-      ctx.body = JSON.stringify({ type: 'about:blank', title: 'Not Found', status: 404, detail: 'No such payment for this account.' });
-      return;
+      return respondProblem(ctx, { type: 'about:blank', title: 'Not Found', status: 404, detail: 'No such payment for this account.' });
     }
     ctx.body = rows[0];
   });
@@ -131,11 +129,9 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
 }
 
 function parsePaymentInput(body: unknown): { amount: number; currency: string } | { problem: string } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { problem: 'The body must be a JSON object.' };
-  const { amount, currency } = body as Record<string, unknown>;
-  if (!Number.isSafeInteger(amount) || (amount as number) <= 0 || (amount as number) > 2_147_483_647) {
-    return { problem: '`amount` must be a positive integer (minor units).' };
-  }
+  const money = readMoney(body);
+  if ('problem' in money) return money;
+  const { amount, currency } = money;
   if (typeof currency !== 'string' || !/^[A-Za-z]{3}$/.test(currency)) return { problem: '`currency` must be a 3-letter code.' };
-  return { amount: amount as number, currency: currency.toUpperCase() };
+  return { amount, currency: currency.toUpperCase() };
 }

@@ -1,4 +1,5 @@
 import type { Middleware } from 'koa';
+import { respondProblem } from './problem.js';
 
 /**
  * Turns every error into an RFC 9457 problem response: a client error keeps its status (a body parser's
@@ -11,13 +12,7 @@ export function problemErrors(): Middleware {
       await next();
     } catch (error) {
       const status = httpStatus(error);
-      ctx.status = status;
-      ctx.type = 'application/problem+json';
-      ctx.body = JSON.stringify({
-        type: 'about:blank',
-        title: status < 500 ? (error as Error).message : 'Internal Server Error',
-        status,
-      });
+      respondProblem(ctx, { type: 'about:blank', title: status < 500 ? (error as Error).message : 'Internal Server Error', status });
       if (status >= 500) ctx.app.emit('error', error, ctx);
     }
   };
