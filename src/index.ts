@@ -23,6 +23,12 @@ export type { FingerprintInput } from './fingerprint.js';
 
 export { PostgresStore } from './store/postgres-store.js';
 export type { PostgresStoreOptions } from './store/postgres-store.js';
+export {
+  DEFAULT_PARTITION_INTERVAL_SECONDS,
+  DEFAULT_PREMADE_PARTITIONS,
+  DEFAULT_PARTITION_LOCK_TIMEOUT_MS,
+} from './store/partition-maintenance.js';
+export type { PartitioningOptions, PartitionReport } from './store/partition-maintenance.js';
 export { fromPgPool } from './store/pg-database.js';
 export { fromPGlite } from './store/pglite-database.js';
 export { schemaSql, DEFAULT_SCHEMA, DEFAULT_TABLE } from './store/schema.js';

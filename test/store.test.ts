@@ -25,14 +25,24 @@ describe('schema', () => {
   });
 });
 
-describe.each(databaseTargets())('PostgresStore on $name', (target) => {
+/**
+ * Every behaviour holds for the plain table and for the table partitioned by time, whose uniqueness of
+ * (scope, key) is kept by the claim function rather than by a constraint. An hourly interval keeps all
+ * of a test's records in one partition; partitioning.test.ts crosses partition boundaries.
+ */
+const layouts = [
+  { layout: 'a plain table', partitioning: false },
+  { layout: 'a table partitioned by time', partitioning: { intervalSeconds: 3600 } },
+];
+
+describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ ...target, ...layout }))))('PostgresStore on $name, $layout', (target) => {
   let db: TestDatabase;
   let store: PostgresStore;
 
   beforeAll(async () => {
     if (target.skip) return;
     db = await target.open('store');
-    store = await db.store({ replayCacheEntries: 0 });
+    store = await db.store({ replayCacheEntries: 0, partitioning: target.partitioning });
   });
   afterAll(() => db?.close());
 
@@ -186,7 +196,8 @@ describe.each(databaseTargets())('PostgresStore on $name', (target) => {
     });
   });
 
-  describe.skipIf(target.skip)('sweep()', () => {
+  // A partitioned table drops partitions instead: partitioning.test.ts.
+  describe.skipIf(target.skip || target.partitioning !== false)('sweep()', () => {
     it('deletes expired records in bounded batches and keeps live ones', async () => {
       const sweeper = await db.store({ table: 'sweep_records' });
       for (let i = 0; i < 25; i++) {

@@ -5,9 +5,11 @@ import { FencedError, IdempotencyConfigError } from '../errors.js';
 import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
 import { assertIdentifier } from './identifiers.js';
 import { fromPgPool } from './pg-database.js';
+import { PartitionMaintenance, resolvePartitioning, type PartitioningOptions, type PartitionReport } from './partition-maintenance.js';
+import { partitionedSchemaStatements } from './partitioned-schema.js';
 import { fromPGlite } from './pglite-database.js';
 import { ReplayCache } from './replay-cache.js';
-import { DEFAULT_SCHEMA, DEFAULT_TABLE, schemaSql, type TableName } from './schema.js';
+import { DEFAULT_SCHEMA, DEFAULT_TABLE, qualified, schemaSql, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable, Unsubscribe } from './sql-database.js';
 import { buildStatements, type Statements } from './statements.js';
 import type {
@@ -103,6 +105,15 @@ export interface PostgresStoreOptions {
    * @default 50
    */
   sweepPauseMs?: number;
+  /**
+   * Partition the records table by creation time, so that expiry drops whole partitions instead of
+   * deleting rows (for high volume: see docs/performance.md). `true` takes the defaults of
+   * `PartitioningOptions`. A table is created partitioned or not by `migrate()` and never converted: to
+   * switch, point the store at a new `table`. Partitions are created ahead and dropped by `sweep()`, so
+   * run it periodically (`sweepIntervalMs`, or the CLI's `sweep` from cron).
+   * @default false (one plain table, expired rows deleted in batches)
+   */
+  partitioning?: boolean | PartitioningOptions;
   /** Called when a periodic sweep fails. @default a no-op */
   onSweepError?: (error: unknown) => void;
 }
@@ -120,6 +131,7 @@ export class PostgresStore implements IdempotencyStore {
   readonly #lockTimeoutMs: number;
   readonly #sweepBatchSize: number;
   readonly #sweepPauseMs: number;
+  readonly #partitions: PartitionMaintenance | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -128,8 +140,10 @@ export class PostgresStore implements IdempotencyStore {
       schema: assertIdentifier(options.schema ?? DEFAULT_SCHEMA, 'schema'),
       table: assertIdentifier(options.table ?? DEFAULT_TABLE, 'table'),
     };
-    this.#sql = buildStatements(this.table);
+    const partitioning = resolvePartitioning(options.partitioning);
+    this.#sql = buildStatements(this.table, { partitioned: partitioning !== undefined });
     this.#db = pickDatabase(options, this.#sql);
+    this.#partitions = partitioning && new PartitionMaintenance(this.#db, this.table, partitioning);
     this.#cache = new ReplayCache(
       nonNegative(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
       nonNegative(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
@@ -153,16 +167,22 @@ export class PostgresStore implements IdempotencyStore {
     }
   }
 
-  /** Creates the schema, sequence, table and index if missing. Safe to run on every deploy. */
+  /**
+   * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition,
+   * the claim function and the partitions ahead). Safe to run on every deploy.
+   */
   async migrate(): Promise<void> {
-    for (const statement of schemaSql(this.table).split(/;\s*\n/).filter((s) => s.trim())) {
-      await this.#db.query(statement);
-    }
+    await this.#assertTableKind();
+    for (const statement of this.#migrationStatements()) await this.#db.query(statement);
+    await this.#partitions?.createAhead();
   }
 
-  /** The migration script for this store's table, for teams that apply SQL with their own tool. */
+  /**
+   * The migration script for this store's table, for teams that apply SQL with their own tool. A
+   * partitioned table gets its time partitions from `sweep()`; until then records go to its catch-all one.
+   */
   migrationSql(): string {
-    return schemaSql(this.table);
+    return this.#partitions ? `${this.#migrationStatements().join(';\n\n')};\n` : schemaSql(this.table);
   }
 
   async claim(request: ClaimRequest): Promise<ClaimResult> {
@@ -256,8 +276,33 @@ export class PostgresStore implements IdempotencyStore {
     return rows[0] && toRecord(rows[0]);
   }
 
-  /** Deletes expired records in bounded batches; returns how many were deleted. */
+  /**
+   * Deletes expired records in bounded batches; returns how many were deleted. A partitioned table first
+   * creates the partitions ahead and drops those whose records have all expired, then sweeps its catch-all
+   * partition row by row.
+   */
   async sweep(options: { batchSize?: number; maxBatches?: number; pauseMs?: number } = {}): Promise<number> {
+    let total = 0;
+    if (this.#partitions) {
+      const report = await this.maintainPartitions();
+      total += report.droppedRecords;
+    }
+    return total + (await this.#sweepRows(options));
+  }
+
+  /**
+   * Partitioned tables only: creates the partitions ahead and drops those whose records have all expired
+   * (`sweep()` does this first). Each step waits for its table lock at most `partitioning.lockTimeoutMs`;
+   * what could not be done is reported as skipped and left to the next run.
+   */
+  async maintainPartitions(): Promise<PartitionReport> {
+    if (!this.#partitions) throw new IdempotencyConfigError('maintainPartitions() needs a store built with the `partitioning` option');
+    const report = await timeStoreOperation('sweep', () => this.#partitions!.run());
+    if (report.droppedRecords > 0) libraryInstruments().recordsSwept.add(report.droppedRecords);
+    return report;
+  }
+
+  async #sweepRows(options: { batchSize?: number; maxBatches?: number; pauseMs?: number }): Promise<number> {
     const batchSize = options.batchSize ?? this.#sweepBatchSize;
     const pauseMs = options.pauseMs ?? this.#sweepPauseMs;
     const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
@@ -302,6 +347,29 @@ export class PostgresStore implements IdempotencyStore {
     this.#waiters.close();
     this.#cache.clear();
     await this.#db.close();
+  }
+
+  #migrationStatements(): string[] {
+    if (this.#partitions) return partitionedSchemaStatements(this.table);
+    return schemaSql(this.table)
+      .split(/;\s*\n/)
+      .filter((statement) => statement.trim());
+  }
+
+  /** A table is never converted between plain and partitioned: say so instead of failing at the first claim. */
+  async #assertTableKind(): Promise<void> {
+    const { rows } = await this.#db.query<{ relkind: string | null }>(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [
+      qualified(this.table),
+    ]);
+    const kind = rows[0]?.relkind;
+    if (kind === null || kind === undefined) return;
+    const partitioned = kind === 'p';
+    if (partitioned !== (this.#partitions !== undefined)) {
+      throw new IdempotencyConfigError(
+        `the table ${qualified(this.table)} exists and is ${partitioned ? '' : 'not '}partitioned, but the store was built ` +
+          `${this.#partitions ? 'with' : 'without'} the \`partitioning\` option: a table is never converted; use a new \`table\` name to switch`,
+      );
+    }
   }
 
   async #claimRowInTransaction(tx: SqlQueryable, request: ClaimRequest): Promise<RecordRow & { acquired: boolean | null }> {

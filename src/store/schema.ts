@@ -33,7 +33,17 @@ export function schemaSql(name: TableName): string {
 CREATE SEQUENCE IF NOT EXISTS ${sequenceName(name)};
 
 CREATE TABLE IF NOT EXISTS ${table} (
-  scope               text        NOT NULL,
+${recordColumnsSql()},
+  PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX IF NOT EXISTS ${quoteIdentifier(`${name.table}_expires_at_idx`)} ON ${table} (expires_at);
+`;
+}
+
+/** The record's columns, shared by the plain and the partitioned table. */
+export function recordColumnsSql(): string {
+  return `  scope               text        NOT NULL,
   key                 text        NOT NULL,
   status              text        NOT NULL CHECK (status IN ('in_progress', 'completed')),
   fingerprint         text        NOT NULL,
@@ -50,10 +60,14 @@ CREATE TABLE IF NOT EXISTS ${table} (
   created_at          timestamptz NOT NULL DEFAULT now(),
   completed_at        timestamptz,
   lease_expires_at    timestamptz,
-  expires_at          timestamptz NOT NULL,
-  PRIMARY KEY (scope, key)
-);
+  expires_at          timestamptz NOT NULL`;
+}
 
-CREATE INDEX IF NOT EXISTS ${quoteIdentifier(`${name.table}_expires_at_idx`)} ON ${table} (expires_at);
-`;
+/**
+ * The advisory lock key of one (scope, key) of one table, as a SQL expression over two text expressions.
+ * Transactional claims take it so that a concurrent duplicate can be turned away without waiting.
+ */
+export function keyLockExpression(name: TableName, scope: string, key: string): string {
+  const table = qualified(name).replaceAll("'", "''");
+  return `hashtextextended('${table}' || chr(10) || ${scope} || chr(10) || ${key}, 0)`;
 }

@@ -1,4 +1,5 @@
-import { qualified, sequenceName, type TableName } from './schema.js';
+import { claimFunction, defaultPartition } from './partitioned-schema.js';
+import { keyLockExpression, qualified, sequenceName, type TableName } from './schema.js';
 
 /**
  * Every SQL statement of the store, built once per table. Conditions are named constants so the claim
@@ -55,7 +56,34 @@ export interface Statements {
   stats: string;
 }
 
-export function buildStatements(name: TableName): Statements {
+export interface StatementOptions {
+  /** The table is partitioned by time (partitioned-schema.ts): claims go through its claim function. */
+  partitioned: boolean;
+}
+
+export function buildStatements(name: TableName, options: StatementOptions = { partitioned: false }): Statements {
+  const statements = buildPlainStatements(name);
+  if (!options.partitioned) return statements;
+  return {
+    ...statements,
+    claim: partitionedClaim(name, true),
+    claimInTransaction: partitionedClaim(name, false),
+    // Expired rows wait for their partition to be dropped; only the catch-all partition is swept row by row.
+    sweep: buildPlainStatements(defaultPartition(name)).sweep,
+  };
+}
+
+/**
+ * The claim of a partitioned table: its function (which always returns one row) with the record's columns
+ * computed as for the plain table. `wait` = false turns a held key lock into acquired = false.
+ */
+function partitionedClaim(name: TableName, wait: boolean): string {
+  return `SELECT c.acquired, c.claimed, ${RECORD_COLUMNS}
+FROM ${claimFunction(name)}($1, $2, $3, $4, $5, $6, $7, $8, ${wait}) c
+CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
+}
+
+function buildPlainStatements(name: TableName): Statements {
   const table = qualified(name);
   const values = VALUES.replace('SEQUENCE', sequenceName(name).replaceAll("'", "''"));
   const owned = `scope = $1 AND key = $2 AND fence = $3::bigint AND status = 'in_progress'`;
@@ -91,7 +119,7 @@ SELECT *, false AS claimed FROM blocking`,
      * statement returns one row with acquired = false and no record, and touches nothing.
      */
     claimInTransaction: `WITH lock AS MATERIALIZED (
-  SELECT pg_try_advisory_xact_lock(hashtextextended(${quoteLiteral(table)} || chr(10) || $1 || chr(10) || $2, 0)) AS acquired
+  SELECT pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')}) AS acquired
 ), ${blocking} claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
   SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired AND NOT EXISTS (SELECT 1 FROM blocking)
@@ -154,8 +182,4 @@ SELECT count(*)::int AS deleted FROM gone`,
   count(*) FILTER (WHERE status = 'in_progress' AND lease_expires_at <= now())::int AS lapsed_leases
 FROM ${table} GROUP BY status ORDER BY status`,
   };
-}
-
-function quoteLiteral(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
 }

@@ -1,0 +1,182 @@
+import { IdempotencyConfigError } from '../errors.js';
+import { defaultPartition } from './partitioned-schema.js';
+import { qualified, type TableName } from './schema.js';
+import type { SqlDatabase, SqlQueryable } from './sql-database.js';
+
+export const DEFAULT_PARTITION_INTERVAL_SECONDS = 86_400;
+export const DEFAULT_PREMADE_PARTITIONS = 2;
+export const DEFAULT_PARTITION_LOCK_TIMEOUT_MS = 200;
+
+/** Partitioning of the records table by creation time (`PostgresStore({ partitioning })`). */
+export interface PartitioningOptions {
+  /**
+   * Time range of one partition, in seconds, aligned on the Unix epoch (so a day starts at 00:00 UTC).
+   * A partition is dropped once all of its records have expired: about one interval plus the TTL after
+   * it opened. Keep the number of live partitions small (each claim looks into every one): an interval
+   * close to the TTL is a good start.
+   * @default 86400 (one day)
+   */
+  intervalSeconds?: number;
+  /**
+   * Partitions created ahead of the current one, by `migrate()` and by every `sweep()`. Creating one needs
+   * a brief table lock, so several intervals of lead give a busy database many chances to take it.
+   * @default 2
+   */
+  premadePartitions?: number;
+  /**
+   * Longest wait for the table lock that creating or dropping a partition takes. Claims queue behind a
+   * waiting lock, so this bounds the pause they see; on a timeout the step is left to the next sweep.
+   * @default 200
+   */
+  lockTimeoutMs?: number;
+}
+
+export interface ResolvedPartitioning {
+  intervalSeconds: number;
+  premadePartitions: number;
+  lockTimeoutMs: number;
+}
+
+/** What one run of the partition maintenance did. */
+export interface PartitionReport {
+  /** Partitions created ahead of time. */
+  created: string[];
+  /** Partitions dropped because every record in them had expired. */
+  dropped: string[];
+  /** Records removed with the dropped partitions. */
+  droppedRecords: number;
+  /** Partitions whose creation or drop was left to the next run (lock timeout, overlapping range). */
+  skipped: string[];
+}
+
+export function resolvePartitioning(value: boolean | PartitioningOptions | undefined): ResolvedPartitioning | undefined {
+  if (value === undefined || value === false) return undefined;
+  const options = value === true ? {} : value;
+  return {
+    intervalSeconds: wholeNumber(options.intervalSeconds ?? DEFAULT_PARTITION_INTERVAL_SECONDS, 'partitioning.intervalSeconds', 1),
+    premadePartitions: wholeNumber(options.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS, 'partitioning.premadePartitions', 0),
+    lockTimeoutMs: wholeNumber(options.lockTimeoutMs ?? DEFAULT_PARTITION_LOCK_TIMEOUT_MS, 'partitioning.lockTimeoutMs', 1),
+  };
+}
+
+/**
+ * SQLSTATEs that leave a step to the next run: lock_not_available (55P03, the lock timeout), a range
+ * that overlaps an existing partition (42P17, after `intervalSeconds` changed) and rows of the range
+ * already in the catch-all partition (23514); the rows there are swept one by one instead.
+ */
+const SKIPPABLE = new Set(['55P03', '42P17', '23514']);
+
+/**
+ * Creates partitions ahead of time and drops those whose records have all expired. Only partitions this
+ * code named (`<table>_p<start epoch seconds>`) are ever dropped.
+ */
+export class PartitionMaintenance {
+  readonly #db: SqlDatabase;
+  readonly #name: TableName;
+  readonly #options: ResolvedPartitioning;
+  readonly #managed: RegExp;
+
+  constructor(db: SqlDatabase, name: TableName, options: ResolvedPartitioning) {
+    this.#db = db;
+    this.#name = name;
+    this.#options = options;
+    this.#managed = new RegExp(`^${name.table}_p(\\d+)$`);
+  }
+
+  async run(): Promise<PartitionReport> {
+    const created = await this.createAhead();
+    const dropped = await this.dropExpired();
+    return { created: created.created, dropped: dropped.dropped, droppedRecords: dropped.droppedRecords, skipped: [...created.skipped, ...dropped.skipped] };
+  }
+
+  /** Creates the current partition and `premadePartitions` after it, where missing. */
+  async createAhead(): Promise<Pick<PartitionReport, 'created' | 'skipped'>> {
+    const interval = this.#options.intervalSeconds;
+    const { rows } = await this.#db.query<{ start: string }>(
+      `SELECT (floor(extract(epoch FROM now()) / $1::float8) * $1::float8)::bigint::text AS start`,
+      [interval],
+    );
+    const currentStart = Number(rows[0]!.start);
+    const existing = new Set((await this.#partitions()).map((partition) => partition.name));
+    const report: Pick<PartitionReport, 'created' | 'skipped'> = { created: [], skipped: [] };
+    for (let ahead = 0; ahead <= this.#options.premadePartitions; ahead++) {
+      const start = currentStart + ahead * interval;
+      const partition = `${this.#name.table}_p${start}`;
+      if (existing.has(partition)) continue;
+      const done = await this.#underLockTimeout(async (tx) => {
+        await tx.query(
+          `CREATE TABLE IF NOT EXISTS ${qualified({ schema: this.#name.schema, table: partition })} PARTITION OF ${qualified(this.#name)}
+  FOR VALUES FROM (to_timestamp(${start})) TO (to_timestamp(${start + interval}))`,
+        );
+        return true;
+      });
+      (done ? report.created : report.skipped).push(partition);
+    }
+    return report;
+  }
+
+  /** Drops every partition whose range has ended and whose records have all expired. */
+  async dropExpired(): Promise<Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'>> {
+    const report: Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'> = { dropped: [], droppedRecords: 0, skipped: [] };
+    for (const partition of await this.#partitions()) {
+      if (!partition.ended || !this.#managed.test(partition.name)) continue;
+      const table = qualified({ schema: this.#name.schema, table: partition.name });
+      // Looked at without a lock first, so a partition that is not ready never makes claims wait.
+      const before = await this.#db.query<{ live: boolean; records: string }>(
+        `SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live, (SELECT count(*) FROM ${table})::text AS records`,
+      );
+      if (before.rows[0]!.live) continue;
+      const done = await this.#underLockTimeout(async (tx) => {
+        // The parent first, as DROP TABLE would lock it: the same order as every claim, so no deadlock.
+        // Holding it, no record of the partition can be renewed between the check and the drop.
+        await tx.query(`LOCK TABLE ONLY ${qualified(this.#name)} IN ACCESS EXCLUSIVE MODE`);
+        const { rows } = await tx.query<{ live: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live`);
+        if (rows[0]!.live) return false;
+        await tx.query(`DROP TABLE ${table}`);
+        return true;
+      });
+      if (done) {
+        report.dropped.push(partition.name);
+        report.droppedRecords += Number(before.rows[0]!.records);
+      } else {
+        report.skipped.push(partition.name);
+      }
+    }
+    return report;
+  }
+
+  /** The partitions of the table, and whether the end of each one's range has passed. */
+  async #partitions(): Promise<Array<{ name: string; ended: boolean }>> {
+    // The bound is printed and parsed back in the same session, so DateStyle and TimeZone cannot skew it.
+    const { rows } = await this.#db.query<{ name: string; ended: boolean }>(
+      `SELECT c.relname AS name,
+  coalesce((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz <= now(), false) AS ended
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::text::regclass AND c.relname <> $2
+ORDER BY c.relname`,
+      [qualified(this.#name), defaultPartition(this.#name).table],
+    );
+    return rows;
+  }
+
+  /** Runs DDL in its own transaction with a lock timeout; false when it was left to the next run. */
+  async #underLockTimeout(step: (tx: SqlQueryable) => Promise<boolean>): Promise<boolean> {
+    const tx = await this.#db.begin();
+    try {
+      await tx.query(`SET LOCAL lock_timeout = ${this.#options.lockTimeoutMs}`);
+      const done = await step(tx);
+      if (done) await tx.commit();
+      else await tx.rollback();
+      return done;
+    } catch (error) {
+      await tx.rollback().catch(() => undefined);
+      if (SKIPPABLE.has(String((error as { code?: unknown } | null)?.code))) return false;
+      throw error;
+    }
+  }
+}
+
+function wholeNumber(value: number, name: string, min: number): number {
+  if (!Number.isInteger(value) || value < min) throw new IdempotencyConfigError(`${name} must be an integer of at least ${min}; got ${value}`);
+  return value;
+}
