@@ -49,7 +49,7 @@ const environment = await describeEnvironment(pool);
 const scenarios = quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS];
 log(`${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings.rounds} rounds of ${settings.durationSeconds} s, ${settings.connections} connections`);
 
-for (const scenario of scenarios) await prepareSchema(schemaOf(scenario.name));
+for (const scenario of scenarios) await prepareSchema(schemaOf(scenario.name), scenario.server.partitioned ?? false);
 const servers = await Promise.all(scenarios.map((scenario) => ServerProcess.start({ ...scenario.server, schema: schemaOf(scenario.name) }, databaseUrl)));
 log(`servers up at ${seconds()} s`);
 try {
@@ -102,10 +102,10 @@ function schemaOf(name: string): string {
 }
 
 /** A fresh schema per scenario: its business table, the naive check's table and the records table. */
-async function prepareSchema(schema: string): Promise<void> {
+async function prepareSchema(schema: string, partitioned: boolean): Promise<void> {
   await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
   await pool.query(benchSchemaSql(schema));
-  const store = new PostgresStore({ pool, schema });
+  const store = new PostgresStore({ pool, schema, partitioning: partitioned });
   await store.migrate();
   await store.close();
 }
@@ -164,7 +164,7 @@ function summarize(samples: Sample[], rssMb: number): Summary {
  */
 async function measureScaleOut(rounds: number) {
   const schema = 'bench_scale_out';
-  await prepareSchema(schema);
+  await prepareSchema(schema, false);
   const spec = { kind: 'lease' as ServerKind, schema };
   const pair = await Promise.all([ServerProcess.start(spec, databaseUrl), ServerProcess.start(spec, databaseUrl)]);
   const request = SCENARIOS.find((scenario) => scenario.name === 'lease')!.request;
@@ -219,6 +219,12 @@ async function writeResults(
     roundTripsMethod: 'pg.Client#query calls counted in each server process, divided by the requests it served',
     telemetryOnVsOff: round(summaries.get('telemetry')!.rps / lease.rps),
     sdkOnBaselineVsOff: summaries.has('baselineTelemetry') ? round(summaries.get('baselineTelemetry')!.rps / baselineRps) : undefined,
+    partitionedVsPlain: summaries.has('leasePartitioned')
+      ? {
+          lease: round(summaries.get('leasePartitioned')!.rps / lease.rps),
+          transactional: round(summaries.get('transactionalPartitioned')!.rps / summaries.get('transactional')!.rps),
+        }
+      : undefined,
     cpuPerRequestMs: Object.fromEntries(cpu),
     addedP50Ms: Object.fromEntries([...summaries].map(([name, summary]) => [name, round(summary.p50Ms - summaries.get('baseline')!.p50Ms)])),
     extras: Object.fromEntries([...summaries].filter(([name]) => !named.includes(name as never))),

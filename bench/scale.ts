@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import pg from 'pg';
 import { PostgresStore, type ClaimRequest } from '../src/index.js';
 import { benchSchemaSql } from './app.js';
 import { describeEnvironment } from './environment.js';
-import { ensureFilled } from './fill.js';
+import { ensureFilled, FILL_KEY_SQL } from './fill.js';
 import { runLoad } from './load.js';
 import { SCENARIOS } from './scenarios.js';
 import { ServerProcess } from './servers.js';
@@ -18,6 +18,8 @@ import { percentile, round } from './stats.js';
  *    interleaved small / large over several rounds.
  * 2. Sweeping 1 million expired records while HTTP traffic runs: claim p99 before, during and after,
  *    once with `store.sweep()` (batches back to back) and once paced (a pause after every batch).
+ * 3. The same expiry on a table partitioned by time: the expired records' partition is dropped.
+ * `--only=partitions` runs step 3 alone.
  * The filled tables are kept and reused by the next run (the sweep's table is refilled each time).
  */
 const largeRows = Number(process.argv.find((arg) => arg.startsWith('--rows='))?.slice('--rows='.length) ?? 10_000_000);
@@ -31,17 +33,27 @@ const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5
 
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 6 });
 const environment = await describeEnvironment(pool);
+const resultsFile = new URL('./results/scale.json', import.meta.url);
 try {
-  await ensureFilled(pool, { schema: 'bench_scale_small', completedRows: SMALL_ROWS, expiredRows: 0 }, log);
-  await ensureFilled(pool, { schema: 'bench_scale_large', completedRows: largeRows, expiredRows: 0 }, log);
-  const growth = await measureGrowth();
-  const sweep = await measureSweepUnderTraffic(0);
-  const pacedSweep = await measureSweepUnderTraffic(PACED_SWEEP_PAUSE_MS);
-  environment.loadAverageAtEnd = os.loadavg()[0]!;
-  const result = { environment, largeRows, smallRows: SMALL_ROWS, growth, sweep, pacedSweep };
-  await mkdir(new URL('./results/', import.meta.url), { recursive: true });
-  await writeFile(new URL('./results/scale.json', import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
-  console.log(JSON.stringify({ growth, sweep, pacedSweep }, null, 2));
+  if (process.argv.includes('--only=partitions')) {
+    // Refreshes one part of the last full run's results.
+    const previous = JSON.parse(await readFile(resultsFile, 'utf8').catch(() => '{}')) as Record<string, unknown>;
+    const partitionDrop = await measurePartitionDropUnderTraffic();
+    await writeFile(resultsFile, `${JSON.stringify({ ...previous, partitionDrop, partitionDropEnvironment: environment }, null, 2)}\n`);
+    console.log(JSON.stringify({ partitionDrop }, null, 2));
+  } else {
+    await ensureFilled(pool, { schema: 'bench_scale_small', completedRows: SMALL_ROWS, expiredRows: 0 }, log);
+    await ensureFilled(pool, { schema: 'bench_scale_large', completedRows: largeRows, expiredRows: 0 }, log);
+    const growth = await measureGrowth();
+    const sweep = await measureSweepUnderTraffic(0);
+    const pacedSweep = await measureSweepUnderTraffic(PACED_SWEEP_PAUSE_MS);
+    const partitionDrop = await measurePartitionDropUnderTraffic();
+    environment.loadAverageAtEnd = os.loadavg()[0]!;
+    const result = { environment, largeRows, smallRows: SMALL_ROWS, growth, sweep, pacedSweep, partitionDrop };
+    await mkdir(new URL('./results/', import.meta.url), { recursive: true });
+    await writeFile(resultsFile, `${JSON.stringify(result, null, 2)}\n`);
+    console.log(JSON.stringify({ growth, sweep, pacedSweep, partitionDrop }, null, 2));
+  }
 } finally {
   await pool.end();
 }
@@ -111,6 +123,62 @@ async function measureSweepUnderTraffic(pauseMs: number) {
   const server = await ServerProcess.start({ kind: 'lease', schema }, databaseUrl);
   const probeStore = new PostgresStore({ pool, schema });
   const sweeper = new PostgresStore({ pool, schema });
+  try {
+    const measured = await underTraffic(server, probeStore, () => (pauseMs === 0 ? sweeper.sweep() : pacedSweep(sweeper, pauseMs)));
+    log(`swept ${measured.result} rows in ${measured.seconds} s (pause between batches: ${pauseMs} ms)`);
+    return { pauseMs, deleted: measured.result, sweepSeconds: measured.seconds, ...measured.windows };
+  } finally {
+    await Promise.all([probeStore.close(), sweeper.close(), server.stop()]);
+  }
+}
+
+/**
+ * The same 1 million expired records and 100 thousand live ones in a table partitioned by day
+ * (`partitioning: true`): the expired ones fill a partition of two days ago, which `sweep()` drops.
+ */
+async function measurePartitionDropUnderTraffic() {
+  const schema = 'bench_scale_partitions';
+  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await pool.query(benchSchemaSql(schema));
+  const sweeper = new PostgresStore({ pool, schema, partitioning: true });
+  await sweeper.migrate();
+  const table = `"${schema}".idempotency_records`;
+  const { rows } = await pool.query<{ start: string }>(`SELECT (floor(extract(epoch FROM now()) / 86400) * 86400 - 2 * 86400)::bigint::text AS start`);
+  const start = Number(rows[0]!.start);
+  await pool.query(`CREATE TABLE "${schema}".idempotency_records_p${start} PARTITION OF ${table}
+    FOR VALUES FROM (to_timestamp(${start})) TO (to_timestamp(${start + 86_400}))`);
+  const fill = (from: number, to: number, createdAt: string, expiresAt: string) =>
+    pool.query(`INSERT INTO ${table} (scope, key, status, fingerprint, fingerprint_version, fence, attempt, replayable,
+        response_status, response_headers, response_body, created_at, completed_at, expires_at)
+      SELECT '', ${FILL_KEY_SQL('g')}, 'completed', 'fill', 1, g, 1, true,
+        201, '{"content-type":"application/json; charset=utf-8"}'::jsonb, convert_to('{"id":"' || g || '","amount":100}', 'UTF8'),
+        ${createdAt}, ${createdAt}, ${expiresAt}
+      FROM generate_series(${from}::bigint, ${to}::bigint) g`);
+  const filling = performance.now();
+  for (let from = 1; from <= EXPIRED_ROWS; from += 250_000) {
+    await fill(from, from + 249_999, `to_timestamp(${start} + 3600)`, `now() - interval '1 minute'`);
+  }
+  await fill(EXPIRED_ROWS + 1, EXPIRED_ROWS + 100_000, `now() - interval '1 minute'`, `now() + interval '1 day'`);
+  await pool.query(`SELECT setval('"${schema}".idempotency_records_fence_seq', ${EXPIRED_ROWS + 100_001})`);
+  await pool.query(`VACUUM ANALYZE ${table}`);
+  log(`${schema}: filled ${EXPIRED_ROWS} expired + 100000 live rows in ${Math.round((performance.now() - filling) / 1000)} s`);
+
+  const server = await ServerProcess.start({ kind: 'lease', schema, partitioned: true }, databaseUrl);
+  const probeStore = new PostgresStore({ pool, schema, partitioning: true });
+  try {
+    const measured = await underTraffic(server, probeStore, () => sweeper.maintainPartitions());
+    log(`partition maintenance: dropped ${measured.result.dropped.join(', ')} (${measured.result.droppedRecords} records) in ${measured.seconds} s`);
+    return { dropped: measured.result.droppedRecords, skipped: measured.result.skipped, sweepSeconds: measured.seconds, ...measured.windows };
+  } finally {
+    await Promise.all([probeStore.close(), sweeper.close(), server.stop()]);
+  }
+}
+
+/**
+ * Lease-mode HTTP traffic plus a probe that claims fresh keys one after another, in 3-second windows:
+ * before `expire` starts, while it runs (at least one window), and after. Claim p99 is the probe's.
+ */
+async function underTraffic<T>(server: ServerProcess, probeStore: PostgresStore, expire: () => Promise<T>) {
   const request = SCENARIOS.find((scenario) => scenario.name === 'lease')!.request;
   const window = async (done: () => boolean) => {
     const probe: number[] = [];
@@ -135,25 +203,21 @@ async function measureSweepUnderTraffic(pauseMs: number) {
     return {
       claimP50Ms: round(percentile(probe, 0.5), 3),
       claimP99Ms: round(percentile(probe, 0.99), 3),
+      claimMaxMs: round(probe.at(-1)!, 3),
       httpP99Ms: round(percentile(http, 0.99)),
       rps: round(rps / windows, 0),
     };
   };
-  try {
-    await window(() => true); // warm-up
-    const before = await window(() => true);
-    let sweeping = true;
-    const sweepStarted = performance.now();
-    const deletion = (pauseMs === 0 ? sweeper.sweep() : pacedSweep(sweeper, pauseMs)).finally(() => (sweeping = false));
-    const during = await window(() => !sweeping);
-    const deleted = await deletion;
-    const sweepSeconds = round((performance.now() - sweepStarted) / 1000, 1);
-    const after = await window(() => true);
-    log(`swept ${deleted} rows in ${sweepSeconds} s (pause between batches: ${pauseMs} ms)`);
-    return { pauseMs, deleted, sweepSeconds, before, during, after, claimP99Ratio: round(during.claimP99Ms / before.claimP99Ms) };
-  } finally {
-    await Promise.all([probeStore.close(), sweeper.close(), server.stop()]);
-  }
+  await window(() => true); // warm-up
+  const before = await window(() => true);
+  let running = true;
+  const started = performance.now();
+  const expiring = expire().finally(() => (running = false));
+  const during = await window(() => !running);
+  const result = await expiring;
+  const seconds = round((performance.now() - started) / 1000, 1);
+  const after = await window(() => true);
+  return { result, seconds, windows: { before, during, after, claimP99Ratio: round(during.claimP99Ms / before.claimP99Ms) } };
 }
 
 async function pacedSweep(store: PostgresStore, pauseMs: number): Promise<number> {

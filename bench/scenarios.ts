@@ -4,7 +4,7 @@ import type { ServerSpec } from './servers.js';
 export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry';
 
 export interface Scenario {
-  name: ScenarioName | 'replayUncached' | 'baselineTelemetry';
+  name: ScenarioName | 'replayUncached' | 'baselineTelemetry' | 'leasePartitioned' | 'transactionalPartitioned';
   server: Omit<ServerSpec, 'schema'>;
   request: RequestShape;
   /** Keys completed before the load starts; the load then replays them in a cycle. */
@@ -56,8 +56,9 @@ export const SCENARIOS: readonly Scenario[] = [
 ];
 
 /**
- * Only in the full run: replays with the cache off (one claim statement per replay), and the SDK on
- * the baseline, which separates what the SDK itself costs from what the middleware's telemetry adds.
+ * Only in the full run: replays with the cache off (one claim statement per replay), the SDK on the
+ * baseline, which separates what the SDK itself costs from what the middleware's telemetry adds, and
+ * both modes on a table partitioned by time (the claim function's cost).
  */
 export const EXTRA_SCENARIOS: readonly Scenario[] = [
   {
@@ -72,5 +73,17 @@ export const EXTRA_SCENARIOS: readonly Scenario[] = [
     request: post(cycledKeys('replay-uncached', REPLAY_KEYS)),
     replayKeys: REPLAY_KEYS,
     description: 'replays with replayCacheEntries: 0 (one claim statement each)',
+  },
+  {
+    name: 'leasePartitioned',
+    server: { kind: 'lease', partitioned: true },
+    request: post(freshKeys('lease-partitioned')),
+    description: 'lease mode on a table partitioned by time (partitioning: true)',
+  },
+  {
+    name: 'transactionalPartitioned',
+    server: { kind: 'transactional', partitioned: true },
+    request: post(freshKeys('transactional-partitioned')),
+    description: 'transactional mode on a table partitioned by time (partitioning: true)',
   },
 ];

@@ -6,7 +6,7 @@ import { BackendCpu } from './cpu.js';
 /**
  * One benchmarked server, run as a child process by run.ts (IPC channel required).
  * Environment: BENCH_SERVER (baseline | lease | transactional | naive), BENCH_SCHEMA (already created
- * and migrated by the runner), BENCH_TELEMETRY=1 for the OpenTelemetry SDK, DATABASE_URL, BENCH_POOL_MAX.
+ * and migrated by the runner), BENCH_TELEMETRY=1 for the OpenTelemetry SDK, BENCH_PARTITIONED=1 for a partitioned records table, DATABASE_URL, BENCH_POOL_MAX.
  * It answers the runner's { type: 'stats' } message with its round trips, requests, peak RSS and CPU time.
  */
 const kind = process.env.BENCH_SERVER as ServerKind;
@@ -25,7 +25,12 @@ const { createBenchApp } = await import('./app.js');
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: Number(process.env.BENCH_POOL_MAX ?? 10), idleTimeoutMillis: 0 });
 const backendCpu = new BackendCpu(pool);
 const replayCacheEntries = process.env.BENCH_REPLAY_CACHE_ENTRIES;
-const store = new PostgresStore({ pool, schema, ...(replayCacheEntries === undefined ? {} : { replayCacheEntries: Number(replayCacheEntries) }) });
+const store = new PostgresStore({
+  pool,
+  schema,
+  partitioning: process.env.BENCH_PARTITIONED === '1',
+  ...(replayCacheEntries === undefined ? {} : { replayCacheEntries: Number(replayCacheEntries) }),
+});
 const server = createBenchApp(kind, pool, store, schema).listen(0, '127.0.0.1');
 let requests = 0;
 server.on('request', () => requests++);

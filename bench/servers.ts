@@ -9,6 +9,8 @@ export interface ServerSpec {
   telemetry?: boolean;
   /** Store option replayCacheEntries; undefined keeps the library default. */
   replayCacheEntries?: number;
+  /** Store option partitioning: the records table is partitioned by time (migrated so by the runner). */
+  partitioned?: boolean;
 }
 
 export interface ServerStats {
@@ -42,6 +44,7 @@ export class ServerProcess {
         BENCH_SCHEMA: spec.schema,
         BENCH_TELEMETRY: spec.telemetry ? '1' : '0',
         ...(spec.replayCacheEntries === undefined ? {} : { BENCH_REPLAY_CACHE_ENTRIES: String(spec.replayCacheEntries) }),
+        BENCH_PARTITIONED: spec.partitioned ? '1' : '0',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
