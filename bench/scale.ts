@@ -212,10 +212,14 @@ async function underTraffic<T>(server: ServerProcess, probeStore: PostgresStore,
   const before = await window(() => true);
   let running = true;
   const started = performance.now();
-  const expiring = expire().finally(() => (running = false));
+  let ended = started;
+  const expiring = expire().finally(() => {
+    running = false;
+    ended = performance.now();
+  });
   const during = await window(() => !running);
   const result = await expiring;
-  const seconds = round((performance.now() - started) / 1000, 1);
+  const seconds = round((ended - started) / 1000, 2);
   const after = await window(() => true);
   return { result, seconds, windows: { before, during, after, claimP99Ratio: round(during.claimP99Ms / before.claimP99Ms) } };
 }

@@ -89,7 +89,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       const first = await store.claim(request('across'));
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.complete(first.lease, { replayable: true, response });
-      const [{ partition }] = (await rowsOf(table, 'across')) as [{ partition: string }];
+      const { partition } = (await rowsOf(table, 'across'))[0]!;
       await nextSecond();
 
       const retry = await store.claim(request('across'));
