@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { IdempotencyConfigError } from '../errors.js';
 import { assertIdentifier } from '../store/identifiers.js';
+import { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS } from '../store/partition-maintenance.js';
 import { DEFAULT_SCHEMA, DEFAULT_TABLE, type TableName } from '../store/schema.js';
 import { usageError } from './errors.js';
 
@@ -18,6 +19,9 @@ const OPTIONS = {
   scope: { type: 'string' },
   key: { type: 'string' },
   'jaeger-url': { type: 'string' },
+  partitioned: { type: 'boolean' },
+  'partition-interval-seconds': { type: 'string' },
+  'premade-partitions': { type: 'string' },
 } as const;
 
 type Flag = keyof typeof OPTIONS;
@@ -25,14 +29,18 @@ const COMMON_FLAGS: readonly Flag[] = ['schema', 'table', 'json', 'help'];
 
 export const COMMANDS = {
   migrate: {
-    summary: 'Create the schema, sequence, table and index if missing (safe to run on every deploy).',
-    usage: 'migrate [--print-sql]',
-    flags: ['print-sql'],
+    summary:
+      'Create the schema, sequence, table and index if missing (safe to run on every deploy). With --partitioned, a table\n' +
+      'partitioned by creation time, with its catch-all partition, its claim function and the partitions ahead.',
+    usage: 'migrate [--print-sql] [--partitioned [--partition-interval-seconds N] [--premade-partitions N]]',
+    flags: ['print-sql', 'partitioned', 'partition-interval-seconds', 'premade-partitions'],
   },
   sweep: {
-    summary: 'Delete expired records in bounded batches (a live lease is never swept).',
-    usage: 'sweep [--batch-size N] [--max-batches N]',
-    flags: ['batch-size', 'max-batches'],
+    summary:
+      'Delete expired records in bounded batches (a live lease is never swept). On a partitioned table (detected by\n' +
+      'itself), first create the partitions ahead and drop those whose records have all expired.',
+    usage: 'sweep [--batch-size N] [--max-batches N] [--partition-interval-seconds N] [--premade-partitions N]',
+    flags: ['batch-size', 'max-batches', 'partition-interval-seconds', 'premade-partitions'],
   },
   inspect: {
     summary: 'Show one record: status, age, attempt, correlation ID, original trace ID and its Jaeger URL.',
@@ -53,10 +61,17 @@ interface Common {
   json: boolean;
 }
 
+/** The partitioning flags as given; what is absent is taken from the table's partitions, else the defaults. */
+export interface PartitionFlags {
+  intervalSeconds: number | undefined;
+  premadePartitions: number | undefined;
+}
+
 export type Invocation =
   | { command: 'help'; json: boolean; topic?: CommandName }
-  | (Common & { command: 'migrate'; printSql: boolean })
-  | (Common & { command: 'sweep'; batchSize: number | undefined; maxBatches: number | undefined })
+  /** `partitioning` is undefined without --partitioned. */
+  | (Common & { command: 'migrate'; printSql: boolean; partitioning: PartitionFlags | undefined })
+  | (Common & { command: 'sweep'; batchSize: number | undefined; maxBatches: number | undefined; partitions: PartitionFlags })
   | (Common & { command: 'inspect'; scope: string; key: string; jaegerUrl: string })
   | (Common & { command: 'stats' });
 
@@ -85,14 +100,21 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
 
   const common: Common = { table: tableName(values.schema, values.table), json };
   switch (command) {
-    case 'migrate':
-      return { ...common, command, printSql: values['print-sql'] ?? false };
+    case 'migrate': {
+      const partitioning = partitionFlags(values);
+      if (!values.partitioned) {
+        const given = (['partition-interval-seconds', 'premade-partitions'] as const).find((flag) => values[flag] !== undefined);
+        if (given) throw usageError(`--${given} needs --partitioned`);
+      }
+      return { ...common, command, printSql: values['print-sql'] ?? false, partitioning: values.partitioned ? partitioning : undefined };
+    }
     case 'sweep':
       return {
         ...common,
         command,
         batchSize: optionalPositiveInteger(values['batch-size'], 'batch-size'),
         maxBatches: optionalPositiveInteger(values['max-batches'], 'max-batches'),
+        partitions: partitionFlags(values),
       };
     case 'inspect':
       if (values.key === undefined) throw usageError('inspect needs --key');
@@ -115,7 +137,7 @@ export function usageText(topic?: CommandName): string {
     return `Usage: koa-idempotency ${usage} [--schema S] [--table T] [--json]\n\n${summary}\n\n${FLAGS_HELP}\n`;
   }
   const commands = Object.entries(COMMANDS)
-    .map(([, { usage, summary }]) => `  ${usage}\n      ${summary}`)
+    .map(([, { usage, summary }]) => `  ${usage}\n      ${summary.replaceAll('\n', '\n      ')}`)
     .join('\n');
   return `Usage: koa-idempotency <command> [flags]
 
@@ -125,8 +147,8 @@ Commands:
 ${commands}
 
 ${FLAGS_HELP}
-Exit codes: 0 ok, 1 inspect found no record, 2 usage error, 3 database unavailable or table missing,
-4 any other failure.
+Exit codes: 0 ok, 1 inspect found no record, 2 usage error (also: migrate's --partitioned does not match
+the existing table), 3 database unavailable or table missing, 4 any other failure.
 `;
 }
 
@@ -139,7 +161,20 @@ const FLAGS_HELP = `Flags:
   --jaeger-url URL    inspect: Jaeger UI base for trace links (default: JAEGER_URL, else ${DEFAULT_JAEGER_URL})
   --batch-size N      sweep: rows deleted per statement (default: 1000)
   --max-batches N     sweep: stop after N batches (default: until no expired record is left)
-  --print-sql         migrate: print the migration SQL instead of running it (needs no database)
+  --print-sql         migrate: print the migration SQL instead of running it (needs no database); with
+                      --partitioned, the partitioned script: its time partitions come from sweep (until
+                      then records land in the catch-all partition <table>_default)
+  --partitioned       migrate: create the table partitioned by created_at, so that sweep drops whole
+                      partitions of expired records instead of deleting rows. A table is never converted:
+                      migrate fails (exit 2) when --partitioned does not match the existing table. sweep,
+                      inspect and stats find out from the database whether a table is partitioned.
+  --partition-interval-seconds N
+                      migrate, sweep (partitioned tables): time range of one partition, aligned on the
+                      Unix epoch (default: the range of the table's newest partition, so it need not be
+                      repeated; ${DEFAULT_PARTITION_INTERVAL_SECONDS} for a table that has none)
+  --premade-partitions N
+                      migrate, sweep (partitioned tables): partitions created ahead of the current one
+                      (default: ${DEFAULT_PREMADE_PARTITIONS}; 0 is allowed)
   -h, --help          show help
 
 Environment: DATABASE_URL (postgres://user:password@host:5432/database), JAEGER_URL.
@@ -159,11 +194,22 @@ function tableName(schema: string | undefined, table: string | undefined): Table
   }
 }
 
+function partitionFlags(values: { 'partition-interval-seconds'?: string | undefined; 'premade-partitions'?: string | undefined }): PartitionFlags {
+  return {
+    intervalSeconds: optionalPositiveInteger(values['partition-interval-seconds'], 'partition-interval-seconds'),
+    premadePartitions: optionalWholeNumber(values['premade-partitions'], 'premade-partitions', 0),
+  };
+}
+
 function optionalPositiveInteger(value: string | undefined, flag: string): number | undefined {
+  return optionalWholeNumber(value, flag, 1);
+}
+
+function optionalWholeNumber(value: string | undefined, flag: string, min: 0 | 1): number | undefined {
   if (value === undefined) return undefined;
   const number = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < 1) {
-    throw usageError(`--${flag} must be a positive integer; got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(number) || number < min) {
+    throw usageError(`--${flag} must be ${min === 1 ? 'a positive integer' : 'zero or a positive integer'}; got ${JSON.stringify(value)}`);
   }
   return number;
 }

@@ -1,8 +1,10 @@
 import pg from 'pg';
+import type { PartitioningOptions, PartitionReport } from '../store/partition-maintenance.js';
 import { PostgresStore } from '../store/postgres-store.js';
 import type { TableName } from '../store/schema.js';
 import { CliError } from './errors.js';
 import { EXIT } from './exit-codes.js';
+import { tableLayout, type TableLayout } from './layout.js';
 
 /** A black-holed host would otherwise hang the CLI until the kernel gives up (minutes). */
 export const CONNECT_TIMEOUT_MS = 5_000;
@@ -16,17 +18,41 @@ const SOCKET_ERRORS: ReadonlySet<string> = new Set(['ECONNRESET', 'ECONNREFUSED'
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 export interface Connection {
-  store: PostgresStore;
+  store: CliStore;
+  /** Whether the table was partitioned, plain or missing when the command started. */
+  layout: TableLayout;
+  /** The `partitioning` option the store was built with. */
+  partitioning: PartitioningOptions | boolean;
+  /** The pool under the store, for the catalog queries of the commands. */
+  pool: Pick<pg.Pool, 'query'>;
   /** host:port/database, never the password: for messages. */
   target: string;
   close(): Promise<void>;
 }
 
+/** Chooses the store's `partitioning` option once the table's layout is known. */
+export type PartitioningChoice = (layout: TableLayout, pool: pg.Pool) => Promise<PartitioningOptions | boolean>;
+
+/**
+ * The store, keeping the reports of the partition maintenance that its `sweep()` runs (through
+ * `maintainPartitions()`), so that `sweep` can print what it created and dropped without running it twice.
+ */
+export class CliStore extends PostgresStore {
+  readonly partitionReports: PartitionReport[] = [];
+
+  override async maintainPartitions(): Promise<PartitionReport> {
+    const report = await super.maintainPartitions();
+    this.partitionReports.push(report);
+    return report;
+  }
+}
+
 /**
  * Opens a small pool on DATABASE_URL and proves the server answers, so that "unreachable" and "login
- * refused" are told apart from a failing command. The store is built over the pool, as an application would.
+ * refused" are told apart from a failing command. Then reads whether the table is partitioned and builds
+ * the store over the pool, as an application would, with the `partitioning` option `choose` gives.
  */
-export async function connect(env: NodeJS.ProcessEnv, table: TableName): Promise<Connection> {
+export async function connect(env: NodeJS.ProcessEnv, table: TableName, choose: PartitioningChoice): Promise<Connection> {
   const target = describeTarget(databaseUrl(env.DATABASE_URL));
   const pool = new pg.Pool({
     // As given: node-postgres reads its own parameters (sslmode, host=/socket/dir, ...) from the string.
@@ -42,9 +68,22 @@ export async function connect(env: NodeJS.ProcessEnv, table: TableName): Promise
     await pool.end().catch(() => undefined);
     throw connectionError(error, target);
   }
-  const store = new PostgresStore({ pool, schema: table.schema, table: table.table, replayCacheEntries: 0 });
+  let layout: TableLayout;
+  let partitioning: PartitioningOptions | boolean;
+  let store: CliStore;
+  try {
+    layout = await tableLayout(pool, table);
+    partitioning = await choose(layout, pool);
+    store = new CliStore({ pool, schema: table.schema, table: table.table, replayCacheEntries: 0, partitioning });
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
   return {
     store,
+    layout,
+    partitioning,
+    pool,
     target,
     async close() {
       await store.close();

@@ -26,6 +26,7 @@ export type CliErrorCode =
   | 'login_refused'
   | 'database_missing'
   | 'table_missing'
+  | 'layout_mismatch'
   | 'failed';
 
 export function usageError(message: string): CliError {

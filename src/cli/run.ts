@@ -1,4 +1,5 @@
-import { schemaSql } from '../store/schema.js';
+import { PostgresStore } from '../store/postgres-store.js';
+import type { SqlDatabase } from '../store/sql-database.js';
 import { parseInvocation, usageText, type Invocation } from './arguments.js';
 import { inspect } from './commands/inspect.js';
 import { migrate } from './commands/migrate.js';
@@ -8,6 +9,7 @@ import { sweep } from './commands/sweep.js';
 import { commandError, connect, type Connection } from './connection.js';
 import { CliError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
+import { storePartitioning } from './layout.js';
 
 export interface CliOutput {
   stdout: (text: string) => void;
@@ -31,14 +33,14 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     return EXIT.OK;
   }
   if (invocation.command === 'migrate' && invocation.printSql) {
-    const sql = schemaSql(invocation.table);
+    const sql = printedMigration(invocation);
     output.stdout(invocation.json ? toJson({ sql }) : sql);
     return EXIT.OK;
   }
 
   let connection: Connection;
   try {
-    connection = await connect(env, invocation.table);
+    connection = await connect(env, invocation.table, (layout, pool) => storePartitioning(invocation, layout, pool));
   } catch (error) {
     return report(commandError(error, invocation.table), invocation.json, output, false);
   }
@@ -64,6 +66,16 @@ function execute(invocation: Exclude<Invocation, { command: 'help' }>, connectio
     case 'stats':
       return stats(connection);
   }
+}
+
+/** The store's own migration script, from a store that is never connected. */
+function printedMigration(invocation: Extract<Invocation, { command: 'migrate' }>): string {
+  const offline = async (): Promise<never> => {
+    throw new Error('--print-sql runs no SQL');
+  };
+  const database: SqlDatabase = { query: offline, begin: offline, listen: offline, close: async () => undefined };
+  const { schema, table } = invocation.table;
+  return new PostgresStore({ database, schema, table, partitioning: invocation.partitioning !== undefined }).migrationSql();
 }
 
 function report(error: CliError, json: boolean, output: CliOutput, showUsage: boolean): ExitCode {

@@ -1,18 +1,50 @@
+import type { PartitionReport } from '../../store/partition-maintenance.js';
+import { qualified } from '../../store/schema.js';
 import type { Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
+import { usageError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
+import { partitionSettings } from '../layout.js';
 import type { CommandResult } from './result.js';
 
 type Sweep = Extract<Invocation, { command: 'sweep' }>;
 
-/** Deletes expired records through the store's own bounded, SKIP LOCKED batches. */
+/**
+ * Deletes expired records through the store's own bounded, SKIP LOCKED batches. On a partitioned table the
+ * store first creates the partitions ahead and drops those whose records have all expired (each step waits
+ * for its table lock briefly, and what it could not do is skipped until the next sweep), then sweeps the
+ * catch-all partition row by row. `deleted` counts both: the records of the dropped partitions and the rows.
+ */
 export async function sweep(invocation: Sweep, connection: Connection): Promise<CommandResult> {
+  const { intervalSeconds, premadePartitions } = invocation.partitions;
+  if (connection.layout === 'plain' && (intervalSeconds !== undefined || premadePartitions !== undefined)) {
+    const flag = intervalSeconds !== undefined ? 'partition-interval-seconds' : 'premade-partitions';
+    throw usageError(`--${flag} applies to a partitioned table, and ${qualified(invocation.table)} is not partitioned`);
+  }
   const startedMs = performance.now();
   const deleted = await connection.store.sweep({ batchSize: invocation.batchSize, maxBatches: invocation.maxBatches });
   const durationMs = Math.round(performance.now() - startedMs);
+  const summary = `deleted ${deleted} expired record${deleted === 1 ? '' : 's'} in ${durationMs} ms\n`;
+  if (connection.layout !== 'partitioned') return { exitCode: EXIT.OK, json: { deleted, durationMs }, text: summary };
+
+  const report = merged(connection.store.partitionReports);
+  const interval = partitionSettings(connection.partitioning).intervalSeconds;
+  const skipped = report.skipped.length > 0 ? ` (${report.skipped.join(', ')}: left to the next sweep)` : '';
   return {
     exitCode: EXIT.OK,
-    json: { deleted, durationMs },
-    text: `deleted ${deleted} expired record${deleted === 1 ? '' : 's'} in ${durationMs} ms\n`,
+    json: { deleted, partitions: { intervalSeconds: interval, ...report }, durationMs },
+    text:
+      summary +
+      `partitions of ${interval} s: ${report.created.length} created, ${report.dropped.length} dropped ` +
+      `(${report.droppedRecords} record${report.droppedRecords === 1 ? '' : 's'}), ${report.skipped.length} skipped${skipped}\n`,
+  };
+}
+
+function merged(reports: readonly PartitionReport[]): PartitionReport {
+  return {
+    created: reports.flatMap((report) => report.created),
+    dropped: reports.flatMap((report) => report.dropped),
+    droppedRecords: reports.reduce((sum, report) => sum + report.droppedRecords, 0),
+    skipped: reports.flatMap((report) => report.skipped),
   };
 }
