@@ -148,5 +148,71 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'fromPgPool()' : 'fromPgPool() (sk
       await tx.rollback();
       expect((await pool.query<{ ok: number }>('SELECT 1 AS ok')).rows[0]?.ok).toBe(1);
     });
+
+    describe('prepared statements inlined with BEGIN and COMMIT', () => {
+      const insert = `INSERT INTO "${schema}".notes (id, body) VALUES ($1, $2) RETURNING body`;
+      let inlined: SqlDatabase;
+      beforeAll(() => {
+        inlined = fromPgPool(pool, { preparedStatements: [insert] });
+      });
+
+      it('sends BEGIN, the prelude and a prepared first statement as one simple query, with escaped literals', async () => {
+        const body = `it's a \\ "quoted" note; DROP TABLE notes; --`;
+        const tx = await inlined.begin('SET LOCAL lock_timeout = 4321');
+        const { rows } = await tx.query<{ body: string }>(insert, [10, body]);
+        const setting = await tx.query<{ lock_timeout: string }>('SHOW lock_timeout');
+        await tx.commit();
+        expect(rows).toEqual([{ body }]);
+        expect(setting.rows[0]?.lock_timeout).toBe('4321ms');
+        const name = /^PREPARE (koa_idempotency_[0-9a-f]{24}_sql) AS /.exec(sent[0]!)?.[1];
+        expect(name).toBeDefined();
+        expect(sent.slice(1, 2)).toEqual([`BEGIN;\nSET LOCAL lock_timeout = 4321;\nEXECUTE ${name}(10, ${pg.escapeLiteral(body)})`]);
+        expect(await noteExists(10)).toBe(true);
+      });
+
+      it('prepares once per connection, then one round trip each for BEGIN+statement and statement+COMMIT', async () => {
+        await (await inlined.begin()).commitWith(insert, [11, 'warm-up']); // prepared here at the latest
+        sent = [];
+        const tx = await inlined.begin();
+        await tx.query(insert, [12, 'first']);
+        const last = await tx.commitWith!<{ body: string }>(insert, [13, 'last']);
+        expect(last.rows).toEqual([{ body: 'last' }]);
+        expect(sent).toHaveLength(2);
+        expect(sent[0]).toMatch(/^BEGIN;\nEXECUTE koa_idempotency_[0-9a-f]{24}_sql\(12, 'first'\)$/);
+        expect(sent[1]).toMatch(/^EXECUTE koa_idempotency_[0-9a-f]{24}_sql\(13, 'last'\);\nCOMMIT$/);
+        expect([await noteExists(12), await noteExists(13)]).toEqual([true, true]);
+      });
+
+      it('commits nothing when the last statement fails, and the pool stays usable', async () => {
+        const tx = await inlined.begin();
+        await tx.query(insert, [14, 'written first']);
+        await expect(tx.commitWith!(insert, [14, 'duplicate id'])).rejects.toMatchObject({ code: '23505' });
+        expect(await noteExists(14)).toBe(false);
+        expect((await pool.query<{ ok: number }>('SELECT 1 AS ok')).rows[0]?.ok).toBe(1);
+      });
+
+      it('carries bytes, booleans, nulls and numbers as literals that round-trip exactly', async () => {
+        const echo = 'SELECT $1::bytea AS bytes, $2::boolean AS flag, $3::text AS nothing, $4::float8 AS ratio, $5::int AS count';
+        const db = fromPgPool(pool, { preparedStatements: [echo] });
+        const bytes = Buffer.from([0, 1, 2, 0x27, 0x5c, 255]);
+        const tx = await db.begin();
+        const { rows } = await tx.query<{ bytes: Buffer; flag: boolean; nothing: null; ratio: number; count: number }>(echo, [bytes, true, null, 0.25, -7]);
+        await tx.rollback();
+        expect(rows[0]!.bytes.equals(bytes)).toBe(true);
+        expect([rows[0]!.flag, rows[0]!.nothing, rows[0]!.ratio, rows[0]!.count]).toEqual([true, null, 0.25, -7]);
+        expect(sent.at(-2)).toContain("decode('000102275cff', 'hex')");
+      });
+
+      it('sends a parameter without a literal form (a Date) with the extended protocol instead', async () => {
+        const stamp = 'SELECT $1::timestamptz AS at';
+        const db = fromPgPool(pool, { preparedStatements: [stamp] });
+        const at = new Date('2026-01-02T03:04:05.000Z');
+        const tx = await db.begin();
+        const { rows } = await tx.query<{ at: Date }>(stamp, [at]);
+        await tx.rollback();
+        expect(rows[0]!.at.toISOString()).toBe(at.toISOString());
+        expect(sent.slice(0, 2)).toEqual(['BEGIN', stamp]);
+      });
+    });
   });
 });

@@ -234,6 +234,18 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       expect((await db.sql.query(`SELECT 1 FROM "${db.schema}".ledger WHERE id = 'tx-commit'`)).rows).toHaveLength(1);
     });
 
+    it('commits nothing when the completion finds no record of its own (it fails instead of committing)', async () => {
+      await db.sql.query(`CREATE TABLE IF NOT EXISTS "${db.schema}".ledger (id text PRIMARY KEY)`);
+      const claim = await store.claimInTransaction(request('tx-fenced'));
+      if (claim.kind !== 'claimed') throw new Error('expected a claim');
+      await claim.db.query(`INSERT INTO "${db.schema}".ledger (id) VALUES ('tx-fenced')`);
+      // Something inside the transaction removed the record: the completion and COMMIT go out together.
+      await claim.db.query(`DELETE FROM "${db.schema}".idempotency_records WHERE key = 'tx-fenced'`);
+      await expect(claim.commit({ replayable: true, response })).rejects.toBeInstanceOf(FencedError);
+      expect((await db.sql.query(`SELECT 1 FROM "${db.schema}".ledger WHERE id = 'tx-fenced'`)).rows).toHaveLength(0);
+      expect((await store.claim(request('tx-fenced'))).kind).toBe('claimed');
+    });
+
     it('rolls back the record together with the business write', async () => {
       await db.sql.query(`CREATE TABLE IF NOT EXISTS "${db.schema}".ledger (id text PRIMARY KEY)`);
       const claim = await store.claimInTransaction(request('tx-rollback'));

@@ -19,7 +19,7 @@ function countingClaims(inner: SqlDatabase): { database: SqlDatabase; claims: ()
         if (text.includes('claimed AS (')) claims++;
         return inner.query(text, params);
       },
-      begin: () => inner.begin(),
+      begin: (prelude) => inner.begin(prelude),
       listen: (channel, onNotify) => inner.listen(channel, onNotify),
       close: async () => undefined,
     },
