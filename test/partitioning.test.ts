@@ -136,6 +136,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.saveStep(first.lease, 'charge', { id: 'ch_1' });
       const [before] = await rowsOf(table, 'lapsed');
+      await sleep(150); // the lease lapses
       await nextSecond();
 
       const takeover = await store.claim(request('lapsed'));

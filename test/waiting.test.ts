@@ -19,7 +19,7 @@ function countingClaims(inner: SqlDatabase): { database: SqlDatabase; claims: ()
         if (text.includes('claimed AS (')) claims++;
         return inner.query(text, params);
       },
-      begin: (prelude) => inner.begin(prelude),
+      begin: () => inner.begin(),
       listen: (channel, onNotify) => inner.listen(channel, onNotify),
       close: async () => undefined,
     },

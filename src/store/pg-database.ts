@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import pg from 'pg';
 import type { Client, Pool, PoolClient, QueryConfig } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 
@@ -25,8 +24,6 @@ export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlData
 /** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
 class Statements {
   readonly #names = new Map<string, string>();
-  /** Per connection: the statements also prepared with SQL PREPARE, for EXECUTE inside a simple query. */
-  readonly #sqlPrepared = new WeakMap<object, Set<string>>();
 
   constructor(prepared: Iterable<string>) {
     for (const text of prepared) {
@@ -40,42 +37,6 @@ class Statements {
     const name = this.#names.get(text);
     return name === undefined ? { text, values: params as QueryConfig['values'] } : { name, text, values: params as QueryConfig['values'] };
   }
-
-  /**
-   * The statement as `EXECUTE name(<literals>)`, so that it can share a simple query (one round trip) with
-   * BEGIN or COMMIT; undefined for a statement that is not a prepared one or a parameter without a literal
-   * form. The first use on a connection prepares it there with SQL PREPARE, once, outside any transaction
-   * (a prepared statement outlives a rollback, and a failed PREPARE must not leave a guess behind).
-   */
-  async inline(client: PoolClient, text: string, params: unknown[]): Promise<string | undefined> {
-    const name = this.#names.get(text);
-    const literals = params.map(toLiteral);
-    if (name === undefined || literals.includes(undefined)) return undefined;
-    const sqlName = `${name}_sql`;
-    let prepared = this.#sqlPrepared.get(client);
-    if (!prepared?.has(sqlName)) {
-      await client.query(`PREPARE ${sqlName} AS ${text}`);
-      prepared ??= new Set();
-      prepared.add(sqlName);
-      this.#sqlPrepared.set(client, prepared);
-    }
-    return `EXECUTE ${sqlName}(${literals.join(', ')})`;
-  }
-}
-
-/**
- * A parameter as a SQL literal: strings through node-postgres' own escaping, bytes as hex, numbers and
- * booleans as they are. Anything else (NaN, a Date, an object) has no literal here: the statement then
- * goes out alone, with the extended protocol.
- */
-function toLiteral(value: unknown): string | undefined {
-  if (value === null || value === undefined) return 'NULL';
-  if (typeof value === 'string') return pg.escapeLiteral(value);
-  if (typeof value === 'boolean') return value ? 'true' : 'false';
-  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : undefined;
-  if (typeof value === 'bigint') return String(value);
-  if (value instanceof Uint8Array) return `decode('${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}', 'hex')`;
-  return undefined;
 }
 
 type Listener = (payload: string) => void;
@@ -101,13 +62,13 @@ class PgDatabase implements SqlDatabase {
   }
 
   /** BEGIN goes out with the transaction's first statement (see PgTransaction), not on its own. */
-  async begin(prelude?: string): Promise<SqlTransaction> {
+  async begin(): Promise<SqlTransaction> {
     const client = await this.#pool.connect();
     // pg-pool removes its own error listener from a checked-out client: a connection lost during the
     // transaction would emit an unhandled 'error' and crash the process. The loss surfaces instead as
     // the failure of the transaction's next query (or of its COMMIT), which the middleware answers.
     client.on('error', ignoreConnectionError);
-    return new PgTransaction(client, this.#statements, prelude === undefined ? 'BEGIN' : `BEGIN;\n${prelude}`);
+    return new PgTransaction(client, this.#statements);
   }
 
   async listen(channel: string, onNotify: Listener): Promise<Unsubscribe> {
@@ -180,41 +141,32 @@ class PgDatabase implements SqlDatabase {
 }
 
 /**
- * A transaction on one pooled client, in as few round trips as the protocol allows. node-postgres sends
- * a parameterless query as ONE simple query, several statements and all, but a statement with parameters
- * needs the extended protocol, which carries one statement only. So:
- * - BEGIN (and the prelude) goes out with the first statement: as `BEGIN; <statement>` when it has no
- *   parameters, as `BEGIN; EXECUTE <prepared>(<literals>)` when it is one of the store's prepared
- *   statements, else on its own just ahead of it;
- * - commitWith() sends `EXECUTE <prepared>(<literals>); COMMIT` the same way.
- * In transactional mode that makes the claim and the completion ride on the BEGIN and the COMMIT a
- * handler's own transaction needs anyway.
+ * A transaction on one pooled client. BEGIN costs a round trip of its own unless it travels with the
+ * first statement: a statement without parameters goes out as the simple-query `BEGIN; <statement>`, one
+ * round trip (node-postgres sends a parameterless query as one simple query, several statements and all).
+ * A first statement with parameters needs the extended protocol, which carries one statement only, so
+ * BEGIN then goes ahead of it on its own.
  */
 class PgTransaction implements SqlTransaction {
   readonly #client: PoolClient;
   readonly #statements: Statements;
-  /** BEGIN, and the prelude after it. */
-  readonly #begin: string;
   /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
   #beginning: Promise<unknown> | undefined;
   #begun = false;
   #done = false;
 
-  constructor(client: PoolClient, statements: Statements, begin: string) {
+  constructor(client: PoolClient, statements: Statements) {
     this.#client = client;
     this.#statements = statements;
-    this.#begin = begin;
   }
 
   async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
     if (this.#done) throw new Error('the transaction has ended');
-    if (!this.#begun) {
-      const statement = params === undefined || params.length === 0 ? text : await this.#statements.inline(this.#client, text, params);
-      if (statement !== undefined) {
-        this.#begun = true;
-        // One result per statement comes back; the caller's statement is the last.
-        return lastResult(await this.#client.query(`${this.#begin};\n${statement}`));
-      }
+    if (!this.#begun && (params === undefined || params.length === 0)) {
+      this.#begun = true;
+      const results = (await this.#client.query(`BEGIN;\n${text}`)) as unknown as SqlResult<Row> | Array<SqlResult<Row>>;
+      // One result per statement comes back; the caller's statement is the last.
+      return Array.isArray(results) ? results[results.length - 1]! : results;
     }
     this.#beginAlone();
     await this.#beginning;
@@ -234,19 +186,6 @@ class PgTransaction implements SqlTransaction {
     await this.#end('COMMIT');
   }
 
-  async commitWith<Row>(text: string, params: unknown[] = []): Promise<SqlResult<Row>> {
-    if (this.#done) throw new Error('the transaction has ended');
-    const statement = this.#begun ? await this.#statements.inline(this.#client, text, params) : undefined;
-    if (statement === undefined) {
-      const result = await this.query<Row>(text, params);
-      await this.commit();
-      return result;
-    }
-    await this.#beginning;
-    // A failing statement aborts the transaction and the server skips the COMMIT after it.
-    return firstResult(await this.#end(`${statement};\nCOMMIT`));
-  }
-
   async rollback(): Promise<void> {
     await this.#end('ROLLBACK');
   }
@@ -255,24 +194,21 @@ class PgTransaction implements SqlTransaction {
   #beginAlone(): void {
     if (this.#begun) return;
     this.#begun = true;
-    this.#beginning = this.#client.query(this.#begin);
+    this.#beginning = this.#client.query('BEGIN');
     this.#beginning.catch(() => undefined);
   }
 
-  /** Sends the statement that ends the transaction and releases the client; returns what it answered. */
-  async #end(statement: string): Promise<unknown> {
-    if (this.#done) return undefined;
+  async #end(statement: string): Promise<void> {
+    if (this.#done) return;
     this.#done = true;
     try {
       // Nothing sent yet means no transaction is open on the server: nothing to end.
-      let result: unknown;
       if (this.#begun) {
         await this.#beginning;
-        result = await this.#client.query(statement);
+        await this.#client.query(statement);
       }
       this.#client.off('error', ignoreConnectionError);
       this.#client.release();
-      return result;
     } catch (error) {
       // A connection whose transaction state is unknown must never go back to the pool.
       this.#client.off('error', ignoreConnectionError);
@@ -280,14 +216,6 @@ class PgTransaction implements SqlTransaction {
       throw error;
     }
   }
-}
-
-function lastResult<Row>(results: unknown): SqlResult<Row> {
-  return (Array.isArray(results) ? results[results.length - 1] : results) as SqlResult<Row>;
-}
-
-function firstResult<Row>(results: unknown): SqlResult<Row> {
-  return (Array.isArray(results) ? results[0] : results) as SqlResult<Row>;
 }
 
 function ignoreConnectionError(): void {}

@@ -21,7 +21,7 @@ class PGliteDatabase implements SqlDatabase {
     return toResult(await this.#db.query<Row>(text, params));
   }
 
-  async begin(prelude?: string): Promise<SqlTransaction> {
+  async begin(): Promise<SqlTransaction> {
     // PGlite only offers callback transactions; keep the callback open until commit() or rollback().
     let end!: (action: 'commit' | 'rollback') => void;
     const ended = new Promise<'commit' | 'rollback'>((resolve) => (end = resolve));
@@ -32,15 +32,6 @@ class PGliteDatabase implements SqlDatabase {
       if ((await ended) === 'rollback') await tx.rollback();
     });
     const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
-    if (prelude !== undefined) {
-      try {
-        await tx.exec(prelude);
-      } catch (error) {
-        end('rollback');
-        await finished.catch(() => undefined);
-        throw error;
-      }
-    }
     return {
       async query<Row>(text: string, params?: unknown[]) {
         return toResult(await tx.query<Row>(text, params));

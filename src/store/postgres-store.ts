@@ -201,8 +201,9 @@ export class PostgresStore implements IdempotencyStore {
   async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
-    const tx = await timeStoreOperation('begin', () => this.#db.begin(`SET LOCAL lock_timeout = ${Math.round(this.#lockTimeoutMs)}`));
+    const tx = await timeStoreOperation('begin', () => this.#db.begin());
     try {
+      await tx.query(`SET LOCAL lock_timeout = ${Math.round(this.#lockTimeoutMs)}`);
       const row = await timeStoreOperation('claim', () => this.#claimRowInTransaction(tx, request));
       if (row.acquired === false) {
         await tx.rollback();
@@ -221,16 +222,11 @@ export class PostgresStore implements IdempotencyStore {
         db: tx,
         commit: async (completion) => {
           await timeStoreOperation('complete', async () => {
-            const params = this.#completionParams(lease, completion);
             try {
-              if (tx.commitWith) {
-                await tx.commitWith(this.#sql.completeInTransaction, params);
-                return;
-              }
-              await tx.query(this.#sql.completeInTransaction, params);
+              await this.#completeOn(tx, lease, completion);
             } catch (error) {
               await tx.rollback().catch(() => undefined);
-              throw isDivisionByZero(error) ? new FencedError(lease.fence, { cause: error }) : error;
+              throw error;
             }
             await tx.commit();
           });
@@ -393,13 +389,8 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion): Promise<void> {
-    const { rows } = await db.query(this.#sql.complete, this.#completionParams(lease, completion));
-    if (rows.length !== 1) throw new FencedError(lease.fence);
-  }
-
-  #completionParams(lease: Lease, completion: Completion): unknown[] {
     const response = completion.replayable ? completion.response : null;
-    return [
+    const { rows } = await db.query(this.#sql.complete, [
       lease.scope,
       lease.key,
       lease.fence,
@@ -409,7 +400,8 @@ export class PostgresStore implements IdempotencyStore {
       response?.body ?? null,
       this.#waiters.channel,
       notifyId(lease.scope, lease.key),
-    ];
+    ]);
+    if (rows.length !== 1) throw new FencedError(lease.fence);
   }
 }
 
@@ -496,11 +488,6 @@ function notifyChannel(table: TableName): string {
 /** NOTIFY payload naming one record: a hash, so no key or scope travels to every listener of the database. */
 function notifyId(scope: string, key: string): string {
   return createHash('sha256').update(`${scope.length}:${scope}${key}`).digest('hex').slice(0, 32);
-}
-
-/** The transactional completion's way of saying that it matched no record (see statements.ts). */
-function isDivisionByZero(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === '22012';
 }
 
 function positive(value: number, name: string): number {

@@ -13,27 +13,17 @@ export interface SqlQueryable {
   query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
 }
 
-/** A transaction on one dedicated connection. Exactly one of commit(), commitWith() or rollback() ends it. */
+/** A transaction on one dedicated connection. Exactly one of commit() or rollback() ends it. */
 export interface SqlTransaction extends SqlQueryable {
   commit(): Promise<void>;
-  /**
-   * Runs one last statement, then commits, and returns that statement's result; a failing statement
-   * commits nothing. Optional: adapters that can send both in one round trip implement it, and the store
-   * falls back to query() then commit() without it.
-   */
-  commitWith?<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
   rollback(): Promise<void>;
 }
 
 export type Unsubscribe = () => Promise<void>;
 
 export interface SqlDatabase extends SqlQueryable {
-  /**
-   * Opens a transaction on a connection of its own. `prelude`, parameterless SQL such as
-   * `SET LOCAL lock_timeout = 5000`, runs right after BEGIN (sent together with the first statement where
-   * the adapter can).
-   */
-  begin(prelude?: string): Promise<SqlTransaction>;
+  /** Opens a transaction on a connection of its own. */
+  begin(): Promise<SqlTransaction>;
   /**
    * Subscribes to a notification channel. Implementations share one listening connection, however
    * many channels and callbacks there are.

@@ -48,7 +48,6 @@ export interface Statements {
   claim: string;
   claimInTransaction: string;
   complete: string;
-  completeInTransaction: string;
   release: string;
   renewLease: string;
   saveStep: string;
@@ -145,20 +144,6 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
   RETURNING 1
 )
 SELECT pg_notify($8, $9) FROM done`,
-
-    /**
-     * complete, for transactional mode, where it goes out together with COMMIT: a completion that matches
-     * no row must fail (division by zero, SQLSTATE 22012) so that the server skips the COMMIT after it,
-     * instead of returning no row once the handler's writes are committed. The record was written by the
-     * same transaction, so this cannot happen unless something else in it removed the record.
-     */
-    completeInTransaction: `WITH done AS (
-  UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
-    replayable = $4, response_status = $5, response_headers = $6, response_body = $7
-  WHERE scope = $1 AND key = $2 AND fence = $3::bigint
-  RETURNING 1
-)
-SELECT pg_notify($8, $9) FROM (SELECT 1 / count(*)::int AS owned FROM done) checked WHERE checked.owned = 1`,
 
     /** Deletes the owned record so that the client's retry runs afresh (a thrown error or a 5xx). */
     release: `WITH gone AS (
