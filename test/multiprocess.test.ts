@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresStore } from '../src/index.js';
 import { openChargesSchema, type ChargesSchema } from './helpers/charges-schema.js';
 import { DATABASE_URL } from './helpers/databases.js';
 
@@ -11,14 +12,23 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one databas
 
   beforeAll(async () => {
     db = await openChargesSchema('multiprocess');
+    const partitioned = new PostgresStore({ pool: db.pool, schema: db.schema, table: 'partitioned_records', partitioning: true });
+    await partitioned.migrate();
+    await partitioned.close();
   });
   afterAll(() => db?.close());
 
-  it.each(['transactional', 'lease'])(
-    `runs ${REQUESTS} concurrent identical requests over two processes exactly once (%s mode), with no 5xx and bounded pools`,
-    async (mode) => {
-      const servers = await Promise.all([1, 2].map(() => db.server({ MODE: mode, HANDLER_DELAY_MS: '100', POOL_MAX: String(POOL_MAX) })));
-      const key = `multi-${mode}-${Date.now()}`;
+  it.each([
+    ['transactional', 'a plain table'],
+    ['lease', 'a plain table'],
+    ['transactional', 'a table partitioned by time'],
+    ['lease', 'a table partitioned by time'],
+  ])(
+    `runs ${REQUESTS} concurrent identical requests over two processes exactly once (%s mode, %s), with no 5xx and bounded pools`,
+    async (mode, layout) => {
+      const table: Record<string, string> = layout === 'a plain table' ? {} : { PARTITIONED_TABLE: 'partitioned_records' };
+      const servers = await Promise.all([1, 2].map(() => db.server({ MODE: mode, HANDLER_DELAY_MS: '100', POOL_MAX: String(POOL_MAX), ...table })));
+      const key = `multi-${mode}-${layout.length}-${Date.now()}`;
       const answers = await Promise.all(
         Array.from({ length: REQUESTS }, async (_, i) => {
           const response = await fetch(`${servers[i % 2]!.url}/charges`, {
@@ -41,7 +51,7 @@ describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one databas
       const stats = await Promise.all(servers.map(async (s) => (await fetch(`${s.url}/stats`)).json() as Promise<{ poolPeak: { total: number; waiting: number } }>));
       for (const { poolPeak } of stats) expect(poolPeak.total).toBeLessThanOrEqual(POOL_MAX);
       console.log(
-        `[${mode}] ${REQUESTS} requests: ${executed.length} executed, ${answers.filter((a) => a.replayed).length} replayed, ` +
+        `[${mode}, ${layout}] ${REQUESTS} requests: ${executed.length} executed, ${answers.filter((a) => a.replayed).length} replayed, ` +
           `${answers.filter((a) => a.status === 409).length} conflicts; pool peaks (max ${POOL_MAX}): ` +
           stats.map((s) => `total ${s.poolPeak.total}, waiting ${s.poolPeak.waiting}`).join(' | '),
       );

@@ -225,6 +225,20 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       expect(await store.sweep()).toBe(5);
     });
 
+    it.skipIf(oneConnection)('lets two instances maintain the same table at once without an error', async () => {
+      const { store, table } = await partitionedStore({ intervalSeconds: 1, premadePartitions: 3 });
+      const other = await db.store({ table, replayCacheEntries: 0, partitioning: { intervalSeconds: 1, premadePartitions: 3 } });
+      for (let i = 0; i < 10; i++) await store.claim(request(`both-${i}`, { ttlSeconds: 1 }));
+      await sleep(2_100);
+      const [first, second] = await Promise.all([store.maintainPartitions(), other.maintainPartitions(), store.sweep(), other.sweep()]);
+      // Each expired partition is dropped once, by one of them (or left to the next run), never twice.
+      const dropped = [...first.dropped, ...second.dropped];
+      expect(new Set(dropped).size).toBe(dropped.length);
+      await store.sweep();
+      expect(await store.find('tenant-a', 'both-0')).toBeUndefined();
+      expect((await partitionsOf(table)).length).toBeGreaterThanOrEqual(4);
+    });
+
     it.skipIf(oneConnection)('gives up a drop after lockTimeoutMs while a transaction holds the table, and drops it on the next run', async () => {
       const { store, table } = await partitionedStore({ intervalSeconds: 1, premadePartitions: 3, lockTimeoutMs: 100 });
       await store.claim(request('short', { ttlSeconds: 1 }));

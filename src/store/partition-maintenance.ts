@@ -61,10 +61,13 @@ export function resolvePartitioning(value: boolean | PartitioningOptions | undef
 
 /**
  * SQLSTATEs that leave a step to the next run: lock_not_available (55P03, the lock timeout), a range
- * that overlaps an existing partition (42P17, after `intervalSeconds` changed) and rows of the range
- * already in the catch-all partition (23514); the rows there are swept one by one instead.
+ * that overlaps an existing partition (42P17, after `intervalSeconds` changed), rows of the range
+ * already in the catch-all partition (23514; the rows there are swept one by one instead), and another
+ * instance's maintenance getting there first: the same partition created a moment earlier (42P07, or
+ * 23505 for a duplicate catalog row) or already dropped (42P01).
  */
-const SKIPPABLE = new Set(['55P03', '42P17', '23514']);
+const UNDEFINED_TABLE = '42P01';
+const SKIPPABLE = new Set(['55P03', '42P17', '23514', '42P07', '23505', UNDEFINED_TABLE]);
 
 /**
  * Creates partitions ahead of time and drops those whose records have all expired. Only partitions this
@@ -122,10 +125,15 @@ export class PartitionMaintenance {
       if (!partition.ended || !this.#managed.test(partition.name)) continue;
       const table = qualified({ schema: this.#name.schema, table: partition.name });
       // Looked at without a lock first, so a partition that is not ready never makes claims wait.
-      const before = await this.#db.query<{ live: boolean; records: string }>(
-        `SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live, (SELECT count(*) FROM ${table})::text AS records`,
-      );
-      if (before.rows[0]!.live) continue;
+      const before = await this.#db
+        .query<{ live: boolean; records: string }>(
+          `SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live, (SELECT count(*) FROM ${table})::text AS records`,
+        )
+        .catch((error: unknown) => {
+          if (sqlstate(error) === UNDEFINED_TABLE) return undefined; // another instance dropped it just now
+          throw error;
+        });
+      if (!before || before.rows[0]!.live) continue;
       const done = await this.#underLockTimeout(async (tx) => {
         // The parent first, as DROP TABLE would lock it: the same order as every claim, so no deadlock.
         // Holding it, no record of the partition can be renewed between the check and the drop.
@@ -170,10 +178,14 @@ ORDER BY c.relname`,
       return done;
     } catch (error) {
       await tx.rollback().catch(() => undefined);
-      if (SKIPPABLE.has(String((error as { code?: unknown } | null)?.code))) return false;
+      if (SKIPPABLE.has(sqlstate(error))) return false;
       throw error;
     }
   }
+}
+
+function sqlstate(error: unknown): string {
+  return String((error as { code?: unknown } | null)?.code);
 }
 
 function wholeNumber(value: number, name: string, min: number): number {
