@@ -16,6 +16,11 @@ describe('schema', () => {
     expect(readFileSync(new URL('../sql/schema.sql', import.meta.url), 'utf8')).toBe(schemaSql({ schema: 'public', table: 'idempotency_records' }));
   });
 
+  it('ships sql/schema-partitioned.sql equal to the migration of the default table partitioned by time', () => {
+    const store = new PostgresStore({ database: {} as never, partitioning: true });
+    expect(readFileSync(new URL('../sql/schema-partitioned.sql', import.meta.url), 'utf8')).toBe(store.migrationSql());
+  });
+
   it.each(['records; DROP TABLE x', 'Records', '1records', 'a"b', '', 'x'.repeat(49)])('refuses the table name %j', (table) => {
     expect(() => new PostgresStore({ database: {} as never, table })).toThrow(IdempotencyConfigError);
   });
