@@ -17,7 +17,8 @@ import { percentile, round } from './stats.js';
  *    default), measured with direct store calls (replay cache off, so every replay reads the table),
  *    interleaved small / large over several rounds.
  * 2. Sweeping 1 million expired records while HTTP traffic runs: claim p99 before, during and after,
- *    once with `store.sweep()` (batches back to back) and once paced (a pause after every batch).
+ *    once with `store.sweep({ pauseMs: 0 })` (batches back to back) and once paced (a pause after every batch,
+ *    what the default `sweepPauseMs` does).
  * 3. The same expiry on a table partitioned by time: the expired records' partition is dropped.
  * `--only=partitions` runs step 3 alone.
  * The filled tables are kept and reused by the next run (the sweep's table is refilled each time).
@@ -124,7 +125,7 @@ async function measureSweepUnderTraffic(pauseMs: number) {
   const probeStore = new PostgresStore({ pool, schema });
   const sweeper = new PostgresStore({ pool, schema });
   try {
-    const measured = await underTraffic(server, probeStore, () => (pauseMs === 0 ? sweeper.sweep() : pacedSweep(sweeper, pauseMs)));
+    const measured = await underTraffic(server, probeStore, () => (pauseMs === 0 ? sweeper.sweep({ pauseMs: 0 }) : pacedSweep(sweeper, pauseMs)));
     log(`swept ${measured.result} rows in ${measured.seconds} s (pause between batches: ${pauseMs} ms)`);
     return { pauseMs, deleted: measured.result, sweepSeconds: measured.seconds, ...measured.windows };
   } finally {
