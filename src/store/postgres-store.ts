@@ -282,12 +282,8 @@ export class PostgresStore implements IdempotencyStore {
    * partition row by row.
    */
   async sweep(options: { batchSize?: number; maxBatches?: number; pauseMs?: number } = {}): Promise<number> {
-    let total = 0;
-    if (this.#partitions) {
-      const report = await this.maintainPartitions();
-      total += report.droppedRecords;
-    }
-    return total + (await this.#sweepRows(options));
+    const dropped = this.#partitions ? (await this.maintainPartitions()).droppedRecords : 0;
+    return dropped + (await this.#sweepRows(options));
   }
 
   /**
