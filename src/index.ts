@@ -22,7 +22,7 @@ export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
 export type { FingerprintInput } from './fingerprint.js';
 
 export { PostgresStore } from './store/postgres-store.js';
-export type { PostgresStoreOptions } from './store/postgres-store.js';
+export type { PostgresStoreOptions, SweepOptions, SweepReport } from './store/postgres-store.js';
 export {
   DEFAULT_PARTITION_INTERVAL_SECONDS,
   DEFAULT_PREMADE_PARTITIONS,

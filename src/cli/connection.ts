@@ -1,10 +1,11 @@
 import pg from 'pg';
-import type { PartitioningOptions, PartitionReport } from '../store/partition-maintenance.js';
+import type { PartitioningOptions } from '../store/partition-maintenance.js';
+import { fromPgPool } from '../store/pg-database.js';
 import { PostgresStore } from '../store/postgres-store.js';
-import type { TableName } from '../store/schema.js';
+import { tableLayout, type TableLayout, type TableName } from '../store/schema.js';
+import type { SqlQueryable } from '../store/sql-database.js';
 import { CliError } from './errors.js';
 import { EXIT } from './exit-codes.js';
-import { tableLayout, type TableLayout } from './layout.js';
 
 /** A black-holed host would otherwise hang the CLI until the kernel gives up (minutes). */
 export const CONNECT_TIMEOUT_MS = 5_000;
@@ -18,34 +19,20 @@ const SOCKET_ERRORS: ReadonlySet<string> = new Set(['ECONNRESET', 'ECONNREFUSED'
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 export interface Connection {
-  store: CliStore;
+  store: PostgresStore;
   /** Whether the table was partitioned, plain or missing when the command started. */
   layout: TableLayout;
   /** The `partitioning` option the store was built with. */
   partitioning: PartitioningOptions | boolean;
   /** The pool under the store, for the catalog queries of the commands. */
-  pool: Pick<pg.Pool, 'query'>;
+  db: SqlQueryable;
   /** host:port/database, never the password: for messages. */
   target: string;
   close(): Promise<void>;
 }
 
 /** Chooses the store's `partitioning` option once the table's layout is known. */
-export type PartitioningChoice = (layout: TableLayout, pool: pg.Pool) => Promise<PartitioningOptions | boolean>;
-
-/**
- * The store, keeping the reports of the partition maintenance that its `sweep()` runs (through
- * `maintainPartitions()`), so that `sweep` can print what it created and dropped without running it twice.
- */
-export class CliStore extends PostgresStore {
-  readonly partitionReports: PartitionReport[] = [];
-
-  override async maintainPartitions(): Promise<PartitionReport> {
-    const report = await super.maintainPartitions();
-    this.partitionReports.push(report);
-    return report;
-  }
-}
+export type PartitioningChoice = (layout: TableLayout, db: SqlQueryable) => Promise<PartitioningOptions | boolean>;
 
 /**
  * Opens a small pool on DATABASE_URL and proves the server answers, so that "unreachable" and "login
@@ -70,11 +57,12 @@ export async function connect(env: NodeJS.ProcessEnv, table: TableName, choose: 
   }
   let layout: TableLayout;
   let partitioning: PartitioningOptions | boolean;
-  let store: CliStore;
+  let store: PostgresStore;
+  const db = fromPgPool(pool);
   try {
-    layout = await tableLayout(pool, table);
-    partitioning = await choose(layout, pool);
-    store = new CliStore({ pool, schema: table.schema, table: table.table, replayCacheEntries: 0, partitioning });
+    layout = await tableLayout(db, table);
+    partitioning = await choose(layout, db);
+    store = new PostgresStore({ pool, schema: table.schema, table: table.table, replayCacheEntries: 0, partitioning });
   } catch (error) {
     await pool.end().catch(() => undefined);
     throw error;
@@ -83,7 +71,7 @@ export async function connect(env: NodeJS.ProcessEnv, table: TableName, choose: 
     store,
     layout,
     partitioning,
-    pool,
+    db,
     target,
     async close() {
       await store.close();

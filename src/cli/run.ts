@@ -40,7 +40,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
 
   let connection: Connection;
   try {
-    connection = await connect(env, invocation.table, (layout, pool) => storePartitioning(invocation, layout, pool));
+    connection = await connect(env, invocation.table, (layout, db) => storePartitioning(invocation, layout, db));
   } catch (error) {
     return report(commandError(error, invocation.table), invocation.json, output, false);
   }

@@ -1,5 +1,4 @@
 import { IdempotencyConfigError } from '../errors.js';
-import { defaultPartition } from './partitioned-schema.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
@@ -77,13 +76,11 @@ export class PartitionMaintenance {
   readonly #db: SqlDatabase;
   readonly #name: TableName;
   readonly #options: ResolvedPartitioning;
-  readonly #managed: RegExp;
 
   constructor(db: SqlDatabase, name: TableName, options: ResolvedPartitioning) {
     this.#db = db;
     this.#name = name;
     this.#options = options;
-    this.#managed = new RegExp(`^${name.table}_p(\\d+)$`);
   }
 
   async run(): Promise<PartitionReport> {
@@ -100,7 +97,7 @@ export class PartitionMaintenance {
       [interval],
     );
     const currentStart = Number(rows[0]!.start);
-    const existing = new Set((await this.#partitions()).map((partition) => partition.name));
+    const existing = new Set((await timePartitions(this.#db, this.#name)).map((partition) => partition.name));
     const report: Pick<PartitionReport, 'created' | 'skipped'> = { created: [], skipped: [] };
     for (let ahead = 0; ahead <= this.#options.premadePartitions; ahead++) {
       const start = currentStart + ahead * interval;
@@ -121,8 +118,8 @@ export class PartitionMaintenance {
   /** Drops every partition whose range has ended and whose records have all expired. */
   async dropExpired(): Promise<Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'>> {
     const report: Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'> = { dropped: [], droppedRecords: 0, skipped: [] };
-    for (const partition of await this.#partitions()) {
-      if (!partition.ended || !this.#managed.test(partition.name)) continue;
+    for (const partition of await timePartitions(this.#db, this.#name)) {
+      if (!partition.ended) continue;
       const table = qualified({ schema: this.#name.schema, table: partition.name });
       // Looked at without a lock first, so a partition that is not ready never makes claims wait.
       const before = await this.#db
@@ -153,20 +150,6 @@ export class PartitionMaintenance {
     return report;
   }
 
-  /** The partitions of the table, and whether the end of each one's range has passed. */
-  async #partitions(): Promise<Array<{ name: string; ended: boolean }>> {
-    // The bound is printed and parsed back in the same session, so DateStyle and TimeZone cannot skew it.
-    const { rows } = await this.#db.query<{ name: string; ended: boolean }>(
-      `SELECT c.relname AS name,
-  coalesce((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz <= now(), false) AS ended
-FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = $1::text::regclass AND c.relname <> $2
-ORDER BY c.relname`,
-      [qualified(this.#name), defaultPartition(this.#name).table],
-    );
-    return rows;
-  }
-
   /** Runs DDL in its own transaction with a lock timeout; false when it was left to the next run. */
   async #underLockTimeout(step: (tx: SqlQueryable) => Promise<boolean>): Promise<boolean> {
     const tx = await this.#db.begin();
@@ -182,6 +165,38 @@ ORDER BY c.relname`,
       throw error;
     }
   }
+}
+
+/** A time partition this code made (`<table>_p<start epoch seconds>`), its range, and whether the range has ended. */
+export interface TimePartition {
+  name: string;
+  fromSeconds: number;
+  toSeconds: number;
+  ended: boolean;
+}
+
+/**
+ * The time partitions of a table, oldest first; the catch-all partition and partitions someone else
+ * attached are left out.
+ */
+export async function timePartitions(db: SqlQueryable, name: TableName): Promise<TimePartition[]> {
+  // The bounds are printed and parsed back in the same session, so DateStyle and TimeZone cannot skew them.
+  const { rows } = await db.query<{ name: string; from_seconds: string | null; to_seconds: string | null; ended: boolean | null }>(
+    `SELECT c.relname AS name,
+  extract(epoch FROM b.bound[1]::timestamptz)::text AS from_seconds,
+  extract(epoch FROM b.bound[2]::timestamptz)::text AS to_seconds,
+  b.bound[2]::timestamptz <= now() AS ended
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') AS bound) b
+WHERE i.inhparent = to_regclass($1)`,
+    [qualified(name)],
+  );
+  const managed = new RegExp(`^${name.table}_p\\d+$`); // a validated identifier: no metacharacters
+  return rows
+    .filter((row) => managed.test(row.name) && row.from_seconds !== null && row.to_seconds !== null)
+    .map((row) => ({ name: row.name, fromSeconds: Number(row.from_seconds), toSeconds: Number(row.to_seconds), ended: row.ended === true }))
+    .sort((a, b) => a.fromSeconds - b.fromSeconds);
 }
 
 function sqlstate(error: unknown): string {

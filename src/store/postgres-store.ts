@@ -9,7 +9,7 @@ import { PartitionMaintenance, resolvePartitioning, type PartitioningOptions, ty
 import { partitionedSchemaStatements } from './partitioned-schema.js';
 import { fromPGlite } from './pglite-database.js';
 import { ReplayCache } from './replay-cache.js';
-import { DEFAULT_SCHEMA, DEFAULT_TABLE, qualified, schemaSql, type TableName } from './schema.js';
+import { DEFAULT_SCHEMA, DEFAULT_TABLE, qualified, schemaSql, tableLayout, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable, Unsubscribe } from './sql-database.js';
 import { buildStatements, type Statements } from './statements.js';
 import type {
@@ -116,6 +116,22 @@ export interface PostgresStoreOptions {
   partitioning?: boolean | PartitioningOptions;
   /** Called when a periodic sweep fails. @default a no-op */
   onSweepError?: (error: unknown) => void;
+}
+
+export interface SweepOptions {
+  /** Rows deleted per statement. @default the store's `sweepBatchSize` */
+  batchSize?: number;
+  /** Stop after this many batches. @default until none is left */
+  maxBatches?: number;
+  /** Pause between two batches. @default the store's `sweepPauseMs` */
+  pauseMs?: number;
+}
+
+/** What one sweep removed: records in all, and the partition maintenance's report on a partitioned table. */
+export interface SweepReport {
+  /** Records deleted row by row plus the records of the dropped partitions. */
+  deleted: number;
+  partitions: PartitionReport | undefined;
 }
 
 /**
@@ -281,9 +297,14 @@ export class PostgresStore implements IdempotencyStore {
    * creates the partitions ahead and drops those whose records have all expired, then sweeps its catch-all
    * partition row by row.
    */
-  async sweep(options: { batchSize?: number; maxBatches?: number; pauseMs?: number } = {}): Promise<number> {
-    const dropped = this.#partitions ? (await this.maintainPartitions()).droppedRecords : 0;
-    return dropped + (await this.#sweepRows(options));
+  async sweep(options: SweepOptions = {}): Promise<number> {
+    return (await this.sweepReport(options)).deleted;
+  }
+
+  /** sweep(), telling also what the partition maintenance did (for a partitioned table). */
+  async sweepReport(options: SweepOptions = {}): Promise<SweepReport> {
+    const partitions = this.#partitions ? await this.maintainPartitions() : undefined;
+    return { deleted: (partitions?.droppedRecords ?? 0) + (await this.#sweepRows(options)), partitions };
   }
 
   /**
@@ -298,7 +319,7 @@ export class PostgresStore implements IdempotencyStore {
     return report;
   }
 
-  async #sweepRows(options: { batchSize?: number; maxBatches?: number; pauseMs?: number }): Promise<number> {
+  async #sweepRows(options: SweepOptions): Promise<number> {
     const batchSize = options.batchSize ?? this.#sweepBatchSize;
     const pauseMs = options.pauseMs ?? this.#sweepPauseMs;
     const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
@@ -354,18 +375,12 @@ export class PostgresStore implements IdempotencyStore {
 
   /** A table is never converted between plain and partitioned: say so instead of failing at the first claim. */
   async #assertTableKind(): Promise<void> {
-    const { rows } = await this.#db.query<{ relkind: string | null }>(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [
-      qualified(this.table),
-    ]);
-    const kind = rows[0]?.relkind;
-    if (kind === null || kind === undefined) return;
-    const partitioned = kind === 'p';
-    if (partitioned !== (this.#partitions !== undefined)) {
-      throw new IdempotencyConfigError(
-        `the table ${qualified(this.table)} exists and is ${partitioned ? '' : 'not '}partitioned, but the store was built ` +
-          `${this.#partitions ? 'with' : 'without'} the \`partitioning\` option: a table is never converted; use a new \`table\` name to switch`,
-      );
-    }
+    const layout = await tableLayout(this.#db, this.table);
+    if (layout === 'missing' || (layout === 'partitioned') === (this.#partitions !== undefined)) return;
+    throw new IdempotencyConfigError(
+      `the table ${qualified(this.table)} exists and is ${layout === 'partitioned' ? '' : 'not '}partitioned, but the store was built ` +
+        `${this.#partitions ? 'with' : 'without'} the \`partitioning\` option: a table is never converted; use a new \`table\` name to switch`,
+    );
   }
 
   async #claimRowInTransaction(tx: SqlQueryable, request: ClaimRequest): Promise<RecordRow & { acquired: boolean | null }> {

@@ -1,4 +1,5 @@
 import { quoteIdentifier } from './identifiers.js';
+import type { SqlQueryable } from './sql-database.js';
 
 /** Where the records live. Both names are validated identifiers (see identifiers.ts). */
 export interface TableName {
@@ -70,4 +71,16 @@ export function recordColumnsSql(): string {
 export function keyLockExpression(name: TableName, scope: string, key: string): string {
   const table = qualified(name).replaceAll("'", "''");
   return `hashtextextended('${table}' || chr(10) || ${scope} || chr(10) || ${key}, 0)`;
+}
+
+/** What the catalog holds under a table's name: a plain table, a partitioned one, or nothing yet. */
+export type TableLayout = 'plain' | 'partitioned' | 'missing';
+
+export async function tableLayout(db: SqlQueryable, name: TableName): Promise<TableLayout> {
+  const { rows } = await db.query<{ relkind: string | null }>(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [
+    qualified(name),
+  ]);
+  const kind = rows[0]?.relkind;
+  if (kind === null || kind === undefined) return 'missing';
+  return kind === 'p' ? 'partitioned' : 'plain';
 }

@@ -4,7 +4,8 @@ import type { Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
 import { CliError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { partitionSettings, timePartitions } from '../layout.js';
+import { timePartitions } from '../../store/partition-maintenance.js';
+import { partitionSettings } from '../layout.js';
 import type { CommandResult } from './result.js';
 
 type Migrate = Extract<Invocation, { command: 'migrate' }>;
@@ -28,7 +29,7 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
   }
 
   const { intervalSeconds, premadePartitions } = partitionSettings(connection.partitioning);
-  const partitions = await timePartitions(connection.pool, invocation.table);
+  const partitions = await timePartitions(connection.db, invocation.table);
   const catchAll = defaultPartition(invocation.table).table;
   const last = partitions.at(-1);
   return {

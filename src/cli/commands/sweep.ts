@@ -1,4 +1,3 @@
-import type { PartitionReport } from '../../store/partition-maintenance.js';
 import { qualified } from '../../store/schema.js';
 import type { Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
@@ -22,12 +21,11 @@ export async function sweep(invocation: Sweep, connection: Connection): Promise<
     throw usageError(`--${flag} applies to a partitioned table, and ${qualified(invocation.table)} is not partitioned`);
   }
   const startedMs = performance.now();
-  const deleted = await connection.store.sweep({ batchSize: invocation.batchSize, maxBatches: invocation.maxBatches });
+  const { deleted, partitions: report } = await connection.store.sweepReport({ batchSize: invocation.batchSize, maxBatches: invocation.maxBatches });
   const durationMs = Math.round(performance.now() - startedMs);
   const summary = `deleted ${deleted} expired record${deleted === 1 ? '' : 's'} in ${durationMs} ms\n`;
-  if (connection.layout !== 'partitioned') return { exitCode: EXIT.OK, json: { deleted, durationMs }, text: summary };
+  if (!report) return { exitCode: EXIT.OK, json: { deleted, durationMs }, text: summary };
 
-  const report = merged(connection.store.partitionReports);
   const interval = partitionSettings(connection.partitioning).intervalSeconds;
   const skipped = report.skipped.length > 0 ? ` (${report.skipped.join(', ')}: left to the next sweep)` : '';
   return {
@@ -37,14 +35,5 @@ export async function sweep(invocation: Sweep, connection: Connection): Promise<
       summary +
       `partitions of ${interval} s: ${report.created.length} created, ${report.dropped.length} dropped ` +
       `(${report.droppedRecords} record${report.droppedRecords === 1 ? '' : 's'}), ${report.skipped.length} skipped${skipped}\n`,
-  };
-}
-
-function merged(reports: readonly PartitionReport[]): PartitionReport {
-  return {
-    created: reports.flatMap((report) => report.created),
-    dropped: reports.flatMap((report) => report.dropped),
-    droppedRecords: reports.reduce((sum, report) => sum + report.droppedRecords, 0),
-    skipped: reports.flatMap((report) => report.skipped),
   };
 }
