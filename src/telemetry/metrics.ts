@@ -48,7 +48,7 @@ export async function timeStoreOperation<T>(operation: string, run: () => Promis
   try {
     return await run();
   } catch (error) {
-    attributes[ATTR.ERROR_TYPE] = (error as { code?: string }).code ?? (error as Error).name ?? 'Error';
+    attributes[ATTR.ERROR_TYPE] = errorType(error);
     throw error;
   } finally {
     libraryInstruments().storeOperationDuration.record((performance.now() - started) / 1000, attributes);
@@ -58,4 +58,11 @@ export async function timeStoreOperation<T>(operation: string, run: () => Promis
 /** Counts a request refused before any claim (missing, invalid key or unfingerprintable body). */
 export function countRejectedKey(route: string, method: string): void {
   libraryInstruments().requests.add(1, { [ATTR.HTTP_ROUTE]: route, [ATTR.HTTP_METHOD]: method, [ATTR.OUTCOME]: 'invalid_key' });
+}
+
+/** A low-cardinality error type: the SQLSTATE or error code when there is one, else the class name. */
+export function errorType(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code !== '') return code;
+  return error instanceof Error ? error.name : 'Error';
 }

@@ -2,7 +2,7 @@ import { context, SpanStatusCode, trace, type Attributes, type Span } from '@ope
 import type { TelemetryOptions } from '../options.js';
 import type { IdempotencyRecord } from '../store/types.js';
 import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from './correlation.js';
-import { libraryInstruments } from './metrics.js';
+import { errorType, libraryInstruments } from './metrics.js';
 import { ATTR, EVENT, OUTCOME, type Outcome } from './names.js';
 import { requestSpanOf, stampActiveRequest } from './span-stamping.js';
 import { parseTraceparent } from './traceparent.js';
@@ -93,11 +93,4 @@ export class RequestTelemetry {
     instruments.requests.add(1, attributes);
     instruments.requestDuration.record((performance.now() - this.#startedMs) / 1000, attributes);
   }
-}
-
-/** A low-cardinality error type: the SQLSTATE or error code when there is one, else the class name. */
-function errorType(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code !== '') return code;
-  return error instanceof Error ? error.name : 'Error';
 }
