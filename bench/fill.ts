@@ -17,6 +17,19 @@ export interface FillSpec {
 /** The key of fill row `n` (1-based), as SQL and as JavaScript compute it alike. */
 export const FILL_KEY_SQL = (n: string) => `md5('fill-' || ${n})::uuid::text`;
 
+/**
+ * Completed records `from`..`to` (fill keys, a small JSON response each), created and expiring at the given
+ * SQL expressions.
+ */
+export function fillRowsSql(table: string, rows: { from: number; to: number; createdAt: string; expiresAt: string }): string {
+  return `INSERT INTO ${table} (scope, key, status, fingerprint, fingerprint_version, fence, attempt, replayable,
+    response_status, response_headers, response_body, created_at, completed_at, expires_at)
+  SELECT '', ${FILL_KEY_SQL('g')}, 'completed', 'fill', 1, g, 1, true,
+    201, '{"content-type":"application/json; charset=utf-8"}'::jsonb, convert_to('{"id":"' || g || '","amount":100}', 'UTF8'),
+    ${rows.createdAt}, ${rows.createdAt}, ${rows.expiresAt}
+  FROM generate_series(${rows.from}::bigint, ${rows.to}::bigint) g`;
+}
+
 export async function ensureFilled(pool: pg.Pool, spec: FillSpec, log: (message: string) => void): Promise<void> {
   const { schema } = spec;
   const marker = `${spec.completedRows}/${spec.expiredRows}`;
@@ -39,12 +52,7 @@ export async function ensureFilled(pool: pg.Pool, spec: FillSpec, log: (message:
     await client.query(`SET synchronous_commit = off; SET maintenance_work_mem = '512MB'`);
     await client.query(`ALTER TABLE ${table} DROP CONSTRAINT idempotency_records_pkey; DROP INDEX "${schema}".idempotency_records_expires_at_idx`);
     const insert = (from: number, to: number, expiresAt: string) =>
-      client.query(`INSERT INTO ${table} (scope, key, status, fingerprint, fingerprint_version, fence, attempt, replayable,
-          response_status, response_headers, response_body, created_at, completed_at, expires_at)
-        SELECT '', ${FILL_KEY_SQL('g')}, 'completed', 'fill', 1, g, 1, true,
-          201, '{"content-type":"application/json; charset=utf-8"}'::jsonb, convert_to('{"id":"' || g || '","amount":100}', 'UTF8'),
-          now() - interval '1 hour', now() - interval '1 hour', ${expiresAt}
-        FROM generate_series(${from}::bigint, ${to}::bigint) g`);
+      client.query(fillRowsSql(table, { from, to, createdAt: `now() - interval '1 hour'`, expiresAt }));
     const batch = 1_000_000;
     for (let from = 1; from <= spec.completedRows; from += batch) {
       await insert(from, Math.min(spec.completedRows, from + batch - 1), `now() + interval '1 day'`);

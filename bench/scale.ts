@@ -5,7 +5,7 @@ import pg from 'pg';
 import { PostgresStore, type ClaimRequest } from '../src/index.js';
 import { benchSchemaSql } from './app.js';
 import { describeEnvironment } from './environment.js';
-import { ensureFilled, FILL_KEY_SQL } from './fill.js';
+import { ensureFilled, fillRowsSql } from './fill.js';
 import { runLoad } from './load.js';
 import { SCENARIOS } from './scenarios.js';
 import { ServerProcess } from './servers.js';
@@ -167,13 +167,7 @@ async function measurePartitionDropUnderTraffic() {
   const start = Number(rows[0]!.start);
   await pool.query(`CREATE TABLE "${schema}".idempotency_records_p${start} PARTITION OF ${table}
     FOR VALUES FROM (to_timestamp(${start})) TO (to_timestamp(${start + 86_400}))`);
-  const fill = (from: number, to: number, createdAt: string, expiresAt: string) =>
-    pool.query(`INSERT INTO ${table} (scope, key, status, fingerprint, fingerprint_version, fence, attempt, replayable,
-        response_status, response_headers, response_body, created_at, completed_at, expires_at)
-      SELECT '', ${FILL_KEY_SQL('g')}, 'completed', 'fill', 1, g, 1, true,
-        201, '{"content-type":"application/json; charset=utf-8"}'::jsonb, convert_to('{"id":"' || g || '","amount":100}', 'UTF8'),
-        ${createdAt}, ${createdAt}, ${expiresAt}
-      FROM generate_series(${from}::bigint, ${to}::bigint) g`);
+  const fill = (from: number, to: number, createdAt: string, expiresAt: string) => pool.query(fillRowsSql(table, { from, to, createdAt, expiresAt }));
   const filling = performance.now();
   for (let from = 1; from <= EXPIRED_ROWS; from += 250_000) {
     await fill(from, from + 249_999, `to_timestamp(${start} + 3600)`, `now() - interval '1 minute'`);
