@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -244,7 +245,7 @@ async function pacedSweep(store: PostgresStore, pauseMs: number): Promise<number
     const deleted = await store.sweep({ maxBatches: 1 });
     total += deleted;
     if (deleted === 0) return total;
-    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    await sleep(pauseMs);
   }
 }
 

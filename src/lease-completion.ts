@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FencedError } from './errors.js';
 import type { Completion, IdempotencyStore, Lease } from './store/types.js';
 
@@ -19,7 +20,7 @@ export async function completeLeased(store: IdempotencyStore, lease: Lease, comp
     } catch (error) {
       const delayMs = COMPLETION_RETRY_DELAYS_MS[attempt];
       if (error instanceof FencedError || delayMs === undefined) throw error;
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await sleep(delayMs);
     }
   }
 }

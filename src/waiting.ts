@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { diag } from '@opentelemetry/api';
 import { isSameRequest } from './duplicates.js';
 import type { ResolvedOptions } from './options.js';
@@ -63,7 +64,7 @@ async function waitForTurn<C extends AnyClaim>(
  */
 async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>, current: C): Promise<C> {
   for (let pauseMs = 5; current.kind === 'busy' && pauseMs <= 40; pauseMs *= 2) {
-    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    await sleep(pauseMs);
     current = await claimOnce();
   }
   return current;

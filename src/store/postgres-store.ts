@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from 'pg';
 import type { PGliteInterface } from '@electric-sql/pglite';
 import { FencedError, IdempotencyConfigError } from '../errors.js';
@@ -330,7 +331,7 @@ export class PostgresStore implements IdempotencyStore {
       total += deleted;
       if (deleted > 0) libraryInstruments().recordsSwept.add(deleted);
       if (deleted < batchSize) break;
-      if (pauseMs > 0 && batch + 1 < maxBatches) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      if (pauseMs > 0 && batch + 1 < maxBatches) await sleep(pauseMs);
     }
     return total;
   }
