@@ -9,6 +9,7 @@ import { runLoad, type LoadResult } from './load.js';
 import { EXTRA_SCENARIOS, SCENARIOS, type Scenario } from './scenarios.js';
 import { ServerProcess } from './servers.js';
 import { median, percentile, round } from './stats.js';
+import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 
 /**
  * `npm run bench` (about 8 minutes) or `npm run bench -- --quick` (under a minute, for a smoke test).
@@ -20,7 +21,9 @@ const quick = process.argv.includes('--quick');
 const settings = quick
   ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connections: 8, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
   : { rounds: 5, durationSeconds: 8, warmupSeconds: 3, connections: 8, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
-const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+// The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
+const postgres = await serverFromEnvironment();
+const databaseUrl = postgres.url;
 const resultsDir = new URL('./results/', import.meta.url);
 
 interface Sample extends Omit<LoadResult, 'latenciesMs'> {
@@ -45,6 +48,8 @@ interface CpuSummary {
 }
 
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+// pool.end() resolves before its connections have closed: the server stopping at the end of the run may still end one.
+pool.on('error', () => undefined);
 const environment = await describeEnvironment(pool);
 const scenarios = quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS];
 log(`${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings.rounds} rounds of ${settings.durationSeconds} s, ${settings.connections} connections`);
@@ -95,6 +100,7 @@ try {
 } finally {
   await Promise.all(servers.map((server) => server.stop()));
   await pool.end();
+  await postgres.stop();
 }
 
 function schemaOf(name: string): string {

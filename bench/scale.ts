@@ -11,6 +11,7 @@ import { runLoad } from './load.js';
 import { SCENARIOS } from './scenarios.js';
 import { ServerProcess } from './servers.js';
 import { percentile, round } from './stats.js';
+import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 
 /**
  * `npm run bench:scale [-- --rows=10000000]`: does the cost stay flat as the table grows?
@@ -23,7 +24,8 @@ import { percentile, round } from './stats.js';
  *    what the default `sweepPauseMs` does).
  * 3. The same expiry on a table partitioned by time: the expired records' partition is dropped.
  * `--only=partitions` runs step 3 alone.
- * The filled tables are kept and reused by the next run (the sweep's table is refilled each time).
+ * The filled tables are kept and reused by the next run on the same server (DATABASE_URL); a server started for
+ * the run (no DATABASE_URL) is removed with it, so each such run fills them again. The sweep's table is refilled each time.
  */
 const largeRows = Number(process.argv.find((arg) => arg.startsWith('--rows='))?.slice('--rows='.length) ?? 10_000_000);
 const SMALL_ROWS = 10_000;
@@ -32,9 +34,13 @@ const ROUNDS = 5;
 const CALLS_PER_ROUND = 1_000;
 /** The paced sweep: one batch of 1,000 rows, then this pause, as an application's own sweep loop can do. */
 const PACED_SWEEP_PAUSE_MS = 50;
-const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+// The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
+const postgres = await serverFromEnvironment();
+const databaseUrl = postgres.url;
 
 const pool = new pg.Pool({ connectionString: databaseUrl, max: 6 });
+// pool.end() resolves before its connections have closed: the server stopping at the end of the run may still end one.
+pool.on('error', () => undefined);
 const environment = await describeEnvironment(pool);
 const resultsFile = new URL('./results/scale.json', import.meta.url);
 try {
@@ -62,6 +68,7 @@ try {
   }
 } finally {
   await pool.end();
+  await postgres.stop();
 }
 
 /** A claim of a fresh random key (inserts a record) and a replay of a random completed fill key. */

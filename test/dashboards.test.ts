@@ -1,5 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,11 +51,10 @@ describe('bundled dashboards', () => {
   });
 });
 
-/** The JSON Schemas of the Grafana model in the workspace's shared/ folder (a sibling of the repository). */
-const schemaDir = new URL('../../shared/grafana-schema/', import.meta.url);
-const haveSchemas = existsSync(new URL('dashboard.jsonschema.json', schemaDir));
+/** The JSON Schemas of the Grafana model, vendored unchanged from grafana/grafana-foundation-sdk (source and license: README.md there). */
+const schemaDir = new URL('./fixtures/grafana-schema/', import.meta.url);
 
-describe.skipIf(!haveSchemas)(haveSchemas ? 'Grafana schema' : `Grafana schema (skipped: no ${fileURLToPath(schemaDir)})`, () => {
+describe('Grafana schema', () => {
   const schema = (name: string) => JSON.parse(readFileSync(new URL(`${name}.jsonschema.json`, schemaDir), 'utf8')) as SchemaFile;
   type SchemaFile = { definitions: Record<string, { properties: Record<string, object> }> };
   /**
@@ -138,17 +136,13 @@ describe('datasources', () => {
   });
 
   const composePrometheus = 'examples/compose/prometheus.yml';
-  const haveCompose = existsSync(new URL(`../${composePrometheus}`, import.meta.url));
-  it.skipIf(!haveCompose)(
-    `set a timeInterval no shorter than the scrape intervals of ${composePrometheus}${haveCompose ? '' : ' (skipped: no such file)'}`,
-    () => {
-      // $__rate_interval is at least 4 x timeInterval: with timeInterval >= the real scrape interval, every rate() window holds 4 scrapes.
-      const config = parseYaml(read(composePrometheus)) as { global?: { scrape_interval?: string }; scrape_configs?: Array<{ scrape_interval?: string }> };
-      const intervals = [config.global?.scrape_interval ?? '1m', ...(config.scrape_configs ?? []).flatMap((job) => job.scrape_interval ?? [])].map(seconds);
-      const timeInterval = seconds((datasources[0]!.jsonData as { timeInterval: string }).timeInterval);
-      for (const interval of intervals) expect(interval).toBeLessThanOrEqual(timeInterval);
-    },
-  );
+  it(`set a timeInterval no shorter than the scrape intervals of ${composePrometheus}`, () => {
+    // $__rate_interval is at least 4 x timeInterval: with timeInterval >= the real scrape interval, every rate() window holds 4 scrapes.
+    const config = parseYaml(read(composePrometheus)) as { global?: { scrape_interval?: string }; scrape_configs?: Array<{ scrape_interval?: string }> };
+    const intervals = [config.global?.scrape_interval ?? '1m', ...(config.scrape_configs ?? []).flatMap((job) => job.scrape_interval ?? [])].map(seconds);
+    const timeInterval = seconds((datasources[0]!.jsonData as { timeInterval: string }).timeInterval);
+    for (const interval of intervals) expect(interval).toBeLessThanOrEqual(timeInterval);
+  });
 
   it('provision the dashboards from one file provider', () => {
     expect(providers).toHaveLength(1);

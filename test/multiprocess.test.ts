@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../src/index.js';
 import { openChargesSchema, type ChargesSchema } from './helpers/charges-schema.js';
-import { DATABASE_URL } from './helpers/databases.js';
 
 const REQUESTS = 200;
 const POOL_MAX = 5;
 
 /** Two real server processes share one database; clients hit both at once with the same key. */
-describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'two server processes, one database' : 'two server processes (skipped: DATABASE_URL is not set)', () => {
+describe('two server processes, one database', () => {
   let db: ChargesSchema;
 
   beforeAll(async () => {

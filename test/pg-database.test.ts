@@ -8,7 +8,7 @@ import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
  * and BEGIN sent together with a transaction's first statement. Postgres server only (PGlite has its
  * own adapter).
  */
-describe.skipIf(!DATABASE_URL)(DATABASE_URL ? 'fromPgPool()' : 'fromPgPool() (skipped: DATABASE_URL is not set)', () => {
+describe('fromPgPool()', () => {
   const schema = uniqueSchema('pg_database');
   let pool: pg.Pool;
   /** Text of every query sent by the pool's one client: one entry per round trip. */

@@ -1,5 +1,5 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
@@ -8,56 +8,82 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** The README's default port: the test runs the commands on free ports instead, so it can run beside `npm start`. */
+const README_PORT = 3000;
+
+/** The shell blocks of the README's "Quick start" section, in order. */
+function quickStartBlocks(): string[] {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = /^## Quick start\n([\s\S]*?)^## /m.exec(readme)?.[1] ?? '';
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((match) => match[1]!);
+}
 
 /**
- * The README's quick start, as a new user runs it: a fresh copy of the committed files, `npm ci`, then
- * `npm start` with no DATABASE_URL (embedded PGlite), and one idempotent request plus its retry.
+ * The README's quick start, as a new user runs it: a fresh copy of the committed files, then its commands as
+ * written (on free ports instead of 3000): `npm install && npm start` with no DATABASE_URL (the example starts its
+ * own Postgres server), the curl loop from another terminal, and the CLI's `inspect` on the printed DATABASE_URL.
  */
 describe('README quick start in a fresh copy of the repository', () => {
   const copy = mkdtempSync(join(tmpdir(), 'koa-idempotency-quickstart-'));
-  afterAll(() => rmSync(copy, { recursive: true, force: true }));
+  let child: ChildProcess | undefined;
+  afterAll(async () => {
+    if (child?.exitCode === null) {
+      const exited = new Promise((resolve) => child!.once('exit', resolve));
+      process.kill(-child.pid!, 'SIGTERM');
+      await exited;
+    }
+    rmSync(copy, { recursive: true, force: true });
+  });
 
-  it('installs, starts the payments example on PGlite and answers a payment and its replay', async () => {
-    const files = execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).split('\0').filter(Boolean);
-    for (const file of files) {
+  it('installs and starts the example, replays the curl retry, and inspects the key with the CLI', async () => {
+    const [startBlock, curlBlock, inspectBlock] = quickStartBlocks();
+    const startCommand = startBlock!.split('\n')[0]!.replace(/#.*/, '').trim();
+    expect(startCommand).toBe('npm install && npm start');
+    for (const file of execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).split('\0').filter(Boolean)) {
       mkdirSync(dirname(join(copy, file)), { recursive: true });
       cpSync(join(ROOT, file), join(copy, file));
     }
-    execFileSync('npm', ['ci', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: copy, stdio: 'ignore', timeout: 240_000 });
 
-    const [port, downstreamPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
-    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), DOWNSTREAM_PORT: String(downstreamPort), OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) };
+    const [port, downstreamPort, metricsPort, downstreamMetricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PORT: String(port),
+      DOWNSTREAM_PORT: String(downstreamPort),
+      OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
+      DOWNSTREAM_PROMETHEUS_PORT: String(downstreamMetricsPort),
+      npm_config_audit: 'false',
+      npm_config_fund: 'false',
+    };
     delete env.DATABASE_URL;
     delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
-    const child = spawn('npm', ['start'], { cwd: copy, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
-    try {
-      const url = await new Promise<string>((resolve, reject) => {
-        const lines = createInterface({ input: child.stdout! });
-        lines.on('line', (line) => {
-          const match = /payments API listening on (http:\/\/\S+)/.exec(line);
-          if (match) resolve(match[1]!);
-        });
-        child.once('exit', () => reject(new Error('npm start exited before listening')));
-        setTimeout(() => reject(new Error('npm start did not print its URL within 60 s')), 60_000).unref();
+    child = spawn('bash', ['-c', startCommand], { cwd: copy, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    const printed = await new Promise<{ url: string; databaseUrl: string }>((resolve, reject) => {
+      let databaseUrl = '';
+      createInterface({ input: child!.stdout! }).on('line', (line) => {
+        databaseUrl = /^DATABASE_URL=(\S+)$/.exec(line)?.[1] ?? databaseUrl;
+        const match = /payments API listening on (http:\/\/\S+)/.exec(line);
+        if (match) resolve({ url: match[1]!, databaseUrl });
       });
-      const pay = () =>
-        fetch(`${url}/payments`, {
-          method: 'POST',
-          headers: { authorization: 'Bearer acct_1', 'idempotency-key': 'quickstart-1', 'content-type': 'application/json' },
-          body: '{"amount":1000,"currency":"EUR"}',
-        });
-      const first = await pay();
-      const retry = await pay();
-      expect(first.status).toBe(201);
-      expect(retry.status).toBe(201);
-      expect(retry.headers.get('idempotent-replayed')).toBe('true');
-      expect(await retry.text()).toBe(await first.text());
-      const list = await fetch(`${url}/payments`, { headers: { authorization: 'Bearer acct_1' } });
-      expect(((await list.json()) as unknown[]).length).toBe(1);
-    } finally {
-      process.kill(-child.pid!, 'SIGTERM');
-    }
-  }, 300_000);
+      child!.once('exit', () => reject(new Error('npm install && npm start exited before listening')));
+      setTimeout(() => reject(new Error('npm install && npm start did not print its URL within 240 s')), 240_000).unref();
+    });
+    expect(printed.url).toBe(`http://localhost:${port}`);
+    expect(printed.databaseUrl).toMatch(/^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:\d+\/postgres$/);
+
+    const curl = execFileSync('bash', ['-c', curlBlock!.replaceAll(`localhost:${README_PORT}`, `localhost:${port}`)], { encoding: 'utf8' });
+    const lines = curl.trim().split(/\r?\n/);
+    const [firstStatus, firstBody, retryStatus, replayed, retryBody, list] = lines;
+    expect(lines).toHaveLength(6);
+    expect(firstStatus).toMatch(/^HTTP\/1\.1 201 Created/);
+    expect(retryStatus).toMatch(/^HTTP\/1\.1 201 Created/);
+    expect(replayed).toMatch(/^Idempotent-Replayed: true/i);
+    expect(retryBody).toBe(firstBody);
+    expect(JSON.parse(list!)).toEqual([JSON.parse(firstBody!)]);
+
+    // The README's second terminal: the operator CLI on the URL `npm start` printed.
+    const inspect = execFileSync('bash', ['-c', inspectBlock!.replace('<printed by npm start>', printed.databaseUrl)], { cwd: copy, env, encoding: 'utf8' });
+    expect(inspect).toMatch(/status\s+completed \(response 201, replayable\)/);
+  }, 360_000);
 });
 
 function freePort(): Promise<number> {

@@ -13,8 +13,8 @@ import { postJson, serve } from './helpers/http.js';
 const telemetry = startTestTelemetry();
 const { createPaymentsApp, paymentsSchemaSql } = await import('../examples/payments/app.js');
 
-// One database is enough here: the Postgres server when there is one, else PGlite.
-const target = databaseTargets().find((candidate) => !candidate.skip)!;
+// One database is enough here: the Postgres server.
+const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
 const ACCOUNT = 'acct_metrics';
 const PAYMENT = { amount: 500, currency: 'USD' };
 

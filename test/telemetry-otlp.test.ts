@@ -120,7 +120,7 @@ describe('npm start exporting to an OTLP/HTTP receiver', () => {
       OTEL_BSP_SCHEDULE_DELAY: '100',
       OTEL_METRIC_EXPORT_INTERVAL: '500',
     };
-    delete env.DATABASE_URL; // embedded PGlite, as on a fresh clone
+    delete env.DATABASE_URL; // the example starts a Postgres server of its own, as on a fresh clone
     delete env.PGLITE_DIR;
     app = spawn(process.execPath, ['--import', 'tsx', 'examples/payments/start.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     app.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));

@@ -33,7 +33,7 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
   const stores: PostgresStore[] = [];
 
   beforeAll(async () => {
-    if (!target.skip) db = await target.open('waiting');
+    db = await target.open('waiting');
   });
   afterEach(async () => {
     await Promise.all(servers.splice(0).map((s) => s.close()));
@@ -63,7 +63,7 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
     return { url: `${server.url}/slow`, executions: () => executions, claims: counter.claims };
   }
 
-  describe.skipIf(target.skip)('waiting', () => {
+  describe('waiting', () => {
     it('gives every duplicate that arrives during a slow first request its replay', async () => {
       const { url, executions } = await start(800, 10_000);
       const key = newKey('wait');

@@ -3,8 +3,8 @@ import { PGlite } from '@electric-sql/pglite';
 import { fromPgPool, fromPGlite, type SqlDatabase } from '../../src/index.js';
 
 /**
- * The examples' database: the Postgres server at DATABASE_URL when set, else an embedded PGlite
- * (in memory, or in PGLITE_DIR when set), so `npm start` needs no other service.
+ * The examples' database: the Postgres server at DATABASE_URL when set, else an embedded PGlite (in
+ * PGLITE_DIR when set, else in memory). `npm start` sets DATABASE_URL to a server of its own when neither is set.
  */
 export interface ExampleDatabase {
   kind: 'postgres' | 'pglite';

@@ -30,7 +30,7 @@ export async function openChargesSchema(prefix: string): Promise<ChargesSchema> 
     pool,
     store,
     async server(env) {
-      const child = await startChildServer({ DATABASE_URL: DATABASE_URL!, SCHEMA: schema, ...env });
+      const child = await startChildServer({ DATABASE_URL, SCHEMA: schema, ...env });
       children.push(child);
       return child;
     },

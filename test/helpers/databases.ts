@@ -4,8 +4,8 @@ import { PGlite } from '@electric-sql/pglite';
 import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase } from '../../src/index.js';
 
 /**
- * The databases every store and middleware test runs against: the real Postgres server at DATABASE_URL
- * (skipped, with the reason in the suite name, when it is unset) and an embedded PGlite, always.
+ * The databases every store and middleware test runs against: a real Postgres server (the one at DATABASE_URL,
+ * or the embedded one test/global-setup.ts starts when it is unset) and an embedded PGlite.
  * Each test file gets its own schema, dropped at the end, so files run in parallel.
  */
 export interface TestDatabase {
@@ -24,20 +24,25 @@ export interface TestDatabase {
 
 export interface DatabaseTarget {
   name: string;
-  skip: boolean;
   open(prefix: string): Promise<TestDatabase>;
 }
 
-export const DATABASE_URL = process.env.DATABASE_URL;
+/**
+ * The Postgres server's URL: always set, by the user or by test/global-setup.ts (which starts an embedded
+ * server), before any test file is imported.
+ */
+export const DATABASE_URL: string = requireDatabaseUrl();
+
+function requireDatabaseUrl(): string {
+  const url = process.env.DATABASE_URL;
+  if (!url) throw new Error('DATABASE_URL is not set: the tests get it from test/global-setup.ts (vitest globalSetup)');
+  return url;
+}
 
 export function databaseTargets(): DatabaseTarget[] {
   return [
-    {
-      name: DATABASE_URL ? 'Postgres server' : 'Postgres server (skipped: DATABASE_URL is not set)',
-      skip: !DATABASE_URL,
-      open: openPostgres,
-    },
-    { name: 'PGlite', skip: false, open: openPGlite },
+    { name: 'Postgres server', open: openPostgres },
+    { name: 'PGlite', open: openPGlite },
   ];
 }
 
