@@ -315,8 +315,8 @@ describe('Faults between the app and Postgres', () => {
       let fired = false;
       const cutWhen = (pattern: string, when: 'before' | 'after') => void proxy.cutWhen(pattern, when).then(() => (fired = true));
       const faults: Array<[string, () => void]> = [
-        ['claim dropped', () => cutWhen('WITH lock', 'before')],
-        ['claim answer lost', () => cutWhen('WITH lock', 'after')],
+        ['claim dropped', () => cutWhen('pg_try_advisory_xact_lock', 'before')],
+        ['claim answer lost', () => cutWhen('pg_try_advisory_xact_lock', 'after')],
         ['insert dropped', () => cutWhen('INSERT INTO', 'before')],
         ['completion dropped', () => cutWhen(`status = 'completed'`, 'before')],
         ['completion answer lost', () => cutWhen(`status = 'completed'`, 'after')],

@@ -2,10 +2,10 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../examples/shared/free-port.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The README's default port: the test runs the commands on free ports instead, so it can run beside `npm start`. */
@@ -85,13 +85,3 @@ describe('README quick start in a fresh copy of the repository', () => {
     expect(inspect).toMatch(/status\s+completed \(response 201, replayable\)/);
   }, 360_000);
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-    probe.once('error', reject);
-  });
-}

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { ATTR, EVENT, OUTCOME, correlationIdFor } from '../src/index.js';
 import { postJson } from './helpers/http.js';
+import { freePort } from '../examples/shared/free-port.js';
 
 /**
  * `npm start` as a user runs it, exporting to an OTLP/HTTP receiver this test starts: traces as
@@ -77,13 +78,6 @@ async function startReceiver() {
   };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

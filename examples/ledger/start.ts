@@ -12,7 +12,8 @@ const { createLedgerApp, ledgerSchemaSql, DEFAULT_LEDGER_SCHEMA } = await import
 
 const port = Number(process.env.PORT ?? 3001);
 const database = await openExampleDatabase();
-const store = new PostgresStore({ ...database.storeSource, schema: DEFAULT_LEDGER_SCHEMA, sweepIntervalMs: 60_000 });
+// The sweeper runs every 15 s (one Prometheus scrape), so the dashboard shows it working soon after start.
+const store = new PostgresStore({ ...database.storeSource, schema: DEFAULT_LEDGER_SCHEMA, sweepIntervalMs: 15_000 });
 for (const statement of ledgerSchemaSql().split(';\n')) await database.sql.query(statement);
 await store.migrate();
 

@@ -26,12 +26,14 @@ if (embeddedServer) {
 }
 const ledger = startLedger(port, process.env);
 const database = await openExampleDatabase();
-const store = new PostgresStore({ ...database.storeSource, sweepIntervalMs: 60_000 });
+// The sweeper runs every 15 s (one Prometheus scrape), so the dashboard shows it working soon after start.
+const store = new PostgresStore({ ...database.storeSource, sweepIntervalMs: 15_000 });
 await store.migrate();
 for (const statement of paymentsSchemaSql().split(';\n')) await database.sql.query(statement);
 const ledgerUrl = await ledger.ready;
 
-const app = createPaymentsApp({ store, sql: database.sql, ledgerUrl });
+// Duplicates of a payment still in progress wait for it and get its replay (LISTEN/NOTIFY), rather than a 409.
+const app = createPaymentsApp({ store, sql: database.sql, ledgerUrl, idempotency: { onInProgress: 'wait' } });
 const server = app.listen(port, () => {
   console.log(`payments API listening on http://localhost:${port} (database: ${describeDatabase()})`);
   console.log(`ledger (downstream) at ${ledgerUrl}; metrics: ${telemetry.prometheusUrl ?? 'not served'}; OTLP export: ${telemetry.otlp ? 'on' : 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}`);

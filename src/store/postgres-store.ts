@@ -316,7 +316,8 @@ export class PostgresStore implements IdempotencyStore {
   async maintainPartitions(): Promise<PartitionReport> {
     if (!this.#partitions) throw new IdempotencyConfigError('maintainPartitions() needs a store built with the `partitioning` option');
     const report = await timeStoreOperation('sweep', () => this.#partitions!.run());
-    if (report.droppedRecords > 0) libraryInstruments().recordsSwept.add(report.droppedRecords);
+    // Also when nothing was dropped: the counter's series then exists from the first run ("swept 0", not "no data").
+    libraryInstruments().recordsSwept.add(report.droppedRecords);
     return report;
   }
 
@@ -329,7 +330,8 @@ export class PostgresStore implements IdempotencyStore {
       const { rows } = await timeStoreOperation('sweep', () => this.#db.query<{ deleted: number }>(this.#sql.sweep, [batchSize]));
       const deleted = Number(rows[0]?.deleted ?? 0);
       total += deleted;
-      if (deleted > 0) libraryInstruments().recordsSwept.add(deleted);
+      // Every completed batch counts, 0 included, so a sweeper with nothing to delete still shows that it runs.
+      libraryInstruments().recordsSwept.add(deleted);
       if (deleted < batchSize) break;
       if (pauseMs > 0 && batch + 1 < maxBatches) await sleep(pauseMs);
     }

@@ -113,14 +113,18 @@ UNION ALL
 SELECT *, false AS claimed FROM blocking`,
 
     /**
-     * The transactional claim. An uncommitted claim of the same key in another transaction would make
-     * INSERT ... ON CONFLICT wait for that whole transaction, pinning a pool client. A transaction-scoped
-     * advisory lock on the key is taken first, without waiting: when another transaction holds it, the
+     * The transactional claim. A live record in the way is read first and answers without any lock
+     * (acquired = true, claimed = false), as in the partitioned claim function: a duplicate only reads.
+     * Otherwise a transaction-scoped advisory lock on the key is taken, without waiting, before the insert:
+     * an uncommitted claim of the same key in another transaction would make INSERT ... ON CONFLICT wait
+     * for that whole transaction, pinning a pool client. When another transaction holds the lock, the
      * statement returns one row with acquired = false and no record, and touches nothing.
+     * Readers never take the lock: one holding it for a moment would make a waiter's re-read "busy" after
+     * the completion's NOTIFY had gone by, and that waiter would sleep out its whole waitMs.
      */
-    claimInTransaction: `WITH lock AS MATERIALIZED (
-  SELECT pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')}) AS acquired
-), ${blocking} claimed AS (
+    claimInTransaction: `WITH ${blocking} lock AS MATERIALIZED (
+  SELECT CASE WHEN EXISTS (SELECT 1 FROM blocking) THEN true ELSE pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')}) END AS acquired
+), claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
   SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired AND NOT EXISTS (SELECT 1 FROM blocking)
   ${ON_CONFLICT}

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { metrics } from '@opentelemetry/api';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { METRIC, type ClaimRequest } from '../src/index.js';
+import { resetInstruments } from '../src/telemetry/metrics.js';
+import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { OnDemandMetricReader } from './telemetry-harness.js';
+
+/**
+ * `idempotency.records.swept` counts every completed sweep, 0 included: a sweeper with nothing to delete
+ * shows "swept 0" on the dashboard instead of "No data", which would look like a sweeper that never runs.
+ */
+let reader: OnDemandMetricReader;
+
+/** A fresh MeterProvider per test, so a series that exists was created by that test. */
+beforeEach(() => {
+  reader = new OnDemandMetricReader();
+  metrics.disable();
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+  resetInstruments();
+});
+afterAll(() => {
+  metrics.disable();
+  resetInstruments();
+});
+
+/** The counter's total, or undefined when it has no series. */
+async function sweptTotal(): Promise<number | undefined> {
+  const collected = await reader.read();
+  const counter = collected.scopeMetrics.flatMap((scope) => scope.metrics).find((metric) => metric.descriptor.name === METRIC.RECORDS_SWEPT);
+  return counter?.dataPoints.reduce((sum, point) => sum + (point.value as number), 0);
+}
+
+function expiringRequest(key: string): ClaimRequest {
+  return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 100, ttlSeconds: 1 };
+}
+
+describe.each(databaseTargets())('records swept on $name', (target) => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await target.open('sweep_metrics');
+  });
+  afterAll(() => db?.close());
+
+  it('adds 0 for a sweep of a plain table that deletes nothing, then what a sweep deletes', async () => {
+    const store = await db.store({ table: 'swept_plain' });
+    expect(await store.sweep()).toBe(0);
+    expect(await sweptTotal()).toBe(0);
+
+    for (let i = 0; i < 3; i++) await store.claim(expiringRequest(`expiring-${i}`));
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect(await store.sweep()).toBe(3);
+    expect(await sweptTotal()).toBe(3);
+  });
+
+  it('adds 0 for a sweep of a partitioned table that drops and deletes nothing', async () => {
+    const store = await db.store({ table: 'swept_partitioned', partitioning: { intervalSeconds: 3600 } });
+    expect(await store.sweep()).toBe(0);
+    expect(await sweptTotal()).toBe(0);
+  });
+});
