@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,6 +25,8 @@ function quickStartBlocks(): string[] {
  */
 describe('README quick start in a fresh copy of the repository', () => {
   const copy = mkdtempSync(join(tmpdir(), 'koa-idempotency-quickstart-'));
+  // mkdtemp makes the directory private (700); a clone's directory is 755, which the server's `postgres` user can enter.
+  chmodSync(copy, 0o755);
   let child: ChildProcess | undefined;
   afterAll(async () => {
     if (child?.exitCode === null) {
