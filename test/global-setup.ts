@@ -10,7 +10,11 @@ export default async function setup(): Promise<() => Promise<void>> {
   const server = await startPostgresServer({ durable: false });
   // Workers are forked after global setup, with this environment; so are the child processes tests start.
   process.env.DATABASE_URL = server.url;
+  // Killed by SIGTERM, the runner would die without its 'exit' event, and so without removing the server.
+  const terminate = () => process.exit(128 + 15);
+  process.once('SIGTERM', terminate);
   return async () => {
+    process.off('SIGTERM', terminate);
     delete process.env.DATABASE_URL;
     await server.stop();
   };

