@@ -1,8 +1,10 @@
 /**
  * `npm run demo:traffic`: realistic retrying-client traffic against a running payments example, so
  * Jaeger and Grafana have something to show: client timeouts followed by retries, concurrent
- * duplicates, payload mismatches, two tenants using the same key, and plain replays. Bounded in
- * scenarios and time, loopback only; progress on stderr, an outcome table (or `--json`) on stdout.
+ * duplicates, payload mismatches, two tenants using the same key, and plain replays. The retries are made
+ * with the library's `idempotentFetch`, as a real service client makes them (same key, backoff with full
+ * jitter, Retry-After honoured), and every attempt is counted. Bounded in scenarios and time, loopback
+ * only; progress on stderr, an outcome table (or `--json`) on stdout.
  *
  * Exit codes: 0 every scenario behaved as expected, 1 some did not, 2 usage error, 3 server unreachable.
  */

@@ -12,7 +12,7 @@ import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { idempotencyTracing } from '../../src/index.js';
+import { idempotencyTracing, resendCountAttributes } from '../../src/index.js';
 
 /**
  * The examples' OpenTelemetry set-up, honouring the standard `OTEL_*` variables:
@@ -65,7 +65,8 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     instrumentations: [
       // Prometheus scrapes are not part of the application's traffic.
       new HttpInstrumentation({ ignoreIncomingRequestHook: (request: IncomingMessage) => request.socket.localPort === prometheusPort }),
-      new UndiciInstrumentation(),
+      // A retry of idempotentFetch() carries http.request.resend_count on its client span, as the HTTP conventions say.
+      new UndiciInstrumentation({ startSpanHook: resendCountAttributes }),
       new KoaInstrumentation(),
       // Queries outside a request (the sweeper, LISTEN) would each be a lone trace.
       new PgInstrumentation({ requireParentSpan: true }),

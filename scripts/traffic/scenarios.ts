@@ -1,4 +1,4 @@
-import { postPayment, type Answer, type PaymentRequest } from './client.js';
+import { postPayment, postPaymentRetrying, type Answer, type PaymentRequest } from './client.js';
 
 /**
  * The traffic a payments API really sees from retrying clients. Each scenario uses fresh keys, knows
@@ -9,9 +9,6 @@ export type Scenario = (typeof SCENARIOS)[number];
 
 export const TENANTS = ['acct_alice', 'acct_bob', 'acct_carol'] as const;
 const CONCURRENT_DUPLICATES = 3;
-/** Retries after a client timeout: enough to outlast a 409 while the first attempt still runs. */
-const MAX_RETRIES = 5;
-const RETRY_BACKOFF_MS = 200;
 
 export interface Exchange {
   /** What this request is within its scenario: 'first', 'retry', 'duplicate', ... */
@@ -46,13 +43,18 @@ export async function runScenario(scenario: Scenario, context: ScenarioContext):
     exchanges.push({ role, account: payment.account, key: payment.key, answer });
     return answer;
   };
+  // Every attempt of the retrying client is an exchange of its own, as the server saw it.
+  const retry = (role: string, payment: PaymentRequest): Promise<Answer> =>
+    postPaymentRetrying(context.baseUrl, payment, (answer) => exchanges.push({ role, account: payment.account, key: payment.key, answer }));
   const payment = newPayment(context.tenant, `${context.keyPrefix}-${scenario}`, context.random);
-  const problems = await SCENARIO_STEPS[scenario](payment, send, context);
+  const problems = await SCENARIO_STEPS[scenario](payment, send, context, retry);
   return { scenario, exchanges, problems };
 }
 
 type Send = (role: string, payment: PaymentRequest, timeoutMs?: number) => Promise<Answer>;
-type Steps = (payment: PaymentRequest, send: Send, context: ScenarioContext) => Promise<string[]>;
+/** Sends with a retrying client (idempotentFetch) until a final answer; returns the last one. */
+type Retry = (role: string, payment: PaymentRequest) => Promise<Answer>;
+type Steps = (payment: PaymentRequest, send: Send, context: ScenarioContext, retry: Retry) => Promise<string[]>;
 
 const SCENARIO_STEPS: Record<Scenario, Steps> = {
   'first-try': async (payment, send) => check([['first', await send('first', payment), 'executed']]),
@@ -66,13 +68,13 @@ const SCENARIO_STEPS: Record<Scenario, Steps> = {
     ]);
   },
 
-  /** The client gives up, then retries the same key until it gets a final answer. */
-  'timeout-then-retry': async (payment, send, context) => {
-    let answer = await send('first (client timeout)', payment, context.clientTimeoutMs);
-    for (let retry = 1; retry <= MAX_RETRIES && !isFinal(answer); retry++) {
-      await sleep(answer.kind === 'response' ? (answer.retryAfterMs ?? RETRY_BACKOFF_MS) : RETRY_BACKOFF_MS);
-      answer = await send('retry', payment);
-    }
+  /**
+   * The client gives up, then retries the same key as a real service client does (idempotentFetch: backoff
+   * with jitter, Retry-After honoured, a 409 request-in-progress waited out) until it gets a final answer.
+   */
+  'timeout-then-retry': async (payment, send, context, retry) => {
+    const first = await send('first (client timeout)', payment, context.clientTimeoutMs);
+    const answer = isFinal(first) ? first : await retry('retry', payment);
     // The first attempt may have executed (the retry is a replay) or not (the retry executes): both are right.
     return check([['final answer', answer, 'executed or replayed']]);
   },
@@ -141,8 +143,4 @@ export function describeAnswer(answer: Answer): string {
 
 function newPayment(account: string, key: string, random: () => number): PaymentRequest {
   return { account, key, amount: 100 + Math.floor(random() * 9_900), currency: random() < 0.5 ? 'EUR' : 'USD' };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

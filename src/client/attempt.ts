@@ -1,0 +1,84 @@
+import { context, type Context } from '@opentelemetry/api';
+import { REPLAYED_HEADER } from '../response.js';
+import { isProblem, readProblem, type ProblemDetails } from './problem-details.js';
+import { parseRetryAfterMs } from './retry-after.js';
+import { withResendCount } from './telemetry.js';
+
+export interface Answer {
+  kind: 'answer';
+  response: Response;
+  problem: ProblemDetails | undefined;
+  replayed: boolean;
+  retryAfterMs: number | undefined;
+  /** A "not now" answer (a retry status, or 409 request-in-progress), as opposed to one retrying cannot change. */
+  retryable: boolean;
+}
+
+export interface NoAnswer {
+  kind: 'timeout' | 'network-error';
+  error: unknown;
+}
+
+export type AttemptOutcome = Answer | NoAnswer;
+
+export interface AttemptSpec {
+  /** The request as the caller built it, key included; each attempt sends a clone, so a body can be sent again. */
+  template: Request;
+  budgetMs: number;
+  resendCount: number;
+  /** The context the call was made in: the attempt's client span is its child, and its baggage is sent. */
+  caller: Context;
+  callerSignal: AbortSignal | undefined;
+  retryStatuses: ReadonlySet<number>;
+}
+
+/**
+ * One attempt: the request within its budget, the answer classified. A timeout or a network failure is an
+ * outcome, not an error; the caller's own abort is thrown as is (its `signal.reason`), at once.
+ */
+export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () => timeout.abort(new DOMException(`the attempt got no answer within ${spec.budgetMs} ms`, 'TimeoutError')),
+    spec.budgetMs,
+  );
+  const signal = spec.callerSignal ? AbortSignal.any([spec.callerSignal, timeout.signal]) : timeout.signal;
+  try {
+    const attemptContext = withResendCount(spec.caller, spec.resendCount);
+    const response = await context.with(attemptContext, () => fetch(spec.template.clone(), { signal }));
+    // A 409 is only retryable as request-in-progress: its problem body decides, so it is read within the budget.
+    const problem = await readProblem(response);
+    spec.callerSignal?.throwIfAborted();
+    if (timeout.signal.aborted) return { kind: 'timeout', error: timeout.signal.reason };
+    const retryable = spec.retryStatuses.has(response.status) || (response.status === 409 && isProblem(problem, 'inProgress'));
+    return {
+      kind: 'answer',
+      response,
+      problem,
+      replayed: response.headers.get(REPLAYED_HEADER) === 'true',
+      retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after')),
+      retryable,
+    };
+  } catch (error) {
+    if (spec.callerSignal?.aborted) throw spec.callerSignal.reason;
+    if (timeout.signal.aborted) return { kind: 'timeout', error };
+    return { kind: 'network-error', error };
+  } finally {
+    // Once classified, the answer is the caller's: its body must not be cut by this attempt's timer.
+    clearTimeout(timer);
+  }
+}
+
+/** A low-cardinality name for why an attempt is retried (`error.type`): the status, `timeout`, or the error's code. */
+export function errorType(outcome: AttemptOutcome): string {
+  if (outcome.kind === 'answer') return String(outcome.response.status);
+  if (outcome.kind === 'timeout') return 'timeout';
+  const error = outcome.error as { name?: unknown; code?: unknown; cause?: { code?: unknown; name?: unknown } } | undefined;
+  const code = error?.cause?.code ?? error?.code ?? error?.cause?.name ?? error?.name;
+  return typeof code === 'string' && code.length > 0 ? code : '_OTHER';
+}
+
+/** Frees the connection of an answer that is not handed to the caller. */
+export async function discard(outcome: AttemptOutcome): Promise<void> {
+  if (outcome.kind === 'answer') await outcome.response.body?.cancel().catch(() => undefined);
+}

@@ -1,0 +1,63 @@
+import { fullJitterDelayMs } from './backoff.js';
+import type { StopReason } from './attempt-record.js';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  deadlineMs: number;
+  attemptTimeoutMs: number;
+}
+
+/** A failed attempt as the schedule sees it: retryable, maybe with the server's own wait. */
+export interface RetryableFailure {
+  retryAfterMs: number | undefined;
+}
+
+export type Decision = { retry: true; delayMs: number } | { retry: false; stoppedBy: StopReason };
+
+/**
+ * The timing of one call: how long each attempt may take and how long to wait before the next. Pure (the
+ * caller passes the clock), so the deadline arithmetic is tested with a simulated clock.
+ *
+ * The invariant: with attempts that end within their budget and waits that last what was asked, nothing
+ * runs past `startMs + deadlineMs`. Each attempt's budget is its timeout cut to what is left, and a wait is
+ * only started when it ends before the deadline, leaving time for the attempt after it.
+ */
+export class RetrySchedule {
+  readonly deadlineAtMs: number;
+  #attempts = 0;
+
+  constructor(
+    private readonly policy: RetryPolicy,
+    private readonly random: () => number,
+    startMs: number,
+  ) {
+    this.deadlineAtMs = startMs + policy.deadlineMs;
+  }
+
+  get attempts(): number {
+    return this.#attempts;
+  }
+
+  /**
+   * Starts an attempt and returns its budget (ms), or undefined when the deadline has passed: a wait's
+   * timer can fire late, and an attempt with no time left would only add load.
+   */
+  startAttempt(nowMs: number): number | undefined {
+    const leftMs = this.deadlineAtMs - nowMs;
+    if (leftMs <= 0) return undefined;
+    this.#attempts++;
+    return Math.min(this.policy.attemptTimeoutMs, leftMs);
+  }
+
+  /** What follows an attempt: `failure` undefined means an answer retrying cannot change. */
+  afterAttempt(failure: RetryableFailure | undefined, nowMs: number): Decision {
+    if (!failure) return { retry: false, stoppedBy: 'answer' };
+    if (this.#attempts >= this.policy.maxAttempts) return { retry: false, stoppedBy: 'attempts' };
+    // The server's Retry-After wins over our backoff, even above maxDelayMs: it knows when it will be back.
+    const delayMs = failure.retryAfterMs ?? fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
+    if (nowMs + delayMs >= this.deadlineAtMs) return { retry: false, stoppedBy: 'deadline' };
+    return { retry: true, delayMs };
+  }
+}
