@@ -6,14 +6,19 @@ import { deriveKey } from './telemetry/correlation.js';
 export interface IdempotencyContext {
   readonly key: string;
   readonly scope: string;
-  /** Deterministic per (scope, key), also in span attributes and W3C baggage. */
+  /**
+   * The correlation ID this request used, in its record, span attributes and W3C baggage: deterministic
+   * per (scope, key), or the caller's from baggage where `telemetry.trustInboundCorrelationId` is on.
+   */
   readonly correlationId: string;
   /** 1 for the first execution, more after a takeover of a crashed worker's record. */
   readonly attempt: number;
   /**
    * Transactional mode only: the connection of the claim's transaction. Business writes made through it
    * commit together with the stored response, or not at all. With node-postgres, `db.client` is the
-   * `pg.PoolClient` itself. Undefined in lease mode.
+   * `pg.PoolClient` (for a query builder), whose `query()`, like `db.query()`, refuses BEGIN, COMMIT,
+   * ROLLBACK and the like with a TransactionControlError: only the middleware ends this transaction, and a
+   * nested one must use savepoints. Undefined in lease mode.
    */
   readonly db: SqlQueryable | undefined;
   /**

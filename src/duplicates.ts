@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { FINGERPRINT_VERSION } from './fingerprint.js';
+import { DEFAULT_BUSY_RETRY_AFTER_SECONDS } from './options.js';
 import { sendProblem } from './problems.js';
 import { replayResponse } from './response.js';
 import type { IdempotencyRecord } from './store/types.js';
@@ -27,7 +28,7 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
       return OUTCOME.REPLAYED;
     }
     sendProblem(ctx, 'notReplayable', {
-      detail: 'The request was executed, but its response was too large or streamed to be stored. Fetch the resulting resource instead of retrying.',
+      detail: 'The request was executed, but its response could not be stored (too large, streamed, or written around Koa). Fetch the resulting resource instead of retrying.',
     });
     return OUTCOME.NOT_REPLAYABLE;
   }
@@ -35,7 +36,11 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
   return OUTCOME.CONFLICT;
 }
 
-export function answerInProgress(ctx: Context, retryAfterSeconds: number): void {
+/**
+ * 409 with Retry-After: the remaining lease of the record in the way, or, when none is visible (a busy
+ * transactional claim: the holder has not committed its record yet), `DEFAULT_BUSY_RETRY_AFTER_SECONDS`.
+ */
+export function answerInProgress(ctx: Context, retryAfterSeconds: number = DEFAULT_BUSY_RETRY_AFTER_SECONDS): void {
   sendProblem(ctx, 'inProgress', {
     detail: 'A request with this Idempotency-Key is still being processed. Retry after the Retry-After delay.',
     retryAfterSeconds,

@@ -7,9 +7,13 @@ import canonicalize from 'canonicalize';
  * Version 1 hashes (SHA-256) the method, the path, the query parameters sorted by name, the allow-listed
  * headers (lower-cased names, sorted), the media type and the body with its kind. A JSON body is
  * canonicalised with RFC 8785 (JCS), so key order and white space do not matter; a string or byte body is
- * hashed as sent. The media type and the body kind keep a JSON string `"abc"` apart from the text `abc`,
- * and an empty string apart from no body. The version is stored
- * with each record: a later algorithm compares only fingerprints of its own version.
+ * hashed as sent, and so are the raw bytes of a body no parser read. The media type and the body kind keep
+ * a JSON string `"abc"` apart from the text `abc`, and an empty string apart from no body. The version is
+ * stored with each record: a later algorithm compares only fingerprints of its own version.
+ *
+ * The raw kind was added within version 1: it is only ever computed for a body that version 1 used to
+ * leave out (and that is now refused when its bytes are not kept), so no fingerprint computed before
+ * changes and the version stays.
  */
 export const FINGERPRINT_VERSION = 1;
 
@@ -22,6 +26,8 @@ export interface FingerprintInput {
   headers: Record<string, string | string[] | undefined>;
   /** The parsed body (`ctx.request.body`), a string, bytes, or undefined for none. */
   body: unknown;
+  /** Raw bytes of a body no parser read (`ctx.request.rawBody`); used only when `body` is undefined. */
+  rawBody?: string | Uint8Array | undefined;
   /** The request's media type without parameters (`ctx.request.type`), '' when none. */
   mediaType?: string;
 }
@@ -38,7 +44,7 @@ export function fingerprint(input: FingerprintInput): string {
     .sort()
     .map((name) => [name, String(input.headers[name] ?? '')]);
   const hash = createHash('sha256');
-  const body = bodyBytes(input.body);
+  const body = input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body);
   hash.update(JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind]));
   hash.update('\n');
   hash.update(body.bytes);

@@ -14,6 +14,8 @@ export {
 export type { IdempotencyOptions, TelemetryOptions } from './options.js';
 export type { IdempotencyContext } from './context.js';
 export { IdempotencyError, StoreUnavailableError, FencedError, IdempotencyConfigError } from './errors.js';
+export { CompletionRolledBackError } from './store/completion-rolled-back.js';
+export { TransactionControlError } from './store/transaction-control.js';
 export { PROBLEMS, problemType } from './problems.js';
 export type { ProblemName } from './problems.js';
 export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
@@ -54,3 +56,18 @@ export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './teleme
 export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';
 export { idempotencyTracing, REQUIRED_PROPAGATORS } from './telemetry/sdk-setup.js';
 export type { IdempotencyTracing } from './telemetry/sdk-setup.js';
+
+export { idempotentFetch, IdempotentFetchError } from './client/idempotent-fetch.js';
+export type { IdempotentFetchResult } from './client/idempotent-fetch.js';
+export {
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_BASE_DELAY_MS,
+  DEFAULT_MAX_DELAY_MS,
+  DEFAULT_DEADLINE_MS,
+  DEFAULT_ATTEMPT_TIMEOUT_MS,
+  DEFAULT_RETRY_STATUSES,
+} from './client/options.js';
+export type { IdempotentFetchOptions, DerivedKey } from './client/options.js';
+export type { AttemptRecord, StopReason } from './client/attempt-record.js';
+export type { ProblemDetails } from './client/problem-details.js';
+export { resendCountAttributes, HTTP_REQUEST_RESEND_COUNT, CLIENT_TELEMETRY } from './client/telemetry.js';

@@ -1,16 +1,18 @@
 import { diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
+import { answerCommitFailed, answerNotStored } from './completion-failures.js';
 import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
+import { runDownstream } from './handler-outcome.js';
 import { readKey } from './key.js';
+import { readFingerprintInput, scopeString } from './request-identity.js';
 import { completeLeased } from './lease-completion.js';
 import { keepLeaseAlive } from './lease-renewal.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { sendProblem } from './problems.js';
-import { captureResponse } from './response.js';
-import type { ClaimRequest, Completion, IdempotencyRecord, Lease } from './store/types.js';
+import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
 import { countRejectedKey } from './telemetry/metrics.js';
 import { OUTCOME, type Outcome } from './telemetry/names.js';
 import { RequestTelemetry } from './telemetry/request-telemetry.js';
@@ -56,22 +58,21 @@ export function idempotency(options: IdempotencyOptions): Middleware {
   };
 }
 
-/** Scope and fingerprint of the request; answers 400 itself when the body cannot be fingerprinted. */
+/** Scope and fingerprint of the request; answers 400 or 415 itself when the body cannot be fingerprinted. */
 async function describeRequest(ctx: Context, config: ResolvedOptions, key: string): Promise<ClaimRequest | undefined> {
-  const headers: Record<string, string | string[] | undefined> = {};
-  for (const name of config.fingerprintHeaders) headers[name] = ctx.req.headers[name];
+  const reading = readFingerprintInput(ctx, config.fingerprintHeaders);
+  if (reading.kind === 'unread') {
+    countRejectedKey(config.routeName(ctx), ctx.method);
+    sendProblem(ctx, 'bodyNotRead', {
+      detail: `This endpoint does not read a ${ctx.request.type || 'request'} body before checking the ${config.headerName}, so a retry could not be told apart from a different request. Send the body in a media type the endpoint parses.`,
+    });
+    return undefined;
+  }
   try {
     return {
-      scope: await config.scope(ctx),
+      scope: scopeString(await config.scope(ctx)),
       key,
-      fingerprint: fingerprint({
-        method: ctx.method,
-        path: ctx.path,
-        querystring: ctx.querystring,
-        headers,
-        body: (ctx.request as { body?: unknown }).body,
-        mediaType: ctx.request.type,
-      }),
+      fingerprint: fingerprint(reading.input),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,
       ttlSeconds: config.ttlSeconds,
@@ -92,20 +93,17 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
 
   const { lease, record } = claim;
-  ctx.idempotency = handlerContext(config, request, telemetry, record, lease, undefined);
+  const release = () => config.store.release(lease).catch(reportStoreError('release', telemetry));
   const renewal = keepLeaseAlive(config.store, lease, config.leaseMs);
-  telemetry.claimed();
-  try {
-    await runHandler(next, () => config.store.release(lease), telemetry);
-  } finally {
-    renewal.stop();
-    telemetry.unclaimed();
+  const outcome = await holdingClaim(release, telemetry, () => {
+    ctx.idempotency = handlerContext(config, request, telemetry, record, lease, undefined);
+    return runDownstream(ctx, next, config);
+  }).finally(() => renewal.stop());
+  if (outcome.kind !== 'store') {
+    await release();
+    return answerNotStored(ctx, outcome);
   }
-  if (!config.shouldStore(ctx.status)) {
-    await config.store.release(lease).catch(reportStoreError('release', telemetry));
-    return OUTCOME.RELEASED;
-  }
-  await completeLeased(config.store, lease, capture(ctx, config)).catch(reportStoreError('complete', telemetry));
+  await completeLeased(config.store, lease, outcome.completion).catch(reportStoreError('complete', telemetry));
   return executedOutcome(record, telemetry);
 }
 
@@ -116,52 +114,38 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
 
-  ctx.idempotency = handlerContext(config, request, telemetry, claim.record, claim.lease, claim.db);
-  telemetry.claimed();
-  try {
-    await runHandler(next, () => claim.rollback(), telemetry);
-    if (!config.shouldStore(ctx.status)) {
-      await claim.rollback().catch(reportStoreError('rollback', telemetry));
-      return OUTCOME.RELEASED;
+  const rollback = () => claim.rollback().catch(reportStoreError('rollback', telemetry));
+  return holdingClaim(rollback, telemetry, async () => {
+    ctx.idempotency = handlerContext(config, request, telemetry, claim.record, claim.lease, claim.db);
+    const outcome = await runDownstream(ctx, next, config);
+    if (outcome.kind !== 'store') {
+      await rollback();
+      return answerNotStored(ctx, outcome);
     }
-    const completion = capture(ctx, config);
     try {
-      await claim.commit(completion);
+      await claim.commit(outcome.completion);
     } catch (error) {
-      return commitUnconfirmed(ctx, config, telemetry, error);
+      return answerCommitFailed(ctx, config, telemetry, error);
     }
     return executedOutcome(claim.record, telemetry);
-  } finally {
-    telemetry.unclaimed();
-  }
+  });
 }
 
 /**
- * The COMMIT failed or its answer was lost: the operation may or may not have happened. The client's
- * retry with the same key finds out safely (a replay if it committed, an execution if it did not).
+ * Runs `work` while the request holds its claim. A throw (the handler's) ends the claim with `release`
+ * before it propagates: the key is retryable at once, and no transaction, lock or pooled connection is
+ * left behind. Every other path ends the claim explicitly: completion, commit, rollback or release.
  */
-function commitUnconfirmed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
-  telemetry.storeFailure(error, 'commit');
-  sendProblem(ctx, 'storeUnavailable', {
-    detail: 'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
-    retryAfterSeconds: config.storeRetryAfterSeconds,
-  });
-  return OUTCOME.STORE_UNAVAILABLE;
-}
-
-/** Runs the downstream handler; a thrown error releases the claim (the client may retry) and propagates. */
-async function runHandler(next: Next, release: () => Promise<unknown>, telemetry: RequestTelemetry): Promise<void> {
+async function holdingClaim<T>(release: () => Promise<unknown>, telemetry: RequestTelemetry, work: () => Promise<T>): Promise<T> {
+  telemetry.claimed();
   try {
-    await next();
+    return await work();
   } catch (error) {
-    await release().catch(reportStoreError('release', telemetry));
+    await release();
     throw error;
+  } finally {
+    telemetry.unclaimed();
   }
-}
-
-function capture(ctx: Context, config: ResolvedOptions): Completion {
-  const captured = captureResponse(ctx, config.maxBodyBytes, config.excludeHeaders);
-  return captured.replayable ? captured : { replayable: false, status: captured.status };
 }
 
 function handlerContext(
@@ -197,9 +181,10 @@ function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimReques
   return outcome;
 }
 
+/** A busy claim carries no record, so no remaining lease: the Retry-After is the documented default. */
 function inProgress(ctx: Context, telemetry: RequestTelemetry): Outcome {
   telemetry.busy();
-  answerInProgress(ctx, 1);
+  answerInProgress(ctx);
   return OUTCOME.CONFLICT;
 }
 

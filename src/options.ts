@@ -10,6 +10,10 @@ export const DEFAULT_LEASE_MS = 30_000;
 export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const DEFAULT_WAIT_MS = 10_000;
+/**
+ * Retry-After (seconds) of a 409 when the key is held by another transaction that has not committed
+ * (transactional mode): its record is not visible yet, so there is no remaining lease to count down.
+ */
 export const DEFAULT_BUSY_RETRY_AFTER_SECONDS = 1;
 export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
 
@@ -34,6 +38,15 @@ export interface TelemetryOptions {
    * @default false
    */
   recordScope?: boolean;
+  /**
+   * Take the correlation ID from the caller's W3C baggage (`idempotency.correlation_id`) instead of
+   * computing it from (scope, key): the spans, the record, the baggage sent downstream and
+   * `ctx.idempotency.correlationId` then carry the caller's ID. Only for a service whose callers are all
+   * inside your trust boundary (a downstream service called by your own services): at an edge, a client
+   * could split its retries across IDs or adopt another intent's ID in dashboards.
+   * @default false (the ID is computed; inbound baggage for it is ignored)
+   */
+  trustInboundCorrelationId?: boolean;
 }
 
 export interface IdempotencyOptions {
@@ -57,6 +70,8 @@ export interface IdempotencyOptions {
   /**
    * The principal or tenant that owns a key. The same key in two scopes is two independent records,
    * so one tenant can never receive another tenant's replay. Set this to your authenticated account.
+   * A number is used as its decimal string (`42` and `'42'` are one scope); any other non-string value
+   * fails the request with a TypeError rather than share one scope (`'undefined'`) among many callers.
    * @default () => '' (one global scope)
    */
   scope?: (ctx: Context) => string | Promise<string>;
@@ -71,12 +86,15 @@ export interface IdempotencyOptions {
   fingerprintHeaders?: readonly string[];
   /**
    * Lease of an in-progress record. The lease is renewed every `leaseMs / 3` while the handler runs; if
-   * the process dies, a retry may take the record over once the lease has run out.
+   * the process dies, a retry may take the record over once the lease has run out. Must be shorter than
+   * `ttlSeconds` (see there).
    * @default 30000
    */
   leaseMs?: number;
   /**
-   * How long a record (and its replay) is kept.
+   * How long a record (and its replay) is kept. Must be longer than `leaseMs`, else `idempotency()` throws:
+   * an expired record counts as absent, so a record that expired under a live lease could be taken over
+   * by a different request while the first one still runs.
    * @default 86400 (24 hours)
    */
   ttlSeconds?: number;
@@ -149,7 +167,7 @@ export interface ResolvedOptions {
   telemetry: Required<TelemetryOptions>;
 }
 
-/** Resolves defaults once and throws a TypeError for a bad value, at construction, not per request. */
+/** Resolves defaults once and throws an IdempotencyConfigError for a bad value, at construction, not per request. */
 export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   if (!options || typeof options.store?.claim !== 'function') {
     throw new IdempotencyConfigError('idempotency() needs a `store`, e.g. new PostgresStore({ pool })');
@@ -161,6 +179,13 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
   const headerName = options.headerName ?? DEFAULT_HEADER_NAME;
   if (!/^[A-Za-z0-9-]+$/.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
+  const leaseMs = integer(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', 1);
+  const ttlSeconds = integer(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds', 1);
+  if (ttlSeconds * 1000 <= leaseMs) {
+    throw new IdempotencyConfigError(
+      `ttlSeconds (${ttlSeconds} s) must be longer than leaseMs (${leaseMs} ms): a record that expires under a live lease can be taken over by a different request`,
+    );
+  }
   return {
     store: options.store,
     headerName,
@@ -170,8 +195,8 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     minKeyLength,
     maxKeyLength,
     fingerprintHeaders: (options.fingerprintHeaders ?? []).map((name) => name.toLowerCase()),
-    leaseMs: integer(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', 1),
-    ttlSeconds: integer(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds', 1),
+    leaseMs,
+    ttlSeconds,
     maxBodyBytes: integer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes', 0),
     shouldStore: options.shouldStore ?? storeSuccessAndClientErrors,
     excludeHeaders: new Set((options.excludeHeaders ?? []).map((name) => name.toLowerCase())),
@@ -180,7 +205,11 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     waitMs: integer(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs', 0),
     storeRetryAfterSeconds: integer(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds', 1),
     routeName: options.routeName ?? defaultRouteName,
-    telemetry: { recordRawKey: options.telemetry?.recordRawKey ?? false, recordScope: options.telemetry?.recordScope ?? false },
+    telemetry: {
+      recordRawKey: options.telemetry?.recordRawKey ?? false,
+      recordScope: options.telemetry?.recordScope ?? false,
+      trustInboundCorrelationId: options.telemetry?.trustInboundCorrelationId ?? false,
+    },
   };
 }
 

@@ -11,6 +11,12 @@ export const PROBLEMS = {
   keyMissing: { slug: 'key-missing', status: 400, title: 'Idempotency-Key header is required' },
   keyInvalid: { slug: 'key-invalid', status: 400, title: 'Idempotency-Key header is invalid' },
   bodyInvalid: { slug: 'body-invalid', status: 400, title: 'Request body cannot be fingerprinted' },
+  /**
+   * A body no body parser read, and whose bytes are not kept either: it cannot be told apart from another
+   * body under the same key, so it is refused rather than left out of the fingerprint. 415: the server
+   * does not take this media type on an idempotent request.
+   */
+  bodyNotRead: { slug: 'body-not-read', status: 415, title: 'Request body was not read, so it cannot be fingerprinted' },
   inProgress: { slug: 'request-in-progress', status: 409, title: 'A request with this Idempotency-Key is in progress' },
   notReplayable: {
     slug: 'response-not-replayable',
@@ -23,6 +29,7 @@ export const PROBLEMS = {
     title: 'Idempotency-Key was already used for a different request',
   },
   storeUnavailable: { slug: 'store-unavailable', status: 503, title: 'Idempotency store is unavailable' },
+  requestFailed: { slug: 'request-failed', status: 500, title: 'The request failed and nothing was stored for its Idempotency-Key' },
 } as const;
 
 export type ProblemName = keyof typeof PROBLEMS;

@@ -18,6 +18,9 @@ export type Capture =
   | { replayable: true; response: StoredResponse }
   | { replayable: false; status: number; reason: string };
 
+/** Response headers at one moment: lower-case names, values as they would be stored. */
+export type HeaderSnapshot = ReadonlyMap<string, string | string[]>;
+
 /**
  * Headers that are never stored or replayed: credentials and cookies (they belong to one client
  * session, not to the operation), hop-by-hop headers (RFC 9110 section 7.6.1) and headers Koa or Node
@@ -28,6 +31,9 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'authorization',
   'proxy-authorization',
   'proxy-authenticate',
+  // RFC 9110 section 11.6.3 and 11.7.3: nonces and credentials of one authentication exchange.
+  'authentication-info',
+  'proxy-authentication-info',
   'cookie',
   'connection',
   'keep-alive',
@@ -44,7 +50,17 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
 
 export const REPLAYED_HEADER = 'Idempotent-Replayed';
 
-export function captureResponse(ctx: Context, maxBodyBytes: number, excludedHeaders: ReadonlySet<string>): Capture {
+/**
+ * Captures the response the downstream chain left on `ctx`. `outerHeaders` is the snapshot taken before
+ * the chain ran: headers the outer middleware set (CORS, request IDs, rate limits) belong to each request,
+ * and the retry sets its own, so only headers the chain added or changed are stored.
+ */
+export function captureResponse(ctx: Context, maxBodyBytes: number, excludedHeaders: ReadonlySet<string>, outerHeaders: HeaderSnapshot): Capture {
+  // Written around Koa (`ctx.respond = false`, writes to ctx.res, a proxy): what the client got is not on
+  // ctx, so a replay would invent a response (an empty body, or Koa's default 404).
+  if (ctx.respond === false || ctx.res.headersSent) {
+    return { replayable: false, status: ctx.status, reason: 'the response was written around Koa' };
+  }
   const body = bodyBytes(ctx.body);
   if (body === 'stream') return { replayable: false, status: ctx.status, reason: 'the response body is a stream' };
   if (body !== null && body.byteLength > maxBodyBytes) {
@@ -52,7 +68,15 @@ export function captureResponse(ctx: Context, maxBodyBytes: number, excludedHead
   }
   // Send the very bytes that are stored, so the first answer and every replay are identical.
   if (body !== null && ctx.body !== body) ctx.body = body;
-  return { replayable: true, response: { status: ctx.status, headers: replayableHeaders(ctx, excludedHeaders), body } };
+  return { replayable: true, response: { status: ctx.status, headers: replayableHeaders(ctx, excludedHeaders, outerHeaders), body } };
+}
+
+export function snapshotHeaders(ctx: Context): HeaderSnapshot {
+  const snapshot = new Map<string, string | string[]>();
+  for (const [name, value] of Object.entries(ctx.response.headers)) {
+    if (value !== undefined) snapshot.set(name.toLowerCase(), Array.isArray(value) ? value.map(String) : String(value));
+  }
+  return snapshot;
 }
 
 export function replayResponse(ctx: Context, response: StoredResponse): void {
@@ -62,14 +86,17 @@ export function replayResponse(ctx: Context, response: StoredResponse): void {
   ctx.set(REPLAYED_HEADER, 'true');
 }
 
-function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>): Record<string, string | string[]> {
+function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>, outer: HeaderSnapshot): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(ctx.response.headers)) {
-    const lower = name.toLowerCase();
-    if (value === undefined || NEVER_REPLAYED_HEADERS.has(lower) || excluded.has(lower)) continue;
-    headers[lower] = Array.isArray(value) ? value.map(String) : String(value);
+  for (const [name, value] of snapshotHeaders(ctx)) {
+    if (NEVER_REPLAYED_HEADERS.has(name) || excluded.has(name) || sameValue(outer.get(name), value)) continue;
+    headers[name] = value;
   }
   return headers;
+}
+
+function sameValue(before: string | string[] | undefined, after: string | string[]): boolean {
+  return before !== undefined && JSON.stringify(before) === JSON.stringify(after);
 }
 
 function bodyBytes(body: unknown): Buffer | null | 'stream' {

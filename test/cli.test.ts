@@ -286,13 +286,16 @@ describe('koa-idempotency CLI on the Postgres server', () => {
       });
 
     it('finds the original trace ID of a replayed request, with its Jaeger URL', async () => {
+      const beforeFirstMs = Date.now();
       const first = await pay(originalTraceId);
+      const afterFirstMs = Date.now();
       expect(first.status).toBe(201);
       expect(first.headers.get('idempotent-replayed')).toBeNull();
       const replay = await pay(replayTraceId);
       expect(replay.status).toBe(201);
       expect(replay.headers.get('idempotent-replayed')).toBe('true');
 
+      const beforeInspectMs = Date.now();
       const run = await cli(['inspect', ...inSchema, '--scope', account, '--key', key, '--jaeger-url', 'http://jaeger.test:16686/', '--json']);
       expect(run.code).toBe(0);
       expect(run.json).toMatchObject({
@@ -308,7 +311,9 @@ describe('koa-idempotency CLI on the Postgres server', () => {
         jaegerUrl: `http://jaeger.test:16686/trace/${originalTraceId}`,
       });
       expect(run.json.traceparent).toMatch(new RegExp(`^00-${originalTraceId}-[0-9a-f]{16}-01$`));
-      expect(run.json.ageMs).toBeGreaterThanOrEqual(0);
+      // The record's age lies between what the clock saw around the first request and the inspection.
+      expect(run.json.ageMs).toBeGreaterThanOrEqual(beforeInspectMs - afterFirstMs - 1);
+      expect(run.json.ageMs).toBeLessThanOrEqual(Date.now() - beforeFirstMs + 1);
     });
 
     it('prints the record for people, with the Jaeger base from JAEGER_URL', async () => {

@@ -297,7 +297,7 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
     });
 
     it('runs a key again, even with another body, once its record has expired', async () => {
-      const { url, executions } = await start({ ttlSeconds: 1 });
+      const { url, executions } = await start({ ttlSeconds: 1, leaseMs: 500 }); // the TTL must outlast the lease
       const key = newKey('ttl');
       await postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' });
       await sleep(1_100);

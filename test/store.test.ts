@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FencedError, IdempotencyConfigError, PostgresStore, schemaSql, type ClaimRequest } from '../src/index.js';
+import { CompletionRolledBackError, FencedError, IdempotencyConfigError, PostgresStore, schemaSql, type ClaimRequest } from '../src/index.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -218,7 +218,10 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       await claim.db.query(`INSERT INTO "${db.schema}".ledger (id) VALUES ('tx-fenced')`);
       // Something inside the transaction removed the record: the completion and COMMIT go out together.
       await claim.db.query(`DELETE FROM "${db.schema}".idempotency_records WHERE key = 'tx-fenced'`);
-      await expect(claim.commit({ replayable: true, response })).rejects.toBeInstanceOf(FencedError);
+      // Rolled back before COMMIT, so a known outcome: the fencing is the cause.
+      const failure = claim.commit({ replayable: true, response });
+      await expect(failure).rejects.toBeInstanceOf(CompletionRolledBackError);
+      await expect(failure).rejects.toMatchObject({ cause: expect.any(FencedError) });
       expect((await db.sql.query(`SELECT 1 FROM "${db.schema}".ledger WHERE id = 'tx-fenced'`)).rows).toHaveLength(0);
       expect((await store.claim(request('tx-fenced'))).kind).toBe('claimed');
     });

@@ -72,7 +72,10 @@ describe('CorrelationSpanProcessor', () => {
     expect(stamped()['response logger']).toBe(ID);
   });
 
-  it('stamps a span whose parent context carries the ID in baggage at start, as in a downstream service', () => {
+  it('stamps a span whose parent context carries the ID in baggage at start, as in a downstream service', async () => {
+    // Inbound baggage is the caller's choice: the processor reads it only where the callers are trusted.
+    await provider.shutdown();
+    setUp({ trustInboundCorrelationId: true });
     const downstream = start('downstream server', remote({ [BAGGAGE_CORRELATION_ID]: ID }));
     start('downstream query', under(downstream)).end();
     downstream.end();

@@ -91,13 +91,15 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
   describe('an executed request, then its replay and a mismatched reuse of the key', () => {
     const key = `order-${Date.now()}-secret-key-value`;
     const correlationId = correlationIdFor(ACCOUNT, key);
-    let executed: { traceId: string; spans: ReadableSpan[] };
+    let executed: { traceId: string; spans: ReadableSpan[]; sentAtMs: number; answeredAtMs: number };
 
     it('stamps the correlation ID on every span of both services, server and outer middleware spans included', async () => {
+      const sentAtMs = Date.now();
       const request = await post(api.url, key);
+      const answeredAtMs = Date.now();
       expect(request.status).toBe(201);
       const spans = await waitForServerSpans(telemetry.exporter, request.traceId, ['/payments', '/entries']);
-      executed = { traceId: request.traceId, spans };
+      executed = { traceId: request.traceId, spans, sentAtMs, answeredAtMs };
 
       expect(unstamped(spans, correlationId)).toEqual([]);
       const names = spans.map((span) => span.name);
@@ -129,6 +131,7 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
     });
 
     it('replays with the same ID on every span, a duplicate event naming the original trace, and a link to it', async () => {
+      const replaySentAtMs = Date.now();
       const request = await post(api.url, key);
       expect(request.status).toBe(201);
       const spans = await waitForServerSpans(telemetry.exporter, request.traceId, ['/payments']);
@@ -138,7 +141,10 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
       expect(serverSpan(spans, '/entries')).toBeUndefined(); // a replay does not call the ledger again
       const server = serverSpan(spans, '/payments')!;
       expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.REPLAYED);
-      expect(server.attributes[ATTR.RECORD_AGE]).toBeGreaterThanOrEqual(0);
+      // The record's age (seconds) lies between what the clock saw around the original and the replay.
+      const ageSeconds = server.attributes[ATTR.RECORD_AGE] as number;
+      expect(ageSeconds).toBeGreaterThanOrEqual((replaySentAtMs - executed.answeredAtMs) / 1000 - 0.001);
+      expect(ageSeconds).toBeLessThanOrEqual((Date.now() - executed.sentAtMs) / 1000 + 0.001);
       expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([
         { [ATTR.REASON]: OUTCOME.REPLAYED, [ATTR.RECORD_AGE]: expect.any(Number), [ATTR.ORIGINAL_TRACE_ID]: executed.traceId },
       ]);

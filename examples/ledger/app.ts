@@ -47,7 +47,15 @@ export function createLedgerApp(options: LedgerAppOptions): Koa {
 
   router.post(
     '/entries',
-    idempotency({ store: options.store, required: true, transactional: true, scope: (ctx) => ctx.state.account as string }),
+    idempotency({
+      store: options.store,
+      required: true,
+      transactional: true,
+      scope: (ctx) => ctx.state.account as string,
+      // Only the payments API calls the ledger: its baggage comes from inside the trust boundary, so the
+      // ledger adopts the payment's correlation ID rather than computing one from its derived key.
+      telemetry: { trustInboundCorrelationId: true },
+    }),
     async (ctx) => {
       const input = parseEntryInput(ctx.request.body);
       if ('problem' in input) {

@@ -10,9 +10,9 @@ export const DEFAULT_PARTITION_LOCK_TIMEOUT_MS = 200;
 export interface PartitioningOptions {
   /**
    * Time range of one partition, in seconds, aligned on the Unix epoch (so a day starts at 00:00 UTC).
-   * A partition is dropped once all of its records have expired: about one interval plus the TTL after
-   * it opened. Keep the number of live partitions small (each claim looks into every one): an interval
-   * close to the TTL is a good start.
+   * A partition is dropped once all of its records have expired and none is in progress under a live
+   * lease: about one interval plus the TTL after it opened. Keep the number of live partitions small (each
+   * claim looks into every one): an interval close to the TTL is a good start.
    * @default 86400 (one day)
    */
   intervalSeconds?: number;
@@ -40,7 +40,7 @@ export interface ResolvedPartitioning {
 export interface PartitionReport {
   /** Partitions created ahead of time. */
   created: string[];
-  /** Partitions dropped because every record in them had expired. */
+  /** Partitions dropped because every record in them had expired (none under a live lease). */
   dropped: string[];
   /** Records removed with the dropped partitions. */
   droppedRecords: number;
@@ -67,6 +67,14 @@ export function resolvePartitioning(value: boolean | PartitioningOptions | undef
  */
 const UNDEFINED_TABLE = '42P01';
 const SKIPPABLE = new Set(['55P03', '42P17', '23514', '42P07', '23505', UNDEFINED_TABLE]);
+
+/**
+ * A record that keeps its partition: one not yet expired, or one in progress under a live lease even past
+ * its TTL (a claim made with `ttlSeconds` within `leaseMs`, before the first renewal moves the expiry
+ * past the lease). Dropping the latter would pull the record from under a handler that is still running,
+ * and let a retry run the operation a second time. The row sweep spares the same records.
+ */
+const LIVE_RECORD = `expires_at > now() OR (status = 'in_progress' AND lease_expires_at > now())`;
 
 /**
  * Creates partitions ahead of time and drops those whose records have all expired. Only partitions this
@@ -115,7 +123,7 @@ export class PartitionMaintenance {
     return report;
   }
 
-  /** Drops every partition whose range has ended and whose records have all expired. */
+  /** Drops every partition whose range has ended and whose records have all expired, none under a live lease. */
   async dropExpired(): Promise<Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'>> {
     const report: Pick<PartitionReport, 'dropped' | 'droppedRecords' | 'skipped'> = { dropped: [], droppedRecords: 0, skipped: [] };
     for (const partition of await timePartitions(this.#db, this.#name)) {
@@ -124,7 +132,7 @@ export class PartitionMaintenance {
       // Looked at without a lock first, so a partition that is not ready never makes claims wait.
       const before = await this.#db
         .query<{ live: boolean; records: string }>(
-          `SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live, (SELECT count(*) FROM ${table})::text AS records`,
+          `SELECT EXISTS (SELECT 1 FROM ${table} WHERE ${LIVE_RECORD}) AS live, (SELECT count(*) FROM ${table})::text AS records`,
         )
         .catch((error: unknown) => {
           if (sqlstate(error) === UNDEFINED_TABLE) return undefined; // another instance dropped it just now
@@ -135,7 +143,7 @@ export class PartitionMaintenance {
         // The parent first, as DROP TABLE would lock it: the same order as every claim, so no deadlock.
         // Holding it, no record of the partition can be renewed between the check and the drop.
         await tx.query(`LOCK TABLE ONLY ${qualified(this.#name)} IN ACCESS EXCLUSIVE MODE`);
-        const { rows } = await tx.query<{ live: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${table} WHERE expires_at > now()) AS live`);
+        const { rows } = await tx.query<{ live: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${table} WHERE ${LIVE_RECORD}) AS live`);
         if (rows[0]!.live) return false;
         await tx.query(`DROP TABLE ${table}`);
         return true;

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
+import { diag } from '@opentelemetry/api';
 import type { Client, Pool, PoolClient, QueryConfig } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
+import { assertNoTransactionControl, refusingTransactionControl } from './transaction-control.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -21,9 +23,17 @@ export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlData
   return new PgDatabase(pool, new Statements(options.preparedStatements ?? []));
 }
 
+/**
+ * SQLSTATEs of a named statement that a transaction-pooling PgBouncer older than 1.21 sent to another
+ * server connection than the one that prepared it: 26000 (it does not exist there) and 42P05 (another
+ * client prepared the same name there already).
+ */
+const PREPARED_STATEMENT_LOST = new Set(['26000', '42P05']);
+
 /** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
 class Statements {
   readonly #names = new Map<string, string>();
+  #warned = false;
 
   constructor(prepared: Iterable<string>) {
     for (const text of prepared) {
@@ -33,9 +43,27 @@ class Statements {
     }
   }
 
-  config(text: string, params: unknown[] | undefined): QueryConfig {
+  #config(text: string, params: unknown[] | undefined): QueryConfig {
     const name = this.#names.get(text);
     return name === undefined ? { text, values: params as QueryConfig['values'] } : { name, text, values: params as QueryConfig['values'] };
+  }
+
+  /** Runs the statement on `client`; the failure of a named one that a pooler lost says what to change, once. */
+  run<Row>(client: Pool | PoolClient, text: string, params: unknown[] | undefined): Promise<SqlResult<Row>> {
+    const config = this.#config(text, params);
+    const result = client.query(config) as unknown as Promise<SqlResult<Row>>;
+    if (config.name === undefined) return result;
+    return result.catch((error: unknown) => {
+      const code = String((error as { code?: unknown } | null)?.code);
+      if (PREPARED_STATEMENT_LOST.has(code) && !this.#warned) {
+        this.#warned = true;
+        diag.warn(
+          `koa-idempotency: a prepared statement of the store failed with SQLSTATE ${code}: a transaction-pooling PgBouncer older than 1.21 ` +
+            'runs each transaction on any server connection and cannot carry prepared statements; set preparedStatements: false on the PostgresStore',
+        );
+      }
+      throw error;
+    });
   }
 }
 
@@ -58,7 +86,7 @@ class PgDatabase implements SqlDatabase {
   }
 
   query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
-    return this.#pool.query(this.#statements.config(text, params)) as unknown as Promise<SqlResult<Row>>;
+    return this.#statements.run(this.#pool, text, params);
   }
 
   /** BEGIN goes out with the transaction's first statement (see PgTransaction), not on its own. */
@@ -150,6 +178,7 @@ class PgDatabase implements SqlDatabase {
 class PgTransaction implements SqlTransaction {
   readonly #client: PoolClient;
   readonly #statements: Statements;
+  #guardedClient: PoolClient | undefined;
   /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
   #beginning: Promise<unknown> | undefined;
   #begun = false;
@@ -162,6 +191,8 @@ class PgTransaction implements SqlTransaction {
 
   async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
     if (this.#done) throw new Error('the transaction has ended');
+    // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
+    assertNoTransactionControl(text);
     if (!this.#begun && (params === undefined || params.length === 0)) {
       this.#begun = true;
       const results = (await this.#client.query(`BEGIN;\n${text}`)) as unknown as SqlResult<Row> | Array<SqlResult<Row>>;
@@ -170,16 +201,18 @@ class PgTransaction implements SqlTransaction {
     }
     this.#beginAlone();
     await this.#beginning;
-    return this.#client.query(this.#statements.config(text, params)) as unknown as Promise<SqlResult<Row>>;
+    return this.#statements.run(this.#client, text, params);
   }
 
   /**
    * The underlying `pg.PoolClient`, for handlers that want node-postgres itself (or a query builder on
-   * it). Whatever is sent on it directly is queued behind the transaction's BEGIN.
+   * it). Whatever is sent on it directly is queued behind the transaction's BEGIN. Its `query()` refuses
+   * BEGIN, COMMIT, ROLLBACK and the like (TransactionControlError): a query builder nests with savepoints.
    */
   get client(): PoolClient {
     this.#beginAlone();
-    return this.#client;
+    this.#guardedClient ??= refusingTransactionControl(this.#client);
+    return this.#guardedClient;
   }
 
   async commit(): Promise<void> {

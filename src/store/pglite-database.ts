@@ -1,5 +1,6 @@
 import type { PGliteInterface, Transaction } from '@electric-sql/pglite';
 import type { SqlDatabase, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
+import { assertNoTransactionControl } from './transaction-control.js';
 
 /**
  * Adapts an embedded PGlite (WASM Postgres) instance. PGlite is a single connection: while a
@@ -34,6 +35,8 @@ class PGliteDatabase implements SqlDatabase {
     const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
     return {
       async query<Row>(text: string, params?: unknown[]) {
+        // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
+        assertNoTransactionControl(text);
         return toResult(await tx.query<Row>(text, params));
       },
       async commit() {

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { diag } from '@opentelemetry/api';
 import type { Pool } from 'pg';
 import type { PGliteInterface } from '@electric-sql/pglite';
 import { FencedError, IdempotencyConfigError } from '../errors.js';
 import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
+import { CompletionRolledBackError } from './completion-rolled-back.js';
 import { assertIdentifier } from './identifiers.js';
 import { fromPgPool } from './pg-database.js';
 import { PartitionMaintenance, resolvePartitioning, type PartitioningOptions, type PartitionReport } from './partition-maintenance.js';
@@ -13,6 +15,7 @@ import { ReplayCache } from './replay-cache.js';
 import { DEFAULT_SCHEMA, DEFAULT_TABLE, qualified, schemaSql, tableLayout, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable, Unsubscribe } from './sql-database.js';
 import { buildStatements, type Statements } from './statements.js';
+import { claimTransactionEnded, isClaimTransaction, openClaimTransaction, TransactionControlError } from './transaction-control.js';
 import type {
   ChangeWatch,
   ClaimRequest,
@@ -115,7 +118,11 @@ export interface PostgresStoreOptions {
    * @default false (one plain table, expired rows deleted in batches)
    */
   partitioning?: boolean | PartitioningOptions;
-  /** Called when a periodic sweep fails. @default a no-op */
+  /**
+   * Called when a periodic sweep fails, a denied partition maintenance included (its expired rows are
+   * still swept). Failed sweep steps are also recorded on the store operation metric with their `error.type`.
+   * @default reports the error through the OpenTelemetry `diag` logger
+   */
   onSweepError?: (error: unknown) => void;
 }
 
@@ -149,6 +156,8 @@ export class PostgresStore implements IdempotencyStore {
   readonly #sweepBatchSize: number;
   readonly #sweepPauseMs: number;
   readonly #partitions: PartitionMaintenance | undefined;
+  /** Partitioned tables: the row sweep of every partition through the parent, for when maintenance failed. */
+  readonly #sweepAllPartitions: string | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping = false;
 
@@ -161,11 +170,12 @@ export class PostgresStore implements IdempotencyStore {
     this.#sql = buildStatements(this.table, { partitioned: partitioning !== undefined });
     this.#db = pickDatabase(options, this.#sql);
     this.#partitions = partitioning && new PartitionMaintenance(this.#db, this.table, partitioning);
+    this.#sweepAllPartitions = partitioning && buildStatements(this.table, { partitioned: false }).sweep;
     this.#cache = new ReplayCache(
       nonNegative(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
       nonNegative(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
     );
-    this.#lockTimeoutMs = positive(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs');
+    this.#lockTimeoutMs = atLeastOneMs(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs');
     this.#sweepBatchSize = positive(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize');
     this.#sweepPauseMs = nonNegative(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs');
     const strategy = options.waitStrategy ?? 'notify';
@@ -178,7 +188,7 @@ export class PostgresStore implements IdempotencyStore {
     });
     const sweepIntervalMs = nonNegative(options.sweepIntervalMs ?? 0, 'sweepIntervalMs');
     if (sweepIntervalMs > 0) {
-      const onError = options.onSweepError ?? (() => undefined);
+      const onError = options.onSweepError ?? reportSweepError;
       this.#sweepTimer = setInterval(() => void this.#sweepPeriodically().catch(onError), sweepIntervalMs);
       this.#sweepTimer.unref();
     }
@@ -220,7 +230,7 @@ export class PostgresStore implements IdempotencyStore {
     if (cached) return { kind: 'existing', record: cached };
     const tx = await timeStoreOperation('begin', () => this.#db.begin());
     try {
-      await tx.query(`SET LOCAL lock_timeout = ${Math.round(this.#lockTimeoutMs)}`);
+      const mark = await openClaimTransaction(tx, this.#lockTimeoutMs);
       const row = await timeStoreOperation('claim', () => this.#claimRowInTransaction(tx, request));
       if (row.acquired === false) {
         await tx.rollback();
@@ -238,18 +248,34 @@ export class PostgresStore implements IdempotencyStore {
         record: result.record,
         db: tx,
         commit: async (completion) => {
+          // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a failed or lost COMMIT.
+          let committing = false;
           await timeStoreOperation('complete', async () => {
             try {
+              // Else the completion would run, and commit, on its own: a replayable success for half an operation.
+              if (!(await isClaimTransaction(tx, mark))) throw claimTransactionEnded();
               await this.#completeOn(tx, lease, completion);
             } catch (error) {
               await tx.rollback().catch(() => undefined);
+              if (error instanceof TransactionControlError) await this.#keepAsExecuted(lease, completion.replayable ? completion.response.status : completion.status);
               throw error;
             }
+            committing = true;
             await tx.commit();
+          }).catch((error: unknown) => {
+            // A TransactionControlError is no rollback: the handler committed its writes early (see there).
+            throw committing || error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
           });
         },
         rollback: async () => {
-          await timeStoreOperation('release', () => tx.rollback());
+          await timeStoreOperation('release', async () => {
+            // A check that fails finds the claim's transaction aborted by a failed statement: still open.
+            const ended = !(await isClaimTransaction(tx, mark).catch(() => true));
+            await tx.rollback();
+            if (!ended) return;
+            await this.#keepAsExecuted(lease, 500);
+            throw claimTransactionEnded();
+          });
           // A rollback sends no notification; wake waiters so they retry the claim at once.
           await this.#db.query('SELECT pg_notify($1, $2)', [this.#waiters.channel, notifyId(lease.scope, lease.key)]).catch(() => undefined);
         },
@@ -296,7 +322,8 @@ export class PostgresStore implements IdempotencyStore {
   /**
    * Deletes expired records in bounded batches; returns how many were deleted. A partitioned table first
    * creates the partitions ahead and drops those whose records have all expired, then sweeps its catch-all
-   * partition row by row.
+   * partition row by row. When the partition maintenance fails (42501 for a role that does not own the
+   * table), every partition is swept row by row instead, and the maintenance's error is thrown after that.
    */
   async sweep(options: SweepOptions = {}): Promise<number> {
     return (await this.sweepReport(options)).deleted;
@@ -304,8 +331,18 @@ export class PostgresStore implements IdempotencyStore {
 
   /** sweep(), telling also what the partition maintenance did (for a partitioned table). */
   async sweepReport(options: SweepOptions = {}): Promise<SweepReport> {
-    const partitions = this.#partitions ? await this.maintainPartitions() : undefined;
-    return { deleted: (partitions?.droppedRecords ?? 0) + (await this.#sweepRows(options)), partitions };
+    if (!this.#partitions) return { deleted: await this.#sweepRows(this.#sql.sweep, options), partitions: undefined };
+    let partitions: PartitionReport;
+    try {
+      partitions = await this.maintainPartitions();
+    } catch (error) {
+      // No partition is dropped, and none is made ahead, until the maintenance works again: records still
+      // go at their TTL, deleted row by row in whichever partition they are (through the parent table, the
+      // only one a least-privilege role has grants on). Its own failure is on the metric; the cause is thrown.
+      await this.#sweepRows(this.#sweepAllPartitions!, options).catch(() => undefined);
+      throw error;
+    }
+    return { deleted: partitions.droppedRecords + (await this.#sweepRows(this.#sql.sweep, options)), partitions };
   }
 
   /**
@@ -321,13 +358,13 @@ export class PostgresStore implements IdempotencyStore {
     return report;
   }
 
-  async #sweepRows(options: SweepOptions): Promise<number> {
+  async #sweepRows(statement: string, options: SweepOptions): Promise<number> {
     const batchSize = options.batchSize ?? this.#sweepBatchSize;
     const pauseMs = options.pauseMs ?? this.#sweepPauseMs;
     const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
     let total = 0;
     for (let batch = 0; batch < maxBatches; batch++) {
-      const { rows } = await timeStoreOperation('sweep', () => this.#db.query<{ deleted: number }>(this.#sql.sweep, [batchSize]));
+      const { rows } = await timeStoreOperation('sweep', () => this.#db.query<{ deleted: number }>(statement, [batchSize]));
       const deleted = Number(rows[0]?.deleted ?? 0);
       total += deleted;
       // Every completed batch counts, 0 included, so a sweeper with nothing to delete still shows that it runs.
@@ -400,6 +437,15 @@ export class PostgresStore implements IdempotencyStore {
     if (row.claimed) return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence }, record };
     if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
     return { kind: 'existing', record };
+  }
+
+  /**
+   * The handler committed the claim early, and its writes with it: keep the record as executed, not
+   * replayable, so that a retry answers 409 instead of running the operation a second time (a takeover
+   * once the lease ran out). Nothing to keep when the claim was rolled back instead (FencedError).
+   */
+  async #keepAsExecuted(lease: Lease, status: number): Promise<void> {
+    await this.#completeOn(this.#db, lease, { replayable: false, status }).catch(() => undefined);
   }
 
   async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion): Promise<void> {
@@ -502,6 +548,17 @@ function notifyChannel(table: TableName): string {
 /** NOTIFY payload naming one record: a hash, so no key or scope travels to every listener of the database. */
 function notifyId(scope: string, key: string): string {
   return createHash('sha256').update(`${scope.length}:${scope}${key}`).digest('hex').slice(0, 32);
+}
+
+/** The default `onSweepError`: a periodic sweep has no caller to throw to, so the failure goes to diag. */
+function reportSweepError(error: unknown): void {
+  diag.error('koa-idempotency: the periodic sweep failed', error);
+}
+
+/** `SET LOCAL lock_timeout` takes whole milliseconds and reads 0 as "no timeout": a value below 1 would round to it. */
+function atLeastOneMs(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 1) throw new IdempotencyConfigError(`${name} must be at least 1 (lock_timeout = 0 would turn the timeout off); got ${value}`);
+  return value;
 }
 
 function positive(value: number, name: string): number {

@@ -13,7 +13,11 @@ export interface SqlQueryable {
   query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
 }
 
-/** A transaction on one dedicated connection. Exactly one of commit() or rollback() ends it. */
+/**
+ * A transaction on one dedicated connection. Exactly one of commit() or rollback() ends it: the built-in
+ * adapters' `query()` refuses BEGIN, COMMIT, ROLLBACK and the like (savepoints are allowed), and the store
+ * detects a transaction ended some other way when it completes the claim.
+ */
 export interface SqlTransaction extends SqlQueryable {
   commit(): Promise<void>;
   rollback(): Promise<void>;

@@ -15,19 +15,36 @@ export function keyHash(key: string): string {
   return createHash('sha256').update(key).digest('hex').slice(0, 32);
 }
 
-/** An upstream correlation ID is trusted only in a safe shape: it ends up in span attributes and baggage. */
+/** An upstream correlation ID is accepted only in a safe shape: it ends up in span attributes and baggage. */
 const CORRELATION_ID_SHAPE = /^[A-Za-z0-9._:-]{8,128}$/;
 
-/** The correlation ID an upstream service put in W3C baggage, if any (and well-formed). */
+/**
+ * The correlation ID in W3C baggage, if any (and well-formed). Baggage arrives from the caller, so this is
+ * whatever the caller chose: use it only where the caller is trusted (`trustInboundCorrelationId`).
+ */
 export function upstreamCorrelationId(context: OtelContext): string | undefined {
   const value = propagation.getBaggage(context)?.getEntry(BAGGAGE_CORRELATION_ID)?.value;
   return value !== undefined && CORRELATION_ID_SHAPE.test(value) ? value : undefined;
 }
 
-/** The context with the correlation ID added to its baggage. */
+/**
+ * Marks the ID the middleware of this process decided, beside the baggage entry: a context value never
+ * crosses the wire, so unlike baggage a client cannot forge it. A registered symbol, so that two copies of
+ * this package in one process read each other's mark.
+ */
+const LOCAL_CORRELATION_ID = Symbol.for('koa-idempotency.local-correlation-id');
+
+/** The correlation ID the middleware of this process put in the context, if any. */
+export function localCorrelationId(context: OtelContext): string | undefined {
+  const value = context.getValue(LOCAL_CORRELATION_ID);
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** The context with the correlation ID added to its baggage (for downstream services) and marked as local. */
 export function withCorrelationBaggage(context: OtelContext, correlationId: string): OtelContext {
   const baggage = propagation.getBaggage(context) ?? propagation.createBaggage();
-  return propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
+  const withBaggage = propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
+  return withBaggage.setValue(LOCAL_CORRELATION_ID, correlationId);
 }
 
 /** Derives a key for a downstream call: same on every retry of this request, different per label. */

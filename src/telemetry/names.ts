@@ -7,7 +7,10 @@
 export const INSTRUMENTATION_SCOPE = 'koa-idempotency';
 
 export const ATTR = {
-  /** Deterministic per (scope, key); shared by the original request and every retry. */
+  /**
+   * Deterministic per (scope, key); shared by the original request and every retry. An upstream service's
+   * ID from baggage instead only where `trustInboundCorrelationId` is on.
+   */
   CORRELATION_ID: 'idempotency.correlation_id',
   /** What the layer did with the request: one of OUTCOME. */
   OUTCOME: 'idempotency.outcome',

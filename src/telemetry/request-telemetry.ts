@@ -5,7 +5,13 @@ import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggag
 import { errorType, libraryInstruments } from './metrics.js';
 import { ATTR, EVENT, OUTCOME, type Outcome } from './names.js';
 import { requestSpanOf, stampActiveRequest } from './span-stamping.js';
-import { parseTraceparent } from './traceparent.js';
+import { formatTraceparent, parseTraceparent } from './traceparent.js';
+
+/**
+ * The telemetry options the request reads. `trustInboundCorrelationId` is optional here so that a caller
+ * that does not set it gets the safe default (the computed ID).
+ */
+export type RequestTelemetryOptions = Pick<Required<TelemetryOptions>, 'recordRawKey' | 'recordScope'> & { trustInboundCorrelationId?: boolean };
 
 /**
  * The telemetry of one request that carries a key: attributes and events on the request's span (the
@@ -19,9 +25,12 @@ export class RequestTelemetry {
   readonly #startedMs = performance.now();
   #outcome: Outcome | undefined;
 
-  constructor(scope: string, key: string, labels: { route: string; method: string }, options: Required<TelemetryOptions>) {
+  constructor(scope: string, key: string, labels: { route: string; method: string }, options: RequestTelemetryOptions) {
     const active = context.active();
-    this.correlationId = upstreamCorrelationId(active) ?? correlationIdFor(scope, key);
+    // Inbound baggage is the caller's choice: a client could split its retries across IDs or adopt another
+    // intent's. Only a caller inside the trust boundary (an upstream service) may hand its ID down.
+    const upstream = options.trustInboundCorrelationId === true ? upstreamCorrelationId(active) : undefined;
+    this.correlationId = upstream ?? correlationIdFor(scope, key);
     this.#span = requestSpanOf(active);
     this.#metricAttributes = { [ATTR.HTTP_ROUTE]: labels.route, [ATTR.HTTP_METHOD]: labels.method };
     const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
@@ -42,7 +51,7 @@ export class RequestTelemetry {
   traceparent(): string | undefined {
     const spanContext = this.#span?.spanContext();
     if (!spanContext || !trace.isSpanContextValid(spanContext)) return undefined;
-    return `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags.toString(16)}`;
+    return formatTraceparent(spanContext);
   }
 
   /** A duplicate was answered from an existing record: event, link to the original, record age. */

@@ -8,8 +8,9 @@ import { trace, type Context as OtelContext, type Span, type SpanContext } from 
  * active span is stamped (by the request telemetry itself).
  */
 export interface RequestStamper {
-  stamp(active: SpanContext, correlationId: string): void;
-  requestSpan(active: SpanContext): Span | undefined;
+  /** `activeSpan` is the active Span object when the context holds one: it finds the request of an ended span. */
+  stamp(active: SpanContext, correlationId: string, activeSpan?: Span): void;
+  requestSpan(active: SpanContext, activeSpan?: Span): Span | undefined;
 }
 
 /**
@@ -31,7 +32,8 @@ export function unregisterStamper(stamper: RequestStamper): void {
 export function stampActiveRequest(active: OtelContext, correlationId: string): void {
   const spanContext = trace.getSpanContext(active);
   if (!spanContext) return;
-  for (const stamper of stampers) stamper.stamp(spanContext, correlationId);
+  const span = trace.getSpan(active);
+  for (const stamper of stampers) stamper.stamp(spanContext, correlationId, span);
 }
 
 /**
@@ -40,11 +42,12 @@ export function stampActiveRequest(active: OtelContext, correlationId: string): 
  */
 export function requestSpanOf(active: OtelContext): Span | undefined {
   const spanContext = trace.getSpanContext(active);
+  const activeSpan = trace.getSpan(active);
   if (spanContext) {
     for (const stamper of stampers) {
-      const span = stamper.requestSpan(spanContext);
+      const span = stamper.requestSpan(spanContext, activeSpan);
       if (span) return span;
     }
   }
-  return trace.getSpan(active);
+  return activeSpan;
 }

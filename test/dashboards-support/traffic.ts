@@ -37,7 +37,7 @@ export function createTrafficApp(store: IdempotencyStore): Koa {
   };
   router.post(ROUTES.ORDERS, idempotency({ store, required: true }), handler);
   router.post(ROUTES.TRANSFERS, idempotency({ store, onInProgress: 'wait', waitMs: 5_000 }), handler);
-  router.post(ROUTES.SESSIONS, idempotency({ store, ttlSeconds: 1 }), handler);
+  router.post(ROUTES.SESSIONS, idempotency({ store, ttlSeconds: 1, leaseMs: 500 }), handler); // the TTL must outlast the lease
   const app = new Koa();
   app.use(bodyParser({ enableTypes: ['json'] }));
   app.use(router.routes());

@@ -1,0 +1,56 @@
+import type { Context } from 'koa';
+import type { HandlerOutcome } from './handler-outcome.js';
+import type { ResolvedOptions } from './options.js';
+import { sendProblem } from './problems.js';
+import { CompletionRolledBackError } from './store/completion-rolled-back.js';
+import { OUTCOME, type Outcome } from './telemetry/names.js';
+import type { RequestTelemetry } from './telemetry/request-telemetry.js';
+
+/**
+ * Answers to a request whose handler ran but whose response was not stored. Each tells the client what
+ * is known: nothing was kept for the key (500 or 503, retry runs again), or the outcome is unknown (503,
+ * the retry finds out).
+ */
+
+/** The caller has released (or rolled back) the key; answers 500 when the response could not be captured. */
+export function answerNotStored(ctx: Context, outcome: Exclude<HandlerOutcome, { kind: 'store' }>): Outcome {
+  if (outcome.kind === 'failed') {
+    answerRequestFailed(ctx, outcome.error, 'The response could not be stored. Nothing was kept for this Idempotency-Key: a retry with the same key runs the request again.');
+  }
+  return OUTCOME.RELEASED;
+}
+
+/** A transactional completion failed: known rolled back before COMMIT, or a COMMIT failed or lost. */
+export function answerCommitFailed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
+  telemetry.storeFailure(error instanceof CompletionRolledBackError ? error.cause : error, 'commit');
+  if (!(error instanceof CompletionRolledBackError)) {
+    // The operation may or may not have happened: the retry finds out safely (a replay if it committed).
+    sendProblem(ctx, 'storeUnavailable', {
+      detail: 'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
+      retryAfterSeconds: config.storeRetryAfterSeconds,
+    });
+    return OUTCOME.STORE_UNAVAILABLE;
+  }
+  if (error.transactionAborted) {
+    answerRequestFailed(
+      ctx,
+      error.cause,
+      'A statement failed inside the transaction of this request and was not rolled back to a savepoint, so nothing was committed. A retry with the same Idempotency-Key runs the request again.',
+    );
+    return OUTCOME.RELEASED;
+  }
+  sendProblem(ctx, 'storeUnavailable', {
+    detail: 'The response could not be stored, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.',
+    retryAfterSeconds: config.storeRetryAfterSeconds,
+  });
+  return OUTCOME.STORE_UNAVAILABLE;
+}
+
+/**
+ * 500 problem for a fault of the application (its response or its use of the transaction). The error goes
+ * to the app's 'error' event, where Koa apps log errors, since it no longer reaches the app's error handling.
+ */
+function answerRequestFailed(ctx: Context, error: unknown, detail: string): void {
+  if (ctx.app.listenerCount('error') > 0) ctx.app.emit('error', error instanceof Error ? error : new Error(String(error)), ctx);
+  sendProblem(ctx, 'requestFailed', { detail });
+}

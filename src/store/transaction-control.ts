@@ -1,0 +1,127 @@
+import { randomBytes } from 'node:crypto';
+import { IdempotencyError } from '../errors.js';
+import type { SqlQueryable } from './sql-database.js';
+
+/**
+ * A transactional handler's writes, the claim and the stored response commit together, when the store
+ * commits. A handler that ends that transaction itself (a query builder's `transaction()` sends BEGIN and
+ * COMMIT on the client it is given) would commit the claim and half the operation early, and the stored
+ * response after it on its own. The adapters refuse the statements that would do so; what they cannot read
+ * (a COMMIT inside a multi-statement text) the store detects at completion, and fails with this error too.
+ */
+export class TransactionControlError extends IdempotencyError {
+  override name = 'TransactionControlError';
+  override readonly code = 'TRANSACTION_CONTROL';
+}
+
+/** Statements that open, end or hand over a transaction. ROLLBACK TO (a savepoint) is not among them. */
+const CONTROL = /^(begin|start|commit|end|abort|rollback|prepare\s+transaction)\b/i;
+const ROLLBACK_TO_SAVEPOINT = /^rollback(\s+(work|transaction))?\s+to\b/i;
+/** Enough of the first statement for both patterns. */
+const HEAD_CHARS = 64;
+
+/** The error for a statement that would end or restart the claim's transaction; undefined for any other. */
+export function transactionControlError(text: string): TransactionControlError | undefined {
+  const head = firstStatementHead(text);
+  const control = CONTROL.exec(head);
+  if (!control || ROLLBACK_TO_SAVEPOINT.test(head)) return undefined;
+  return new TransactionControlError(
+    `${control[1]!.toUpperCase()} is refused on the idempotency claim's transaction: the claim, the handler's writes and the ` +
+      'stored response commit together when the middleware commits. Nest with SAVEPOINT and ROLLBACK TO SAVEPOINT ' +
+      "(a query builder's nested transaction), not with a transaction of its own.",
+  );
+}
+
+export function assertNoTransactionControl(text: string): void {
+  const error = transactionControlError(text);
+  if (error) throw error;
+}
+
+/** Thrown at completion when the claim's transaction is not the one open any more. */
+export function claimTransactionEnded(): TransactionControlError {
+  return new TransactionControlError(
+    "The idempotency claim's transaction was ended before its completion (a COMMIT or ROLLBACK sent by the handler): " +
+      'the stored response was not written. The record is kept as executed, not replayable, so a retry does not run the operation again.',
+  );
+}
+
+/**
+ * A setting local to the claim's transaction, set to a value of its own: it is gone once that transaction
+ * ends, however it ended, even if the handler opened another one since. Unlike the transaction ID it costs
+ * no round trip at the claim (it travels with BEGIN) and consumes no transaction ID for a duplicate.
+ */
+const CLAIM_MARK = 'koa_idempotency.claim_mark';
+
+/** The claim transaction's first statement: its lock timeout and its mark. Returns the mark. */
+export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number): Promise<string> {
+  const mark = randomBytes(8).toString('hex');
+  await tx.query(`SELECT set_config('lock_timeout', '${Math.round(lockTimeoutMs)}', true), set_config('${CLAIM_MARK}', '${mark}', true)`);
+  return mark;
+}
+
+/** Whether the transaction open on `tx` is still the claim's; rejects when it is aborted (it still is then). */
+export async function isClaimTransaction(tx: SqlQueryable, mark: string): Promise<boolean> {
+  const { rows } = await tx.query<{ mark: string | null }>(`SELECT current_setting('${CLAIM_MARK}', true) AS mark`);
+  return rows[0]?.mark === mark;
+}
+
+/**
+ * `client`, with its `query()` refusing transaction control (a callback gets the error, else the promise
+ * rejects); everything else is the client's own. A submittable (a cursor, a stream) goes through unread.
+ */
+export function refusingTransactionControl<Client extends object>(client: Client): Client {
+  const query = (...args: unknown[]): unknown => {
+    const first = args[0] as { text?: unknown; submit?: unknown } | string | undefined;
+    const text = typeof first === 'string' ? first : typeof first?.submit === 'function' ? undefined : first?.text;
+    const refused = typeof text === 'string' ? transactionControlError(text) : undefined;
+    if (!refused) return (client as unknown as { query(...args: unknown[]): unknown }).query(...args);
+    const callback = args.at(-1);
+    if (typeof callback !== 'function') return Promise.reject(refused);
+    queueMicrotask(() => callback(refused));
+    return undefined;
+  };
+  return new Proxy(client, {
+    get(target, property) {
+      if (property === 'query') return query;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/** Leading white space, comments (nested block comments too) and empty statements skipped, in linear time. */
+function firstStatementHead(text: string): string {
+  let at = 0;
+  while (at < text.length) {
+    const char = text[at]!;
+    if (char === ';' || char.trim() === '') {
+      at++;
+    } else if (text.startsWith('--', at)) {
+      const lineEnd = text.indexOf('\n', at);
+      at = lineEnd === -1 ? text.length : lineEnd + 1;
+    } else if (text.startsWith('/*', at)) {
+      at = afterBlockComment(text, at);
+    } else {
+      break;
+    }
+  }
+  return text.slice(at, at + HEAD_CHARS);
+}
+
+function afterBlockComment(text: string, start: number): number {
+  let depth = 0;
+  let at = start;
+  while (at < text.length) {
+    if (text.startsWith('/*', at)) {
+      depth++;
+      at += 2;
+    } else if (text.startsWith('*/', at)) {
+      depth--;
+      at += 2;
+      if (depth === 0) return at;
+    } else {
+      at++;
+    }
+  }
+  return text.length;
+}
