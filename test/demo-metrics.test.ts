@@ -9,7 +9,7 @@ import { BUNDLED_DASHBOARDS } from '../dashboards/src/dashboards.js';
 import { promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
 import { VAR } from '../dashboards/src/variables.js';
 import { analyse, nameMatches, type PromqlAnalysis } from './dashboards-support/promql.js';
-import { freePort } from '../examples/shared/free-port.js';
+import { exampleEnvironment } from './helpers/example-environment.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The issue's promise: after `npm start` and `npm run demo:traffic`, every panel has data within this. */
@@ -43,17 +43,8 @@ describe('npm start + npm run demo:traffic', () => {
   it(`serves every metric the bundled dashboards query within ${ALL_METRICS_WITHIN_MS / 1000} s`, async () => {
     const wanted = dashboardMetricNames();
     expect(wanted.length).toBeGreaterThan(0);
-    const [port, downstreamPort, metricsPort, downstreamMetricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      PORT: String(port),
-      DOWNSTREAM_PORT: String(downstreamPort),
-      OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
-      DOWNSTREAM_PROMETHEUS_PORT: String(downstreamMetricsPort),
-    };
-    delete env.DATABASE_URL;
-    delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
-    const metricsUrls = [metricsPort, downstreamMetricsPort].map((metrics) => `http://127.0.0.1:${metrics}/metrics`);
+    const { env, ports } = await exampleEnvironment();
+    const metricsUrls = [ports.paymentsMetrics, ports.ledgerMetrics].map((metrics) => `http://127.0.0.1:${metrics}/metrics`);
 
     const startedMs = performance.now();
     const example = spawn('npm', ['start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });

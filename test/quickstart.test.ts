@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort } from '../examples/shared/free-port.js';
+import { exampleEnvironment } from './helpers/example-environment.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The README's default port: the test runs the commands on free ports instead, so it can run beside `npm start`. */
@@ -46,18 +46,8 @@ describe('README quick start in a fresh copy of the repository', () => {
       cpSync(join(ROOT, file), join(copy, file));
     }
 
-    const [port, downstreamPort, metricsPort, downstreamMetricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      PORT: String(port),
-      DOWNSTREAM_PORT: String(downstreamPort),
-      OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
-      DOWNSTREAM_PROMETHEUS_PORT: String(downstreamMetricsPort),
-      npm_config_audit: 'false',
-      npm_config_fund: 'false',
-    };
-    delete env.DATABASE_URL;
-    delete env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    const { env, ports } = await exampleEnvironment({ npm_config_audit: 'false', npm_config_fund: 'false' });
+    const port = ports.payments;
     child = spawn('bash', ['-c', startCommand], { cwd: copy, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
     const printed = await new Promise<{ url: string; databaseUrl: string }>((resolve, reject) => {
       let databaseUrl = '';
