@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { fromPgPool, fromPGlite, type SqlDatabase } from '../../src/index.js';
@@ -32,6 +34,8 @@ export async function openExampleDatabase(env: NodeJS.ProcessEnv = process.env):
     pool.on('error', (error) => console.warn(`idle Postgres client lost: ${error.message}`));
     return { kind: 'postgres', sql: fromPgPool(pool), storeSource: { pool }, close: () => pool.end() };
   }
+  // PGlite creates its own directory, but not the ones above it (PGLITE_DIR=.pglite/payments).
+  if (env.PGLITE_DIR) mkdirSync(dirname(resolve(env.PGLITE_DIR)), { recursive: true });
   const pglite = await PGlite.create(env.PGLITE_DIR);
   return { kind: 'pglite', sql: fromPGlite(pglite), storeSource: { pglite }, close: () => pglite.close() };
 }
