@@ -56,6 +56,8 @@ export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './teleme
 export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';
 export { idempotencyTracing, REQUIRED_PROPAGATORS } from './telemetry/sdk-setup.js';
 export type { IdempotencyTracing } from './telemetry/sdk-setup.js';
+export { idempotencySampler, keyHashAttributes } from './telemetry/idempotency-sampler.js';
+export type { IdempotencySamplerOptions } from './telemetry/idempotency-sampler.js';
 
 export { idempotentFetch, IdempotentFetchError } from './client/idempotent-fetch.js';
 export type { IdempotentFetchResult } from './client/idempotent-fetch.js';

@@ -1,7 +1,7 @@
 import { register } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, ParentBasedSampler, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { PeriodicExportingMetricReader, type IMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter as OTLPTraceExporterJson } from '@opentelemetry/exporter-trace-otlp-http';
@@ -12,14 +12,16 @@ import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { idempotencyTracing, resendCountAttributes } from '../../src/index.js';
+import { idempotencySampler, idempotencyTracing, keyHashAttributes, resendCountAttributes } from '../../src/index.js';
 
 /**
  * The examples' OpenTelemetry set-up, honouring the standard `OTEL_*` variables:
  * - traces and metrics go by OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or a per-signal endpoint) is set,
  *   as `http/protobuf` (default) or `http/json` per `OTEL_EXPORTER_OTLP_PROTOCOL`;
  * - metrics are always served for Prometheus at `:9464/metrics` (`OTEL_EXPORTER_PROMETHEUS_PORT`/`_HOST`);
- * - the koa-idempotency span processor stamps the correlation ID on every span of a request.
+ * - the koa-idempotency span processor stamps the correlation ID on every span of a request;
+ * - traces are sampled per intent (`idempotencySampler`, parent-based): `OTEL_TRACES_SAMPLER_ARG` is the share
+ *   of intents kept (default 1, all), and the original request and every retry are kept or dropped together.
  *
  * Call it before importing Koa, node-postgres or the app: instrumentations patch modules as they load.
  */
@@ -60,11 +62,17 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
   const sdk = new NodeSDK({
     // Explicit, so the two example services never share a name even when OTEL_SERVICE_NAME is set globally.
     serviceName,
+    // A downstream service (the ledger) follows its caller's decision; a request with no parent is decided on
+    // its key's hash, which the HTTP hook below puts on the server span before the sampler runs.
+    sampler: new ParentBasedSampler({ root: idempotencySampler({ ratio: samplingRatio(env) }) }),
     spanProcessors,
     metricReaders,
     instrumentations: [
       // Prometheus scrapes are not part of the application's traffic.
-      new HttpInstrumentation({ ignoreIncomingRequestHook: (request: IncomingMessage) => request.socket.localPort === prometheusPort }),
+      new HttpInstrumentation({
+        ignoreIncomingRequestHook: (request: IncomingMessage) => request.socket.localPort === prometheusPort,
+        startIncomingSpanHook: (request: IncomingMessage) => keyHashAttributes(request),
+      }),
       // A retry of idempotentFetch() carries http.request.resend_count on its client span, as the HTTP conventions say.
       new UndiciInstrumentation({ startSpanHook: resendCountAttributes }),
       new KoaInstrumentation(),
@@ -83,6 +91,15 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     },
   );
   return { serviceName, prometheusUrl, otlp: traceExporter !== undefined, shutdown: () => sdk.shutdown() };
+}
+
+/** OTEL_TRACES_SAMPLER_ARG as the idempotency sampler's ratio; unset means keep everything. */
+function samplingRatio(env: NodeJS.ProcessEnv): number {
+  const arg = env.OTEL_TRACES_SAMPLER_ARG;
+  if (arg === undefined || arg.trim() === '') return 1;
+  const ratio = Number(arg);
+  if (!(ratio >= 0 && ratio <= 1)) throw new Error(`OTEL_TRACES_SAMPLER_ARG=${arg} is not a sampling ratio from 0 to 1`);
+  return ratio;
 }
 
 function otlpEnabled(env: NodeJS.ProcessEnv, signal: 'TRACES' | 'METRICS'): boolean {
