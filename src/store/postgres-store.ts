@@ -252,9 +252,13 @@ export class PostgresStore implements IdempotencyStore {
           let committing = false;
           await timeStoreOperation('complete', async () => {
             try {
-              // Else the completion would run, and commit, on its own: a replayable success for half an operation.
-              if (!(await isClaimTransaction(tx, mark))) throw claimTransactionEnded();
-              await this.#completeOn(tx, lease, completion);
+              await this.#completeOn(tx, lease, completion, mark).catch(async (error: unknown) => {
+                // No record updated: fenced, or the claim's transaction ended early (the statement only finds the
+                // record while its mark is set), in which case a completion alone would be a replayable success for
+                // half an operation. Told apart here, off the path of a completion that succeeds.
+                if (error instanceof FencedError && !(await isClaimTransaction(tx, mark).catch(() => true))) throw claimTransactionEnded();
+                throw error;
+              });
             } catch (error) {
               await tx.rollback().catch(() => undefined);
               if (error instanceof TransactionControlError) await this.#keepAsExecuted(lease, completion.replayable ? completion.response.status : completion.status);
@@ -448,9 +452,11 @@ export class PostgresStore implements IdempotencyStore {
     await this.#completeOn(this.#db, lease, { replayable: false, status }).catch(() => undefined);
   }
 
-  async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion): Promise<void> {
+  /** Completes the owned record; with `claimMark`, only inside the claim's transaction (see openClaimTransaction). */
+  async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion, claimMark?: string): Promise<void> {
     const response = completion.replayable ? completion.response : null;
-    const { rows } = await db.query(this.#sql.complete, [
+    const statement = claimMark === undefined ? this.#sql.complete : this.#sql.completeInClaimTransaction;
+    const { rows } = await db.query(statement, [
       lease.scope,
       lease.key,
       lease.fence,
@@ -460,6 +466,7 @@ export class PostgresStore implements IdempotencyStore {
       response?.body ?? null,
       this.#waiters.channel,
       notifyId(lease.scope, lease.key),
+      ...(claimMark === undefined ? [] : [claimMark]),
     ]);
     if (rows.length !== 1) throw new FencedError(lease.fence);
   }

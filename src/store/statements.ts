@@ -1,5 +1,6 @@
 import { claimFunction, defaultPartition } from './partitioned-schema.js';
 import { keyLockExpression, qualified, sequenceName, type TableName } from './schema.js';
+import { CLAIM_MARK } from './transaction-control.js';
 
 /**
  * Every SQL statement of the store, built once per table. Conditions are named constants so the claim
@@ -48,6 +49,11 @@ export interface Statements {
   claim: string;
   claimInTransaction: string;
   complete: string;
+  /**
+   * `complete` inside the claim's transaction, which it only finds while that transaction is still open
+   * (its mark, $10): a handler that committed early leaves it nothing to update, at no extra round trip.
+   */
+  completeInClaimTransaction: string;
   release: string;
   renewLease: string;
   saveStep: string;
@@ -81,6 +87,17 @@ function partitionedClaim(name: TableName, wait: boolean): string {
   return `SELECT c.acquired, c.claimed, ${RECORD_COLUMNS}
 FROM ${claimFunction(name)}($1, $2, $3, $4, $5, $6, $7, $8, ${wait}) c
 CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
+}
+
+/** The completion's UPDATE of an owned record, `condition` added to its WHERE. */
+function complete(table: string, condition = ''): string {
+  return `WITH done AS (
+  UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
+    replayable = $4, response_status = $5, response_headers = $6, response_body = $7
+  WHERE scope = $1 AND key = $2 AND fence = $3::bigint${condition}
+  RETURNING 1
+)
+SELECT pg_notify($8, $9) FROM done`;
 }
 
 function buildPlainStatements(name: TableName): Statements {
@@ -141,13 +158,8 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
      * A record this same fence already completed matches too: a completion whose answer was lost can
      * be retried, and rewrites the very same response.
      */
-    complete: `WITH done AS (
-  UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
-    replayable = $4, response_status = $5, response_headers = $6, response_body = $7
-  WHERE scope = $1 AND key = $2 AND fence = $3::bigint
-  RETURNING 1
-)
-SELECT pg_notify($8, $9) FROM done`,
+    complete: complete(table),
+    completeInClaimTransaction: complete(table, ` AND current_setting('${CLAIM_MARK}', true) = $10`),
 
     /** Deletes the owned record so that the client's retry runs afresh (a thrown error or a 5xx). */
     release: `WITH gone AS (

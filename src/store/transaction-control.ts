@@ -50,7 +50,7 @@ export function claimTransactionEnded(): TransactionControlError {
  * ends, however it ended, even if the handler opened another one since. Unlike the transaction ID it costs
  * no round trip at the claim (it travels with BEGIN) and consumes no transaction ID for a duplicate.
  */
-const CLAIM_MARK = 'koa_idempotency.claim_mark';
+export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 
 /** The claim transaction's first statement: its lock timeout and its mark. Returns the mark. */
 export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number): Promise<string> {
