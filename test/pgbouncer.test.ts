@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,7 +52,9 @@ interface Bouncer {
 async function startPgBouncer(executable: string, serverUrl: string): Promise<Bouncer> {
   const server = new URL(serverUrl);
   const user = decodeURIComponent(server.username);
-  const password = decodeURIComponent(server.password);
+  // Clients authenticate to PgBouncer by SCRAM, which needs a password: a server that trusts its local users
+  // (a DATABASE_URL without one) gets a password of the test's own, which it ignores.
+  const password = server.password ? decodeURIComponent(server.password) : randomBytes(12).toString('hex');
   const port = await freePort();
   const directory = mkdtempSync(join(tmpdir(), 'koa-idempotency-pgbouncer-'));
   writeFileSync(join(directory, 'userlist.txt'), `"${user}" "${password}"\n`);
