@@ -3,15 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
-import { diag, DiagLogLevel, metrics } from '@opentelemetry/api';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { diag, DiagLogLevel } from '@opentelemetry/api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ATTR, idempotency, METRIC, PostgresStore, problemType, type ClaimRequest, type PartitioningOptions, type SqlQueryable } from '../src/index.js';
 import { transactionControlError } from '../src/store/transaction-control.js';
-import { resetInstruments } from '../src/telemetry/metrics.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
-import { OnDemandMetricReader } from './telemetry-harness.js';
+import { freshMetricsPerTest } from './telemetry-harness.js';
 
 /**
  * Store defects of issue 14, each as the test that showed it: a partitioned sweep under the least-privilege
@@ -31,21 +29,13 @@ diag.setLogger(
   DiagLogLevel.WARN,
 );
 
-let reader: OnDemandMetricReader;
+const reader = freshMetricsPerTest();
 
 beforeEach(() => {
   said.error.length = 0;
   said.warn.length = 0;
-  reader = new OnDemandMetricReader();
-  metrics.disable();
-  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-  resetInstruments();
 });
-afterAll(() => {
-  metrics.disable();
-  resetInstruments();
-  diag.disable();
-});
+afterAll(() => diag.disable());
 
 function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
   return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3600, ...overrides };
@@ -53,7 +43,7 @@ function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimReque
 
 /** Data points of one instrument, with their attributes. */
 async function dataPoints(name: string): Promise<Array<{ attributes: Record<string, unknown>; value: unknown }>> {
-  const collected = await reader.read();
+  const collected = await reader().read();
   const metric = collected.scopeMetrics.flatMap((scope) => scope.metrics).find((candidate) => candidate.descriptor.name === name);
   return (metric?.dataPoints ?? []) as Array<{ attributes: Record<string, unknown>; value: unknown }>;
 }

@@ -1,32 +1,17 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { metrics } from '@opentelemetry/api';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { METRIC, type ClaimRequest } from '../src/index.js';
-import { resetInstruments } from '../src/telemetry/metrics.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
-import { OnDemandMetricReader } from './telemetry-harness.js';
+import { freshMetricsPerTest } from './telemetry-harness.js';
 
 /**
  * `idempotency.records.swept` counts every completed sweep, 0 included: a sweeper with nothing to delete
  * shows "swept 0" on the dashboard instead of "No data", which would look like a sweeper that never runs.
  */
-let reader: OnDemandMetricReader;
-
-/** A fresh MeterProvider per test, so a series that exists was created by that test. */
-beforeEach(() => {
-  reader = new OnDemandMetricReader();
-  metrics.disable();
-  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
-  resetInstruments();
-});
-afterAll(() => {
-  metrics.disable();
-  resetInstruments();
-});
+const reader = freshMetricsPerTest();
 
 /** The counter's total, or undefined when it has no series. */
 async function sweptTotal(): Promise<number | undefined> {
-  const collected = await reader.read();
+  const collected = await reader().read();
   const counter = collected.scopeMetrics.flatMap((scope) => scope.metrics).find((metric) => metric.descriptor.name === METRIC.RECORDS_SWEPT);
   return counter?.dataPoints.reduce((sum, point) => sum + (point.value as number), 0);
 }

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { afterAll, beforeEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, SpanKind, type Attributes } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
@@ -11,6 +12,7 @@ import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { idempotencyTracing, type IdempotencyTracing } from '../src/index.js';
+import { resetInstruments } from '../src/telemetry/metrics.js';
 
 /**
  * A real OpenTelemetry SDK for the telemetry tests: the library's span processor first, then an
@@ -33,6 +35,25 @@ export class OnDemandMetricReader extends MetricReader {
     if (errors.length > 0) throw errors[0];
     return resourceMetrics;
   }
+}
+
+/**
+ * A fresh MeterProvider before each test of the file (the library's instruments recreated on it), so a series
+ * that exists was created by that test. Returns the current test's reader.
+ */
+export function freshMetricsPerTest(): () => OnDemandMetricReader {
+  let reader: OnDemandMetricReader;
+  beforeEach(() => {
+    reader = new OnDemandMetricReader();
+    metrics.disable();
+    metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+    resetInstruments();
+  });
+  afterAll(() => {
+    metrics.disable();
+    resetInstruments();
+  });
+  return () => reader;
 }
 
 export function startTestTelemetry(): TestTelemetry {

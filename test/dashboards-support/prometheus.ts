@@ -1,8 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../examples/shared/free-port.js';
+import { terminate, until } from '../helpers/child-processes.js';
 
 /**
  * A real Prometheus server for the dashboard e2e test: Debian's `prometheus` binary with a temporary
@@ -56,7 +57,7 @@ export async function startPrometheus(options: { job: string; target: string; sc
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
   const stop = async () => {
-    await terminate(child);
+    await terminate(child, 5_000);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -88,23 +89,4 @@ export async function startPrometheus(options: { job: string; target: string; sc
       ),
     stop,
   };
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs: number, message: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(message());
-}
-
-
-async function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }

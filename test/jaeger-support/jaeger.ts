@@ -1,8 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../examples/shared/free-port.js';
+import { terminate, until } from '../helpers/child-processes.js';
 
 /**
  * A real Jaeger v2 for the Jaeger end-to-end test: the binary scripts/install-jaeger.sh builds, started with a
@@ -109,7 +110,7 @@ exporters:
   });
   const queryUrl = `http://127.0.0.1:${queryHttpPort}`;
   const stop = async () => {
-    await terminate(child);
+    await terminate(child, 5_000);
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -134,22 +135,4 @@ exporters:
     throw error;
   }
   return { otlpUrl: `http://127.0.0.1:${otlpPort}`, queryUrl, get, stop };
-}
-
-export async function until(check: () => Promise<boolean>, timeoutMs: number, message: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(message());
-}
-
-async function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
