@@ -252,17 +252,16 @@ export class PostgresStore implements IdempotencyStore {
           let committing = false;
           await timeStoreOperation('complete', async () => {
             try {
-              await this.#completeOn(tx, lease, completion, mark).catch(async (error: unknown) => {
-                // No record updated: fenced, or the claim's transaction ended early (the statement only finds the
-                // record while its mark is set), in which case a completion alone would be a replayable success for
-                // half an operation. Told apart here, off the path of a completion that succeeds.
-                if (error instanceof FencedError && !(await isClaimTransaction(tx, mark).catch(() => true))) throw claimTransactionEnded();
-                throw error;
-              });
+              await this.#completeOn(tx, lease, completion, mark);
             } catch (error) {
+              // No record updated: fenced, or the claim's transaction ended early (the statement only finds the
+              // record while its mark is set), in which case a completion alone would be a replayable success for
+              // half an operation. Told apart here, off the path of a completion that succeeds.
+              const ended = error instanceof FencedError && !(await isClaimTransaction(tx, mark).catch(() => true));
               await tx.rollback().catch(() => undefined);
-              if (error instanceof TransactionControlError) await this.#keepAsExecuted(lease, completion.replayable ? completion.response.status : completion.status);
-              throw error;
+              if (!ended) throw error;
+              await this.#keepAsExecuted(lease, completion.replayable ? completion.response.status : completion.status);
+              throw claimTransactionEnded();
             }
             committing = true;
             await tx.commit();
