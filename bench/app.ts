@@ -2,11 +2,12 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import type pg from 'pg';
 import { idempotency, PostgresStore, type SqlQueryable } from '../src/index.js';
+import { handwritten } from './handwritten.js';
 
 /** Which middleware stands in front of the handler. Telemetry is switched on separately (see server.ts). */
-export type ServerKind = 'baseline' | 'lease' | 'transactional' | 'naive';
+export type ServerKind = 'baseline' | 'lease' | 'transactional' | 'naive' | 'handwritten' | 'handwrittenLease';
 
-export const SERVER_KINDS: readonly ServerKind[] = ['baseline', 'lease', 'transactional', 'naive'];
+export const SERVER_KINDS: readonly ServerKind[] = ['baseline', 'lease', 'transactional', 'naive', 'handwritten', 'handwrittenLease'];
 
 /** The business table every scenario writes one row to, and the naive check's own records. */
 export function benchSchemaSql(schema: string): string {
@@ -35,13 +36,16 @@ export function createBenchApp(kind: ServerKind, pool: pg.Pool, store: PostgresS
   if (kind === 'lease') app.use(idempotency({ store }));
   if (kind === 'transactional') app.use(idempotency({ store, transactional: true }));
   if (kind === 'naive') app.use(naiveCheck(pool, schema));
+  if (kind === 'handwritten') app.use(handwritten('transactional', pool, schema));
+  if (kind === 'handwrittenLease') app.use(handwritten('lease', pool, schema));
 
   app.use(async (ctx) => {
     if (ctx.method !== 'POST' || ctx.path !== '/orders') return;
     const amount = Number((ctx.request.body as { amount?: unknown } | undefined)?.amount ?? 0);
     const key = ctx.get('Idempotency-Key') || null;
     const insert = `INSERT INTO ${orders} (key, amount) VALUES ($1, $2) RETURNING id::text AS id`;
-    const db: SqlQueryable | undefined = ctx.idempotency?.db;
+    // Transactional mode and its hand-written reference: the claim's transaction is open; they commit it.
+    const db: SqlQueryable | undefined = ctx.idempotency?.db ?? (ctx.state.transaction as SqlQueryable | undefined);
     const id = db ? await insertWith(db, insert, [key, amount]) : await insertInOwnTransaction(pool, insert, [key, amount]);
     ctx.status = 201;
     ctx.body = { id, amount };
@@ -49,7 +53,7 @@ export function createBenchApp(kind: ServerKind, pool: pg.Pool, store: PostgresS
   return app;
 }
 
-/** Transactional mode: the claim's transaction is already open; the store commits it. */
+/** The claim's transaction is already open; the middleware commits it. */
 async function insertWith(db: SqlQueryable, text: string, params: unknown[]): Promise<string> {
   const { rows } = await db.query<{ id: string }>(text, params);
   return rows[0]!.id;

@@ -1,7 +1,7 @@
 import type { RequestShape } from './load.js';
 import type { ServerSpec } from './servers.js';
 
-export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry';
+export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry' | 'handwritten' | 'handwrittenLease';
 
 export interface Scenario {
   name: ScenarioName | 'replayUncached' | 'baselineTelemetry' | 'leasePartitioned' | 'transactionalPartitioned';
@@ -53,6 +53,18 @@ export const SCENARIOS: readonly Scenario[] = [
   { name: 'passthrough', server: { kind: 'lease' }, request: post(), description: 'lease-mode middleware, request without a key' },
   { name: 'naive', server: { kind: 'naive' }, request: post(freshKeys('naive')), description: 'SELECT the key, run, INSERT the response' },
   { name: 'telemetry', server: { kind: 'lease', telemetry: true }, request: post(freshKeys('telemetry')), description: 'lease mode with the OpenTelemetry SDK' },
+  {
+    name: 'handwritten',
+    server: { kind: 'handwritten' },
+    request: post(freshKeys('handwritten')),
+    description: 'by hand, no library: claim INSERT and completion UPDATE inside the business transaction',
+  },
+  {
+    name: 'handwrittenLease',
+    server: { kind: 'handwrittenLease' },
+    request: post(freshKeys('handwritten-lease')),
+    description: 'by hand, no library: claim and completion each committed around the business transaction',
+  },
 ];
 
 /**

@@ -1,0 +1,130 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import type { BurstResult } from './duplicates.js';
+import type { Environment } from './environment.js';
+import type { LoadResult } from './load.js';
+import { SCENARIOS } from './scenarios.js';
+import { round } from './stats.js';
+
+export interface Sample extends Omit<LoadResult, 'latenciesMs'> {
+  roundTrips: number;
+  /** CPU of the server process and of its Postgres backends, per request served. */
+  serverCpuMs: number;
+  databaseCpuMs: number;
+}
+
+export interface Summary {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  roundTrips: number;
+  rssMb: number;
+}
+
+/** CPU per request, the figure that load on the machine disturbs least (details.json only). */
+export interface CpuSummary {
+  serverCpuMs: number;
+  databaseCpuMs: number;
+}
+
+/** Every scenario at one number of client connections. */
+export interface Measured {
+  summaries: Map<string, Summary>;
+  cpu: Map<string, CpuSummary>;
+  samples: Map<string, Sample[]>;
+}
+
+export interface RunResults {
+  quick: boolean;
+  settings: { connectionCounts: number[] } & Record<string, unknown>;
+  environment: Environment;
+  byConnections: Record<number, Measured>;
+  /** p50 in ms at 1 connection. */
+  latencyC1: { baseline: number; transactional: number };
+  duplicates: Record<string, BurstResult>;
+  scaleOut: unknown;
+}
+
+/**
+ * latest.json keeps its first shape (`scenarios` and `ratios` at the first connection count, ratios against the
+ * baseline) and adds the comparisons the targets are about: each mode against the same job done by hand, telemetry
+ * on against off, the other connection counts, and the unsaturated latency.
+ */
+export async function writeResults(results: RunResults, resultsDir: URL): Promise<void> {
+  const [first, ...others] = results.settings.connectionCounts;
+  const latest = {
+    connections: first,
+    ...summaryAt(results.byConnections[first!]!),
+    byConnections: Object.fromEntries(others.map((connections) => [connections, summaryAt(results.byConnections[connections]!)])),
+    latencyC1: { ...results.latencyC1, addedMs: round(results.latencyC1.transactional - results.latencyC1.baseline, 3) },
+  };
+  const details = {
+    mode: results.quick ? 'quick' : 'full',
+    settings: results.settings,
+    environment: results.environment,
+    roundTripsMethod: 'pg.Client#query calls counted in each server process, divided by the requests it served',
+    byConnections: Object.fromEntries(Object.entries(results.byConnections).map(([connections, measured]) => [connections, detailsAt(measured)])),
+    duplicates: results.duplicates,
+    scaleOut: results.scaleOut,
+  };
+  await mkdir(resultsDir, { recursive: true });
+  if (!results.quick) await writeFile(new URL('latest.json', resultsDir), `${JSON.stringify(latest, null, 2)}\n`);
+  const detailsFile = results.quick ? 'quick.json' : 'details.json';
+  await writeFile(new URL(detailsFile, resultsDir), `${JSON.stringify(results.quick ? { latest, details } : details, null, 2)}\n`);
+  for (const connections of results.settings.connectionCounts) printTable(connections, results.byConnections[connections]!);
+  console.log(`latency at 1 connection, p50: baseline ${latest.latencyC1.baseline} ms, transactional ${latest.latencyC1.transactional} ms (+${latest.latencyC1.addedMs} ms)`);
+  for (const [name, result] of Object.entries(results.duplicates)) {
+    console.log(`duplicates, ${name}: ${result.duplicateExecutions} extra executions in ${result.burstsWithDuplicates} of ${result.bursts} bursts of ${result.concurrency}`);
+  }
+  const { loadAverageAtStart, loadAverageAtEnd, cpus } = results.environment;
+  console.log(`load average: ${loadAverageAtStart.toFixed(2)} at start, ${loadAverageAtEnd?.toFixed(2)} at end (${cpus} CPUs)`);
+}
+
+function summaryAt({ summaries }: Measured) {
+  const rps = (name: string) => summaries.get(name)!.rps;
+  const named = SCENARIOS.map((scenario) => scenario.name);
+  return {
+    scenarios: Object.fromEntries(named.map((name) => [name, summaries.get(name)!])),
+    ratios: {
+      ...Object.fromEntries(named.map((name) => [name, round(rps(name) / rps('baseline'))])),
+      transactionalVsHandwritten: round(rps('transactional') / rps('handwritten')),
+      leaseVsHandwritten: round(rps('lease') / rps('handwrittenLease')),
+      telemetryVsOff: round(rps('telemetry') / rps('lease')),
+    },
+  };
+}
+
+function detailsAt({ summaries, cpu, samples }: Measured) {
+  const named: string[] = SCENARIOS.map((scenario) => scenario.name);
+  const rps = (name: string) => summaries.get(name)?.rps;
+  const ratio = (a: string, b: string) => (rps(a) && rps(b) ? round(rps(a)! / rps(b)!) : undefined);
+  return {
+    sdkOnBaselineVsOff: ratio('baselineTelemetry', 'baseline'),
+    partitionedVsPlain: summaries.has('leasePartitioned')
+      ? { lease: ratio('leasePartitioned', 'lease'), transactional: ratio('transactionalPartitioned', 'transactional') }
+      : undefined,
+    cpuPerRequestMs: Object.fromEntries(cpu),
+    addedP50Ms: Object.fromEntries([...summaries].map(([name, summary]) => [name, round(summary.p50Ms - summaries.get('baseline')!.p50Ms)])),
+    extras: Object.fromEntries([...summaries].filter(([name]) => !named.includes(name))),
+    rounds: Object.fromEntries(samples),
+  };
+}
+
+function printTable(connections: number, { summaries, cpu }: Measured): void {
+  const baselineRps = summaries.get('baseline')!.rps;
+  const lines = [
+    `${connections} connections:`,
+    '| scenario | req/s | x baseline | p50 ms | p99 ms | SQL round trips | CPU ms/req (Node + Postgres) | peak RSS MB |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const [name, s] of summaries) {
+    const { serverCpuMs, databaseCpuMs } = cpu.get(name)!;
+    lines.push(
+      `| ${name} | ${s.rps} | ${round(s.rps / baselineRps)} | ${s.p50Ms} | ${s.p99Ms} | ${s.roundTrips} | ${round(serverCpuMs)} + ${round(databaseCpuMs)} | ${s.rssMb} |`,
+    );
+  }
+  const { ratios } = summaryAt({ summaries, cpu, samples: new Map() });
+  lines.push(
+    `transactional / handwritten ${ratios.transactionalVsHandwritten}, lease / handwrittenLease ${ratios.leaseVsHandwritten}, telemetry on / off ${ratios.telemetryVsOff}`,
+  );
+  console.log(`\n${lines.join('\n')}\n`);
+}
