@@ -1,4 +1,5 @@
 import { trace, type Context as OtelContext, type Span, type SpanContext } from '@opentelemetry/api';
+import { positiveInteger } from '../validation.js';
 import { localCorrelationId, upstreamCorrelationId } from './correlation.js';
 import { ATTR } from './names.js';
 import { registerStamper, unregisterStamper, type RequestStamper } from './span-stamping.js';
@@ -63,9 +64,7 @@ export class CorrelationSpanProcessor implements RequestStamper {
   readonly #requestOfSpan = new WeakMap<Span, RequestSpans>();
 
   constructor(options: CorrelationSpanProcessorOptions = {}) {
-    const max = options.maxTrackedRequests ?? DEFAULT_MAX_TRACKED_REQUESTS;
-    if (!Number.isInteger(max) || max < 1) throw new TypeError(`maxTrackedRequests must be an integer >= 1; got ${max}`);
-    this.#maxTrackedRequests = max;
+    this.#maxTrackedRequests = positiveInteger(options.maxTrackedRequests ?? DEFAULT_MAX_TRACKED_REQUESTS, 'maxTrackedRequests');
     this.#trustInbound = options.trustInboundCorrelationId === true;
     registerStamper(this);
   }

@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { SamplingDecision, isValidTraceId, type Attributes, type Sampler, type SamplingResult } from '@opentelemetry/api';
-import { IdempotencyConfigError } from '../errors.js';
 import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from '../options.js';
 import { readKey } from '../key.js';
+import { numberInRange } from '../validation.js';
 import { keyHash } from './correlation.js';
 import { ATTR } from './names.js';
 
@@ -36,8 +36,7 @@ export interface IdempotencySamplerOptions {
 const ALL_32_BIT_VALUES = 0x1_0000_0000;
 
 export function idempotencySampler(options: IdempotencySamplerOptions = {}): Sampler {
-  const ratio = options.ratio ?? 1;
-  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio <= 1)) throw new IdempotencyConfigError(`idempotencySampler: ratio must be a number from 0 to 1, got ${String(ratio)}`);
+  const ratio = numberInRange(options.ratio ?? 1, 'idempotencySampler: ratio', 0, 1);
   // Sampled when the 32-bit value is below this bound: ratio 1 keeps all, ratio 0 none. The bound is
   // TraceIdRatioBasedSampler's, so an unkeyed trace gets exactly the decision that sampler would make.
   const bound = ratio === 1 ? ALL_32_BIT_VALUES : Math.floor(ratio * 0xffff_ffff);
