@@ -1,9 +1,9 @@
 import type { Context } from 'koa';
 import type { HandlerOutcome } from './handler-outcome.js';
 import type { ResolvedOptions } from './options.js';
-import { sendProblem } from './problems.js';
+import { answerRequestFailed, sendProblem } from './problems.js';
 import { CompletionRolledBackError } from './store/completion-rolled-back.js';
-import { OUTCOME, type Outcome } from './telemetry/names.js';
+import { OPERATION, OUTCOME, type Outcome } from './telemetry/names.js';
 import type { RequestTelemetry } from './telemetry/request-telemetry.js';
 
 /**
@@ -22,7 +22,7 @@ export function answerNotStored(ctx: Context, outcome: Exclude<HandlerOutcome, {
 
 /** A transactional completion failed: known rolled back before COMMIT, or a COMMIT failed or lost. */
 export function answerCommitFailed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
-  telemetry.storeFailure(error instanceof CompletionRolledBackError ? error.cause : error, 'commit');
+  telemetry.storeFailure(error instanceof CompletionRolledBackError ? error.cause : error, OPERATION.COMMIT);
   if (!(error instanceof CompletionRolledBackError)) {
     // The operation may or may not have happened: the retry finds out safely (a replay if it committed).
     sendProblem(ctx, 'storeUnavailable', {
@@ -44,13 +44,4 @@ export function answerCommitFailed(ctx: Context, config: ResolvedOptions, teleme
     retryAfterSeconds: config.storeRetryAfterSeconds,
   });
   return OUTCOME.STORE_UNAVAILABLE;
-}
-
-/**
- * 500 problem for a fault of the application (its response or its use of the transaction). The error goes
- * to the app's 'error' event, where Koa apps log errors, since it no longer reaches the app's error handling.
- */
-function answerRequestFailed(ctx: Context, error: unknown, detail: string): void {
-  if (ctx.app.listenerCount('error') > 0) ctx.app.emit('error', error instanceof Error ? error : new Error(String(error)), ctx);
-  sendProblem(ctx, 'requestFailed', { detail });
 }

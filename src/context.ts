@@ -1,6 +1,6 @@
 import type { SqlQueryable } from './store/sql-database.js';
 import type { IdempotencyStore, Lease } from './store/types.js';
-import { deriveKey } from './telemetry/correlation.js';
+import { deriveKey } from './derived-key.js';
 
 /** What the middleware exposes to handlers as `ctx.idempotency` (only on requests that own a claim). */
 export interface IdempotencyContext {

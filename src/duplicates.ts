@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { FINGERPRINT_VERSION } from './fingerprint.js';
-import { DEFAULT_BUSY_RETRY_AFTER_SECONDS } from './options.js';
+import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from './options.js';
 import { sendProblem } from './problems.js';
 import { replayResponse } from './response.js';
 import type { IdempotencyRecord } from './store/types.js';
@@ -14,13 +14,13 @@ export function isSameRequest(record: IdempotencyRecord, fingerprint: string): b
   return record.fingerprintVersion !== FINGERPRINT_VERSION || record.fingerprint === fingerprint;
 }
 
-/** Answers a request whose key is held by an existing record (mismatch, replay or conflict). */
+/** Answers a request whose key is held by an existing record: key reused (422), replay, not replayable or in progress (409). */
 export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerprint: string): Outcome {
   if (!isSameRequest(record, fingerprint)) {
     sendProblem(ctx, 'keyReused', {
       detail: 'This Idempotency-Key was first used with a different method, path or body. Use a new key for a new request.',
     });
-    return OUTCOME.MISMATCH;
+    return OUTCOME.KEY_REUSED;
   }
   if (record.status === 'completed') {
     if (record.response) {
@@ -32,17 +32,19 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
     });
     return OUTCOME.NOT_REPLAYABLE;
   }
-  answerInProgress(ctx, record.leaseRemainingMs / 1000);
-  return OUTCOME.CONFLICT;
+  return answerInProgress(ctx, record.leaseRemainingMs / 1000);
 }
 
 /**
- * 409 with Retry-After: the remaining lease of the record in the way, or, when none is visible (a busy
- * transactional claim: the holder has not committed its record yet), `DEFAULT_BUSY_RETRY_AFTER_SECONDS`.
+ * 409 to a duplicate of a request still in progress, with Retry-After: the remaining lease of the record in
+ * the way, or, when none is visible (the store's `busy` claim: another transaction holds the key and has not
+ * committed its record yet), `DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS`. A lease about to lapse still gets
+ * at least one second (`sendProblem` never sends `Retry-After: 0`).
  */
-export function answerInProgress(ctx: Context, retryAfterSeconds: number = DEFAULT_BUSY_RETRY_AFTER_SECONDS): void {
+export function answerInProgress(ctx: Context, retryAfterSeconds: number = DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS): Outcome {
   sendProblem(ctx, 'inProgress', {
     detail: 'A request with this Idempotency-Key is still being processed. Retry after the Retry-After delay.',
     retryAfterSeconds,
   });
+  return OUTCOME.IN_PROGRESS;
 }

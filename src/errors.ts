@@ -1,6 +1,7 @@
 /**
- * Error classes. Match them with `instanceof`, never by message text.
- * Every error carries a stable `code`; the ones that map to an HTTP answer carry its `status`.
+ * Error classes. Match them with `instanceof`, never by message text. Every error carries a stable `code`.
+ * None carries an HTTP status: the middleware answers with a problem (see `PROBLEMS` in problems.ts), and
+ * an error thrown to the application is the application's to map.
  */
 
 export class IdempotencyError extends Error {
@@ -12,7 +13,11 @@ export class IdempotencyError extends Error {
   }
 }
 
-/** The store could not be reached or answered with an error; the handler was not run. */
+/**
+ * @deprecated Never thrown: a store that cannot be reached at the claim is answered with
+ * `503 store-unavailable` (`PROBLEMS.storeUnavailable`), and the store's own error goes to `diag` and the
+ * request's span. Kept exported for code that imports it; it will be removed in the next major version.
+ */
 export class StoreUnavailableError extends IdempotencyError {
   override name = 'StoreUnavailableError';
   override readonly code = 'STORE_UNAVAILABLE';

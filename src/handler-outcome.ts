@@ -1,12 +1,17 @@
 import type { Context, Next } from 'koa';
+import { callHook } from './hooks.js';
 import type { ResolvedOptions } from './options.js';
 import { captureResponse, snapshotHeaders, type HeaderSnapshot } from './response.js';
 import type { Completion } from './store/types.js';
+import type { NotReplayableReason } from './telemetry/names.js';
 
 /** What the downstream chain's response leaves for the claim. */
 export type HandlerOutcome =
-  /** Store this completion (replayable or not). */
-  | { kind: 'store'; completion: Completion }
+  /**
+   * Store this completion (replayable or not); `notReplayable` says why a non-replayable one is not, for
+   * the request's span.
+   */
+  | { kind: 'store'; completion: Completion; notReplayable?: NotReplayableReason }
   /** `shouldStore` refused the status (by default a 5xx): release the key. */
   | { kind: 'release' }
   /** `shouldStore` or the response capture threw: release the key and answer 500. */
@@ -23,17 +28,17 @@ export async function runDownstream(ctx: Context, next: Next, config: ResolvedOp
 }
 
 function outcomeOf(ctx: Context, config: ResolvedOptions, outerHeaders: HeaderSnapshot): HandlerOutcome {
-  // Both may throw: `shouldStore` is the application's hook, and the body is the application's value
-  // (a BigInt, as pg's int8 parser or Prisma give, or a circular object fails its JSON serialisation).
+  // `shouldStore` is the application's hook: its failure is reported through diag (see hooks.ts).
+  const store = callHook('shouldStore', () => config.shouldStore(ctx.status), 'the key is released and the request answered 500 request-failed');
+  if (!store.ok) return { kind: 'failed', error: store.error };
+  if (!store.value) return { kind: 'release' };
+  // The body is the application's value: a BigInt (as pg's int8 parser or Prisma give) or a circular object
+  // fails its JSON serialisation.
   try {
-    if (!config.shouldStore(ctx.status)) return { kind: 'release' };
-    return { kind: 'store', completion: capture(ctx, config, outerHeaders) };
+    const captured = captureResponse(ctx, config.maxBodyBytes, config.excludeHeaders, outerHeaders);
+    if (captured.replayable) return { kind: 'store', completion: captured };
+    return { kind: 'store', completion: { replayable: false, status: captured.status }, notReplayable: captured.reason };
   } catch (error) {
     return { kind: 'failed', error };
   }
-}
-
-function capture(ctx: Context, config: ResolvedOptions, outerHeaders: HeaderSnapshot): Completion {
-  const captured = captureResponse(ctx, config.maxBodyBytes, config.excludeHeaders, outerHeaders);
-  return captured.replayable ? captured : { replayable: false, status: captured.status };
 }

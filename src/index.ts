@@ -49,8 +49,18 @@ export type {
 } from './store/types.js';
 export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './store/sql-database.js';
 
-export { ATTR, EVENT, METRIC, OUTCOME, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
-export type { Outcome } from './telemetry/names.js';
+export {
+  ATTR,
+  EVENT,
+  METRIC,
+  OUTCOME,
+  OPERATION,
+  MODE,
+  NOT_REPLAYABLE_REASON,
+  BAGGAGE_CORRELATION_ID,
+  INSTRUMENTATION_SCOPE,
+} from './telemetry/names.js';
+export type { Outcome, Operation, Mode, NotReplayableReason } from './telemetry/names.js';
 export { correlationIdFor } from './telemetry/correlation.js';
 export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './telemetry/correlation-span-processor.js';
 export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';

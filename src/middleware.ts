@@ -1,22 +1,22 @@
 import { diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
+import { settleClaim } from './claim-settling.js';
 import { answerCommitFailed, answerNotStored } from './completion-failures.js';
 import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
-import { runDownstream } from './handler-outcome.js';
-import { readKey } from './key.js';
+import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
+import { callAsyncHook } from './hooks.js';
+import { readKey, type KeyReading } from './key.js';
+import { completeLeased, keepLeaseAlive } from './lease.js';
+import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
+import { answerRequestFailed, sendProblem, type ProblemName } from './problems.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
-import { completeLeased } from './lease-completion.js';
-import { keepLeaseAlive } from './lease-renewal.js';
-import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
-import { sendProblem } from './problems.js';
 import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
 import { countRejectedKey } from './telemetry/metrics.js';
-import { OUTCOME, type Outcome } from './telemetry/names.js';
+import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from './telemetry/names.js';
 import { RequestTelemetry } from './telemetry/request-telemetry.js';
-import { settleClaim } from './waiting.js';
 
 /**
  * The Koa middleware. Per request: read the key, claim it, then either run the handler and store its
@@ -26,27 +26,23 @@ import { settleClaim } from './waiting.js';
 export function idempotency(options: IdempotencyOptions): Middleware {
   const config = resolveOptions(options);
   const header = config.headerName.toLowerCase();
+  const mode = config.transactional ? MODE.TRANSACTIONAL : MODE.LEASE;
+  const run = config.transactional ? runTransactional : runLeased;
 
   return async function idempotencyMiddleware(ctx: Context, next: Next): Promise<void> {
-    if (!config.methods.has(ctx.method)) return next();
-    const reading = readKey(ctx.req.headers[header], config);
-    if (reading.kind === 'absent') {
-      if (!config.required(ctx)) return next();
-      countRejectedKey(config.routeName(ctx), ctx.method);
-      return sendProblem(ctx, 'keyMissing', { detail: `This endpoint requires an ${config.headerName} header (a unique value per operation, reused on retries).` });
-    }
-    if (reading.kind === 'invalid') {
-      countRejectedKey(config.routeName(ctx), ctx.method);
-      return sendProblem(ctx, 'keyInvalid', { detail: `The ${config.headerName} header is invalid: ${reading.reason}.` });
+    const reading = config.methods.has(ctx.method) ? readKey(ctx.req.headers[header], config) : undefined;
+    if (reading === undefined || (reading.kind === 'absent' && !config.required(ctx))) {
+      await next(); // not ours: a method the middleware does not apply to, or no key where none is required
+      return;
     }
 
-    const request = await describeRequest(ctx, config, reading.key);
-    if (!request) return;
-    const telemetry = new RequestTelemetry(request.scope, request.key, { route: config.routeName(ctx), method: ctx.method }, config.telemetry);
+    const claim = reading.kind === 'valid' ? await readClaimRequest(ctx, config, reading.key) : keyRejection(reading, config);
+    if (claim.kind !== 'request') return answerRejection(ctx, config, claim);
+    const { request } = claim;
+    const telemetry = new RequestTelemetry(request.scope, request.key, { route: config.routeName(ctx), method: ctx.method, mode }, config.telemetry);
     request.correlationId = telemetry.correlationId;
     request.traceparent = telemetry.traceparent();
     await telemetry.run(async () => {
-      const run = config.transactional ? runTransactional : runLeased;
       // A handler that throws has had its claim released (or rolled back) before the error propagates.
       let outcome: Outcome = OUTCOME.RELEASED;
       try {
@@ -58,42 +54,77 @@ export function idempotency(options: IdempotencyOptions): Middleware {
   };
 }
 
-/** Scope and fingerprint of the request; answers 400 or 415 itself when the body cannot be fingerprinted. */
-async function describeRequest(ctx: Context, config: ResolvedOptions, key: string): Promise<ClaimRequest | undefined> {
+/**
+ * A request refused before any claim, for the caller to answer: a missing or invalid key or a body that
+ * cannot be fingerprinted (the client's to fix: 400 or 415, counted as `invalid_key`), or a `scope` function
+ * that failed (the server's fault: 500 request-failed, reported through diag and the app's 'error' event).
+ */
+type Rejection =
+  | { kind: 'rejected'; problem: Extract<ProblemName, 'keyMissing' | 'keyInvalid' | 'bodyNotRead' | 'bodyInvalid'>; detail: string }
+  | { kind: 'scopeFailed'; error: unknown };
+
+type ClaimRequestReading = { kind: 'request'; request: ClaimRequest } | Rejection;
+
+function keyRejection(reading: Exclude<KeyReading, { kind: 'valid' }>, config: ResolvedOptions): Rejection {
+  if (reading.kind === 'absent') {
+    return {
+      kind: 'rejected',
+      problem: 'keyMissing',
+      detail: `This endpoint requires an ${config.headerName} header (a unique value per operation, reused on retries).`,
+    };
+  }
+  return { kind: 'rejected', problem: 'keyInvalid', detail: `The ${config.headerName} header is invalid: ${reading.reason}.` };
+}
+
+/** The claim request of a keyed request (scope and fingerprint), or the rejection the caller answers. */
+async function readClaimRequest(ctx: Context, config: ResolvedOptions, key: string): Promise<ClaimRequestReading> {
   const reading = readFingerprintInput(ctx, config.fingerprintHeaders);
   if (reading.kind === 'unread') {
-    countRejectedKey(config.routeName(ctx), ctx.method);
-    sendProblem(ctx, 'bodyNotRead', {
-      detail: `This endpoint does not read a ${ctx.request.type || 'request'} body before checking the ${config.headerName}, so a retry could not be told apart from a different request. Send the body in a media type the endpoint parses.`,
-    });
-    return undefined;
-  }
-  try {
     return {
-      scope: scopeString(await config.scope(ctx)),
+      kind: 'rejected',
+      problem: 'bodyNotRead',
+      detail: `This endpoint does not read a ${ctx.request.type || 'request'} body before checking the ${config.headerName}, so a retry could not be told apart from a different request. Send the body in a media type the endpoint parses.`,
+    };
+  }
+  const scope = await callAsyncHook('scope', async () => scopeString(await config.scope(ctx)), 'the request is answered 500 request-failed');
+  if (!scope.ok) return { kind: 'scopeFailed', error: scope.error };
+  try {
+    const request = {
+      scope: scope.value,
       key,
       fingerprint: fingerprint(reading.input),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,
       ttlSeconds: config.ttlSeconds,
     };
+    return { kind: 'request', request };
   } catch (error) {
     if (!(error instanceof UnfingerprintableBodyError)) throw error;
-    countRejectedKey(config.routeName(ctx), ctx.method);
-    sendProblem(ctx, 'bodyInvalid', { detail: error.message });
-    return undefined;
+    return { kind: 'rejected', problem: 'bodyInvalid', detail: error.message };
   }
+}
+
+function answerRejection(ctx: Context, config: ResolvedOptions, rejection: Rejection): void {
+  if (rejection.kind === 'scopeFailed') {
+    return answerRequestFailed(
+      ctx,
+      rejection.error,
+      'The idempotency scope function of this endpoint failed, so the request was not processed and nothing was stored for its Idempotency-Key. This is a fault of the server, not of the request.',
+    );
+  }
+  countRejectedKey(config.routeName(ctx), ctx.method);
+  sendProblem(ctx, rejection.problem, { detail: rejection.detail });
 }
 
 /** Lease mode: the claim commits on its own; the lease guards the handler; the completion is fenced. */
 async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
   const claim = await settleClaim(() => config.store.claim(request), request, config, telemetry);
-  if (claim === 'unavailable') return storeUnavailable(ctx, config);
+  if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
 
   const { lease, record } = claim;
-  const release = () => config.store.release(lease).catch(reportStoreError('release', telemetry));
+  const release = () => config.store.release(lease).catch(reportStoreError(OPERATION.RELEASE, telemetry));
   const renewal = keepLeaseAlive(config.store, lease, config.leaseMs);
   const outcome = await holdingClaim(release, telemetry, () => {
     ctx.idempotency = handlerContext(config, request, telemetry, record, lease, undefined);
@@ -103,18 +134,19 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
     await release();
     return answerNotStored(ctx, outcome);
   }
-  await completeLeased(config.store, lease, outcome.completion).catch(reportStoreError('complete', telemetry));
+  noteNotReplayable(outcome, telemetry);
+  await completeLeased(config.store, lease, outcome.completion).catch(reportStoreError(OPERATION.COMPLETE, telemetry));
   return executedOutcome(record, telemetry);
 }
 
 /** Transactional mode: the claim, the handler's writes and the stored response share one transaction. */
 async function runTransactional(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
   const claim = await settleClaim(() => config.store.claimInTransaction(request), request, config, telemetry);
-  if (claim === 'unavailable') return storeUnavailable(ctx, config);
+  if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
 
-  const rollback = () => claim.rollback().catch(reportStoreError('rollback', telemetry));
+  const rollback = () => claim.rollback().catch(reportStoreError(OPERATION.ROLLBACK, telemetry));
   return holdingClaim(rollback, telemetry, async () => {
     ctx.idempotency = handlerContext(config, request, telemetry, claim.record, claim.lease, claim.db);
     const outcome = await runDownstream(ctx, next, config);
@@ -122,6 +154,7 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
       await rollback();
       return answerNotStored(ctx, outcome);
     }
+    noteNotReplayable(outcome, telemetry);
     try {
       await claim.commit(outcome.completion);
     } catch (error) {
@@ -181,11 +214,17 @@ function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimReques
   return outcome;
 }
 
-/** A busy claim carries no record, so no remaining lease: the Retry-After is the documented default. */
+/**
+ * A duplicate of a request still in progress, seen as the store's `busy` claim: it carries no record, so no
+ * remaining lease to count down; the Retry-After is the documented default.
+ */
 function inProgress(ctx: Context, telemetry: RequestTelemetry): Outcome {
-  telemetry.busy();
-  answerInProgress(ctx);
-  return OUTCOME.CONFLICT;
+  telemetry.inProgress();
+  return answerInProgress(ctx, DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS);
+}
+
+function noteNotReplayable(outcome: Extract<HandlerOutcome, { kind: 'store' }>, telemetry: RequestTelemetry): void {
+  if (outcome.notReplayable) telemetry.notReplayable(outcome.notReplayable);
 }
 
 function storeUnavailable(ctx: Context, config: ResolvedOptions): Outcome {
@@ -201,7 +240,7 @@ function storeUnavailable(ctx: Context, config: ResolvedOptions): Outcome {
  * The handler's response goes out; the record is left to its lease (lease mode) and the failure to
  * diag and the request's span.
  */
-function reportStoreError(operation: string, telemetry: RequestTelemetry): (error: unknown) => void {
+function reportStoreError(operation: Operation, telemetry: RequestTelemetry): (error: unknown) => void {
   return (error) => {
     telemetry.storeFailure(error, operation);
     if (error instanceof FencedError) diag.warn(`koa-idempotency: ${operation} refused: ${error.message}`);

@@ -1,6 +1,8 @@
 import type { Context } from 'koa';
 import { IdempotencyConfigError } from './errors.js';
+import { defaultRouteName, guardRequired, guardRouteName } from './hooks.js';
 import type { IdempotencyStore } from './store/types.js';
+import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from './validation.js';
 
 export const DEFAULT_HEADER_NAME = 'Idempotency-Key';
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
@@ -11,10 +13,11 @@ export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const DEFAULT_WAIT_MS = 10_000;
 /**
- * Retry-After (seconds) of a 409 when the key is held by another transaction that has not committed
- * (transactional mode): its record is not visible yet, so there is no remaining lease to count down.
+ * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress when no remaining
+ * lease can be counted down: the key is held by another transaction that has not committed (transactional
+ * mode, the store's `busy` claim), so its record is not visible yet.
  */
-export const DEFAULT_BUSY_RETRY_AFTER_SECONDS = 1;
+export const DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS = 1;
 export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
 
 /**
@@ -63,15 +66,19 @@ export interface IdempotencyOptions {
    */
   methods?: readonly string[];
   /**
-   * Whether a request without a key is refused with 400 (`true`, or a predicate per request).
+   * Whether a request without a key is refused with 400 (`true`, or a predicate per request). It is called
+   * only for a request without a key. A predicate that throws counts as `true` (fail closed: the request gets
+   * `400 key-missing`, which a key fixes) and its error is reported through OpenTelemetry `diag`.
    * @default false (requests without a key pass through)
    */
   required?: boolean | ((ctx: Context) => boolean);
   /**
    * The principal or tenant that owns a key. The same key in two scopes is two independent records,
    * so one tenant can never receive another tenant's replay. Set this to your authenticated account.
-   * A number is used as its decimal string (`42` and `'42'` are one scope); any other non-string value
-   * fails the request with a TypeError rather than share one scope (`'undefined'`) among many callers.
+   * A number is used as its decimal string (`42` and `'42'` are one scope). A function that throws, rejects
+   * or returns any other value fails the request with `500 request-failed` (problem+json; the handler does
+   * not run, nothing is stored) rather than share one scope (`'undefined'`) among many callers; the error is
+   * reported through OpenTelemetry `diag` and the app's `'error'` event.
    * @default () => '' (one global scope)
    */
   scope?: (ctx: Context) => string | Promise<string>;
@@ -105,7 +112,9 @@ export interface IdempotencyOptions {
    */
   maxBodyBytes?: number;
   /**
-   * Which final statuses are stored (and replayed); the others release the key.
+   * Which final statuses are stored (and replayed); the others release the key. A predicate that throws
+   * releases the key and answers `500 request-failed`; the error is reported through OpenTelemetry `diag`
+   * and the app's `'error'` event.
    * @default storeSuccessAndClientErrors (2xx and 4xx)
    */
   shouldStore?: (status: number) => boolean;
@@ -138,13 +147,19 @@ export interface IdempotencyOptions {
    */
   storeRetryAfterSeconds?: number;
   /**
-   * Low-cardinality route label for metrics.
+   * Low-cardinality route label for metrics. A function that throws or returns a non-string does not fail
+   * the request: the label falls back to the default and the error is reported through OpenTelemetry `diag`.
    * @default the @koa/router route template (`ctx._matchedRoute`), else 'unmatched'
    */
   routeName?: (ctx: Context) => string;
   telemetry?: TelemetryOptions;
 }
 
+/**
+ * The options with their defaults. `required` and `routeName` are guarded (see hooks.ts): they never throw.
+ * `scope` and `shouldStore` are the application's functions as given: their callers guard them, since a
+ * failure changes the answer.
+ */
 export interface ResolvedOptions {
   store: IdempotencyStore;
   headerName: string;
@@ -173,14 +188,18 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     throw new IdempotencyConfigError('idempotency() needs a `store`, e.g. new PostgresStore({ pool })');
   }
   const required = options.required ?? false;
-  const minKeyLength = integer(options.minKeyLength ?? DEFAULT_MIN_KEY_LENGTH, 'minKeyLength', 1);
-  const maxKeyLength = integer(options.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH, 'maxKeyLength', minKeyLength);
+  if (typeof required !== 'boolean') optionalFunction(required, 'required (a boolean or a function)');
+  const scope = optionalFunction(options.scope, 'scope');
+  const shouldStore = optionalFunction(options.shouldStore, 'shouldStore');
+  const routeName = optionalFunction(options.routeName, 'routeName');
+  const minKeyLength = positiveInteger(options.minKeyLength ?? DEFAULT_MIN_KEY_LENGTH, 'minKeyLength');
+  const maxKeyLength = integerAtLeast(options.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH, 'maxKeyLength', minKeyLength);
   const onInProgress = options.onInProgress ?? 'reject';
   if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
   const headerName = options.headerName ?? DEFAULT_HEADER_NAME;
   if (!/^[A-Za-z0-9-]+$/.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
-  const leaseMs = integer(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', 1);
-  const ttlSeconds = integer(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds', 1);
+  const leaseMs = positiveInteger(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs');
+  const ttlSeconds = positiveInteger(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds');
   if (ttlSeconds * 1000 <= leaseMs) {
     throw new IdempotencyConfigError(
       `ttlSeconds (${ttlSeconds} s) must be longer than leaseMs (${leaseMs} ms): a record that expires under a live lease can be taken over by a different request`,
@@ -190,35 +209,25 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     store: options.store,
     headerName,
     methods: new Set((options.methods ?? DEFAULT_METHODS).map((method) => method.toUpperCase())),
-    required: typeof required === 'function' ? required : () => required,
-    scope: options.scope ?? (() => ''),
+    required: typeof required === 'function' ? guardRequired(required) : () => required,
+    scope: scope ?? (() => ''),
     minKeyLength,
     maxKeyLength,
     fingerprintHeaders: (options.fingerprintHeaders ?? []).map((name) => name.toLowerCase()),
     leaseMs,
     ttlSeconds,
-    maxBodyBytes: integer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes', 0),
-    shouldStore: options.shouldStore ?? storeSuccessAndClientErrors,
+    maxBodyBytes: nonNegativeInteger(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes'),
+    shouldStore: shouldStore ?? storeSuccessAndClientErrors,
     excludeHeaders: new Set((options.excludeHeaders ?? []).map((name) => name.toLowerCase())),
     transactional: options.transactional ?? false,
     onInProgress,
-    waitMs: integer(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs', 0),
-    storeRetryAfterSeconds: integer(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds', 1),
-    routeName: options.routeName ?? defaultRouteName,
+    waitMs: nonNegativeInteger(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs'),
+    storeRetryAfterSeconds: positiveInteger(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds'),
+    routeName: routeName ? guardRouteName(routeName) : defaultRouteName,
     telemetry: {
       recordRawKey: options.telemetry?.recordRawKey ?? false,
       recordScope: options.telemetry?.recordScope ?? false,
       trustInboundCorrelationId: options.telemetry?.trustInboundCorrelationId ?? false,
     },
   };
-}
-
-function defaultRouteName(ctx: Context): string {
-  const matched = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
-  return typeof matched === 'string' ? matched : 'unmatched';
-}
-
-function integer(value: number, name: string, min: number): number {
-  if (!Number.isInteger(value) || value < min) throw new IdempotencyConfigError(`${name} must be an integer >= ${min}; got ${value}`);
-  return value;
 }

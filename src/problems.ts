@@ -62,3 +62,13 @@ export function sendProblem(ctx: Context, name: ProblemName, options: ProblemOpt
     ...options.extensions,
   });
 }
+
+/**
+ * `500 request-failed`: a fault of the application (one of its hooks, its response, or its use of the
+ * transaction), answered with nothing stored for the key. The error goes to the app's 'error' event, where
+ * Koa apps log errors, since it no longer reaches the app's error handling.
+ */
+export function answerRequestFailed(ctx: Context, error: unknown, detail: string): void {
+  if (ctx.app.listenerCount('error') > 0) ctx.app.emit('error', error instanceof Error ? error : new Error(String(error)), ctx);
+  sendProblem(ctx, 'requestFailed', { detail });
+}

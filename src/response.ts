@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from './telemetry/names.js';
 
 /**
  * Capture and replay of responses. A replay must be byte for byte what the first client would have
@@ -16,7 +17,7 @@ export interface StoredResponse {
 
 export type Capture =
   | { replayable: true; response: StoredResponse }
-  | { replayable: false; status: number; reason: string };
+  | { replayable: false; status: number; reason: NotReplayableReason };
 
 /** Response headers at one moment: lower-case names, values as they would be stored. */
 export type HeaderSnapshot = ReadonlyMap<string, string | string[]>;
@@ -59,13 +60,11 @@ export function captureResponse(ctx: Context, maxBodyBytes: number, excludedHead
   // Written around Koa (`ctx.respond = false`, writes to ctx.res, a proxy): what the client got is not on
   // ctx, so a replay would invent a response (an empty body, or Koa's default 404).
   if (ctx.respond === false || ctx.res.headersSent) {
-    return { replayable: false, status: ctx.status, reason: 'the response was written around Koa' };
+    return { replayable: false, status: ctx.status, reason: NOT_REPLAYABLE_REASON.WRITTEN_AROUND_KOA };
   }
   const body = bodyBytes(ctx.body);
-  if (body === 'stream') return { replayable: false, status: ctx.status, reason: 'the response body is a stream' };
-  if (body !== null && body.byteLength > maxBodyBytes) {
-    return { replayable: false, status: ctx.status, reason: `the response body is larger than maxBodyBytes (${maxBodyBytes})` };
-  }
+  if (body === 'stream') return { replayable: false, status: ctx.status, reason: NOT_REPLAYABLE_REASON.STREAM };
+  if (body !== null && body.byteLength > maxBodyBytes) return { replayable: false, status: ctx.status, reason: NOT_REPLAYABLE_REASON.TOO_LARGE };
   // Send the very bytes that are stored, so the first answer and every replay are identical.
   if (body !== null && ctx.body !== body) ctx.body = body;
   return { replayable: true, response: { status: ctx.status, headers: replayableHeaders(ctx, excludedHeaders, outerHeaders), body } };

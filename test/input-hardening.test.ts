@@ -13,7 +13,7 @@ import {
   type IdempotencyStore,
   type SqlDatabase,
 } from '../src/index.js';
-import { DEFAULT_BUSY_RETRY_AFTER_SECONDS } from '../src/options.js';
+import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from '../src/options.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 
@@ -269,12 +269,12 @@ describe.each(databaseTargets())('input hardening on $name', (target) => {
     await withApp(app, async (url) => {
       const answer = await send(url, { key: randomUUID(), type: 'application/json', body: '{"amount":1}' });
       expect(answer.status).toBe(409);
-      expect(answer.headers.get('retry-after')).toBe(String(DEFAULT_BUSY_RETRY_AFTER_SECONDS));
+      expect(answer.headers.get('retry-after')).toBe(String(DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS));
       expect(executions()).toBe(0);
     });
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const row = readme.split('\n').find((line) => line.includes('problem `request-in-progress`'));
-    expect(row).toContain(`\`${DEFAULT_BUSY_RETRY_AFTER_SECONDS}\` when another transaction holds the key`);
+    expect(row).toContain(`\`${DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS}\` when another transaction holds the key`);
   });
 });
 

@@ -73,19 +73,19 @@ describe(`idempotency metrics on ${target.name}`, () => {
       serve(createPaymentsApp({ ...base, afterInsert, idempotency: { transactional: false, onInProgress: 'wait', waitMs: 10_000 } })),
       serve(createPaymentsApp({ ...base, afterInsert: failInsert })),
     ]);
-    servers.push(api!, rejecting!, waiting!, failing!);
+    servers.push(api, rejecting, waiting, failing);
     const run = `${Date.now()}`;
 
     const statuses = [
-      ...(await Promise.all([1, 2, 3].map((n) => post(api!.url, `m-${run}-${n}`)))), // 3 executed
-      await post(api!.url, `m-${run}-1`), // replayed
-      await post(api!.url, `m-${run}-2`), // replayed
-      await post(api!.url, `m-${run}-3`, { ...PAYMENT, amount: 1 }), // mismatch
-      await post(api!.url, undefined), // missing key
-      await post(api!.url, 'a,b'), // invalid key (two merged)
-      ...(await concurrentPair(rejecting!.url, `m-${run}-reject`)), // executed + conflict
-      ...(await concurrentPair(waiting!.url, `m-${run}-wait`)), // executed + replayed after waiting
-      await post(failing!.url, `m-${run}-throws`), // the handler throws: rolled back, released
+      ...(await Promise.all([1, 2, 3].map((n) => post(api.url, `m-${run}-${n}`)))), // 3 executed
+      await post(api.url, `m-${run}-1`), // replayed
+      await post(api.url, `m-${run}-2`), // replayed
+      await post(api.url, `m-${run}-3`, { ...PAYMENT, amount: 1 }), // key reused
+      await post(api.url, undefined), // missing key
+      await post(api.url, 'a,b'), // invalid key (two merged)
+      ...(await concurrentPair(rejecting.url, `m-${run}-reject`)), // executed + in progress
+      ...(await concurrentPair(waiting.url, `m-${run}-wait`)), // executed + replayed after waiting
+      await post(failing.url, `m-${run}-throws`), // the handler throws: rolled back, released
     ];
     expect(statuses).toEqual([201, 201, 201, 201, 201, 422, 400, 400, 201, 409, 201, 201, 500]);
     metrics = await telemetry.metricReader.read();
@@ -101,8 +101,8 @@ describe(`idempotency metrics on ${target.name}`, () => {
     expect(sumBy(requests, ATTR.OUTCOME)).toEqual({
       [OUTCOME.EXECUTED]: 5,
       [OUTCOME.REPLAYED]: 3,
-      [OUTCOME.MISMATCH]: 1,
-      [OUTCOME.CONFLICT]: 1,
+      [OUTCOME.KEY_REUSED]: 1,
+      [OUTCOME.IN_PROGRESS]: 1,
       [OUTCOME.INVALID_KEY]: 2,
       [OUTCOME.RELEASED]: 1,
     });
@@ -114,8 +114,8 @@ describe(`idempotency metrics on ${target.name}`, () => {
     expect(sumBy(points(metrics, METRIC.REQUEST_DURATION), ATTR.OUTCOME)).toEqual({
       [OUTCOME.EXECUTED]: 5,
       [OUTCOME.REPLAYED]: 3,
-      [OUTCOME.MISMATCH]: 1,
-      [OUTCOME.CONFLICT]: 1,
+      [OUTCOME.KEY_REUSED]: 1,
+      [OUTCOME.IN_PROGRESS]: 1,
       [OUTCOME.RELEASED]: 1,
     });
   });

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { allAttributeValues, asUntracedClient, gate, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
-import { ATTR, BAGGAGE_CORRELATION_ID, EVENT, OUTCOME, PostgresStore, correlationIdFor, fromPgPool } from '../src/index.js';
+import { ATTR, BAGGAGE_CORRELATION_ID, EVENT, MODE, OUTCOME, PostgresStore, correlationIdFor, fromPgPool } from '../src/index.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { postJson, serve } from './helpers/http.js';
@@ -110,9 +110,10 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
       if (target.name === 'Postgres server') expect(spans.filter((span) => span.name.startsWith('pg.query')).length).toBeGreaterThanOrEqual(8);
     });
 
-    it('puts the outcome and the key hash on the server spans, never the raw key or the scope', () => {
+    it('puts the outcome, the mode and the key hash on the server spans, never the raw key or the scope', () => {
       const server = serverSpan(executed.spans, '/payments')!;
-      expect(server.attributes).toMatchObject({ [ATTR.OUTCOME]: OUTCOME.EXECUTED, [ATTR.KEY_HASH]: sha256Prefix(key) });
+      expect(server.attributes).toMatchObject({ [ATTR.OUTCOME]: OUTCOME.EXECUTED, [ATTR.MODE]: MODE.TRANSACTIONAL, [ATTR.KEY_HASH]: sha256Prefix(key) });
+      expect(server.attributes[ATTR.NOT_REPLAYABLE_REASON]).toBeUndefined();
       expect(server.attributes[ATTR.KEY]).toBeUndefined();
       expect(server.attributes[ATTR.SCOPE]).toBeUndefined();
       expect(serverSpan(executed.spans, '/entries')!.attributes[ATTR.OUTCOME]).toBe(OUTCOME.EXECUTED);
@@ -161,9 +162,9 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
 
       expect(unstamped(spans, correlationId)).toEqual([]);
       const server = serverSpan(spans, '/payments')!;
-      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.MISMATCH);
+      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.KEY_REUSED);
       expect(duplicateEvents(server).map((event) => [event.attributes?.[ATTR.REASON], event.attributes?.[ATTR.ORIGINAL_TRACE_ID]])).toEqual([
-        [OUTCOME.MISMATCH, executed.traceId],
+        [OUTCOME.KEY_REUSED, executed.traceId],
       ]);
       expect(server.links).toEqual([]);
     });
@@ -187,9 +188,10 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
       expect(unstamped(duplicateSpans, correlationId)).toEqual([]);
       expect(unstamped(originalSpans, correlationId)).toEqual([]);
       const server = serverSpan(duplicateSpans, '/payments')!;
-      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.CONFLICT);
+      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.IN_PROGRESS);
+      expect(server.attributes[ATTR.MODE]).toBe(MODE.LEASE);
       expect(duplicateEvents(server).map((event) => [event.attributes?.[ATTR.REASON], event.attributes?.[ATTR.ORIGINAL_TRACE_ID]])).toEqual([
-        [OUTCOME.CONFLICT, original.traceId],
+        [OUTCOME.IN_PROGRESS, original.traceId],
       ]);
     });
   });
@@ -211,8 +213,8 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
       const spans = await waitForServerSpans(telemetry.exporter, duplicate.traceId, ['/payments']);
       expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
       const server = serverSpan(spans, '/payments')!;
-      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.CONFLICT);
-      expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([{ [ATTR.REASON]: OUTCOME.CONFLICT }]);
+      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.IN_PROGRESS);
+      expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([{ [ATTR.REASON]: OUTCOME.IN_PROGRESS }]);
     });
   });
 

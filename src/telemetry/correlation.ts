@@ -46,8 +46,3 @@ export function withCorrelationBaggage(context: OtelContext, correlationId: stri
   const withBaggage = propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
   return withBaggage.setValue(LOCAL_CORRELATION_ID, correlationId);
 }
-
-/** Derives a key for a downstream call: same on every retry of this request, different per label. */
-export function deriveKey(scope: string, key: string, label: string): string {
-  return createHash('sha256').update(`derived\n${scope.length}:${scope}\n${key.length}:${key}\n${label}`).digest('hex');
-}

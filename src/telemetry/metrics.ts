@@ -1,5 +1,6 @@
 import { metrics, type Counter, type Histogram, type UpDownCounter, type Attributes } from '@opentelemetry/api';
-import { ATTR, INSTRUMENTATION_SCOPE, METRIC } from './names.js';
+import { errorCode } from '../error-code.js';
+import { ATTR, INSTRUMENTATION_SCOPE, METRIC, OUTCOME, type Operation } from './names.js';
 
 /**
  * The library's instruments, on the global MeterProvider the application registers (a no-op until it
@@ -42,7 +43,7 @@ export function resetInstruments(): void {
 }
 
 /** Times one store operation into the store latency histogram. */
-export async function timeStoreOperation<T>(operation: string, run: () => Promise<T>): Promise<T> {
+export async function timeStoreOperation<T>(operation: Operation, run: () => Promise<T>): Promise<T> {
   const started = performance.now();
   const attributes: Attributes = { [ATTR.OPERATION]: operation };
   try {
@@ -55,14 +56,12 @@ export async function timeStoreOperation<T>(operation: string, run: () => Promis
   }
 }
 
-/** Counts a request refused before any claim (missing, invalid key or unfingerprintable body). */
+/** Counts a request refused before any claim (missing or invalid key, a body that cannot be fingerprinted). */
 export function countRejectedKey(route: string, method: string): void {
-  libraryInstruments().requests.add(1, { [ATTR.HTTP_ROUTE]: route, [ATTR.HTTP_METHOD]: method, [ATTR.OUTCOME]: 'invalid_key' });
+  libraryInstruments().requests.add(1, { [ATTR.HTTP_ROUTE]: route, [ATTR.HTTP_METHOD]: method, [ATTR.OUTCOME]: OUTCOME.INVALID_KEY });
 }
 
 /** A low-cardinality error type: the SQLSTATE or error code when there is one, else the class name. */
 export function errorType(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code !== '') return code;
-  return error instanceof Error ? error.name : 'Error';
+  return errorCode(error) ?? (error instanceof Error ? error.name : 'Error');
 }

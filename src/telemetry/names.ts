@@ -28,10 +28,15 @@ export const ATTR = {
   ORIGINAL_TRACE_ID: 'idempotency.original_trace_id',
   /** 1 for a first execution; more after takeovers. */
   ATTEMPT: 'idempotency.attempt',
-  /** Store primitive (metric attribute): claim, complete, release, renew, step, find, sweep. */
+  /** Store primitive (metric attribute): one of OPERATION. */
   OPERATION: 'idempotency.operation',
-  /** Transactional or lease mode (metric attribute). */
+  /** Lease or transactional mode of the middleware (attribute on the request's span): one of MODE. */
   MODE: 'idempotency.mode',
+  /**
+   * Why an executed request's response was stored as not replayable (attribute on that request's span): one of
+   * NOT_REPLAYABLE_REASON. Its retries get `409 response-not-replayable`; this says why.
+   */
+  NOT_REPLAYABLE_REASON: 'idempotency.not_replayable.reason',
   /** Standard attributes reused on metrics. */
   HTTP_ROUTE: 'http.route',
   HTTP_METHOD: 'http.request.method',
@@ -48,20 +53,64 @@ export const OUTCOME = {
   TAKEOVER: 'takeover',
   /** Stored response replayed. */
   REPLAYED: 'replayed',
-  /** Same key still in progress: 409. */
+  /** A duplicate of a request still in progress: 409 (or, in `'wait'` mode, a wait that ran out). */
+  IN_PROGRESS: 'conflict',
+  /** The key was reused for a different request (another method, path, query or body): 422. */
+  KEY_REUSED: 'mismatch',
+  /** @deprecated Use `OUTCOME.IN_PROGRESS` (the same value, `'conflict'`). */
   CONFLICT: 'conflict',
-  /** Same key, different request: 422. */
+  /** @deprecated Use `OUTCOME.KEY_REUSED` (the same value, `'mismatch'`). */
   MISMATCH: 'mismatch',
   /** Executed before, but the response could not be stored: 409. */
   NOT_REPLAYABLE: 'not_replayable',
   /** Executed but the outcome was not stored (an error or 5xx): the key was released. */
   RELEASED: 'released',
-  /** Invalid or missing key: 400. */
+  /** Refused before any claim: missing or invalid key, or a body that cannot be fingerprinted (400, 415). */
   INVALID_KEY: 'invalid_key',
   /** The store could not be reached: 503, handler not run. */
   STORE_UNAVAILABLE: 'store_unavailable',
 } as const;
 export type Outcome = (typeof OUTCOME)[keyof typeof OUTCOME];
+
+/** Values of `idempotency.operation`: the store primitives timed in `idempotency.store.operation.duration`. */
+export const OPERATION = {
+  /** Transactional mode: the claim's transaction is opened. */
+  BEGIN: 'begin',
+  CLAIM: 'claim',
+  /** Lease mode: the completion; transactional mode: the completion and its COMMIT. */
+  COMPLETE: 'complete',
+  /** Transactional mode: the COMMIT of the claim's transaction, as reported on the request's span when it fails. */
+  COMMIT: 'commit',
+  /** Lease mode: the record is deleted so a retry starts afresh. */
+  RELEASE: 'release',
+  /** Transactional mode: the claim's transaction is rolled back with every write of the handler. */
+  ROLLBACK: 'rollback',
+  RENEW: 'renew',
+  STEP: 'step',
+  FIND: 'find',
+  SWEEP: 'sweep',
+} as const;
+export type Operation = (typeof OPERATION)[keyof typeof OPERATION];
+
+/** Values of `idempotency.mode`. */
+export const MODE = {
+  /** The claim commits at once with a lease; the completion is fenced. */
+  LEASE: 'lease',
+  /** The claim, the handler's writes and the stored response commit in one transaction. */
+  TRANSACTIONAL: 'transactional',
+} as const;
+export type Mode = (typeof MODE)[keyof typeof MODE];
+
+/** Values of `idempotency.not_replayable.reason`. */
+export const NOT_REPLAYABLE_REASON = {
+  /** `ctx.respond = false`, writes to `ctx.res`, a proxy: what the client got is not on `ctx`. */
+  WRITTEN_AROUND_KOA: 'written_around_koa',
+  /** The body is a stream (or a Blob, a Response). */
+  STREAM: 'stream',
+  /** The body is larger than `maxBodyBytes`. */
+  TOO_LARGE: 'too_large',
+} as const;
+export type NotReplayableReason = (typeof NOT_REPLAYABLE_REASON)[keyof typeof NOT_REPLAYABLE_REASON];
 
 export const EVENT = {
   /** A request arrived with a key that was already used (replay, conflict, mismatch, not replayable). */

@@ -3,7 +3,7 @@ import type { TelemetryOptions } from '../options.js';
 import type { IdempotencyRecord } from '../store/types.js';
 import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from './correlation.js';
 import { errorType, libraryInstruments } from './metrics.js';
-import { ATTR, EVENT, OUTCOME, type Outcome } from './names.js';
+import { ATTR, EVENT, OPERATION, OUTCOME, type Mode, type NotReplayableReason, type Operation, type Outcome } from './names.js';
 import { requestSpanOf, stampActiveRequest } from './span-stamping.js';
 import { formatTraceparent, parseTraceparent } from './traceparent.js';
 
@@ -25,7 +25,8 @@ export class RequestTelemetry {
   readonly #startedMs = performance.now();
   #outcome: Outcome | undefined;
 
-  constructor(scope: string, key: string, labels: { route: string; method: string }, options: RequestTelemetryOptions) {
+  /** `labels.mode` (lease or transactional) goes on the request's span only: the metrics keep their labels. */
+  constructor(scope: string, key: string, labels: { route: string; method: string; mode?: Mode }, options: RequestTelemetryOptions) {
     const active = context.active();
     // Inbound baggage is the caller's choice: a client could split its retries across IDs or adopt another
     // intent's. Only a caller inside the trust boundary (an upstream service) may hand its ID down.
@@ -34,6 +35,7 @@ export class RequestTelemetry {
     this.#span = requestSpanOf(active);
     this.#metricAttributes = { [ATTR.HTTP_ROUTE]: labels.route, [ATTR.HTTP_METHOD]: labels.method };
     const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
+    if (labels.mode) attributes[ATTR.MODE] = labels.mode;
     if (options.recordRawKey) attributes[ATTR.KEY] = key;
     if (options.recordScope) attributes[ATTR.SCOPE] = scope;
     this.#span?.setAttributes(attributes);
@@ -64,9 +66,17 @@ export class RequestTelemetry {
     if (original && outcome === OUTCOME.REPLAYED) this.#span?.addLink({ context: original, attributes: { [ATTR.REASON]: outcome } });
   }
 
-  /** A duplicate arrived while no record was visible yet (another transaction holds the key). */
-  busy(): void {
-    this.#span?.addEvent(EVENT.DUPLICATE, { [ATTR.REASON]: OUTCOME.CONFLICT });
+  /**
+   * A duplicate of a request still in progress, while no record was visible yet (the store's `busy` claim:
+   * another transaction holds the key), so there is no record age or original trace to add.
+   */
+  inProgress(): void {
+    this.#span?.addEvent(EVENT.DUPLICATE, { [ATTR.REASON]: OUTCOME.IN_PROGRESS });
+  }
+
+  /** The executed request's response was stored as not replayable: why, for whoever looks into its retries' 409s. */
+  notReplayable(reason: NotReplayableReason): void {
+    this.#span?.setAttribute(ATTR.NOT_REPLAYABLE_REASON, reason);
   }
 
   takeover(record: IdempotencyRecord): void {
@@ -74,7 +84,7 @@ export class RequestTelemetry {
   }
 
   /** A store operation failed: the exception as a span event, ERROR status, and its type (`error.type`). */
-  storeFailure(error: unknown, operation = 'claim'): void {
+  storeFailure(error: unknown, operation: Operation = OPERATION.CLAIM): void {
     this.#span?.recordException(error instanceof Error ? error : String(error));
     this.#span?.setStatus({ code: SpanStatusCode.ERROR, message: `idempotency store ${operation} failed` });
     this.#span?.setAttribute(ATTR.ERROR_TYPE, errorType(error));

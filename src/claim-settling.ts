@@ -8,26 +8,31 @@ import type { RequestTelemetry } from './telemetry/request-telemetry.js';
 
 type AnyClaim = ClaimResult | TransactionalClaim;
 
+/** The store could not be reached or failed at the claim: the request is answered 503, the handler never runs. */
+export interface StoreUnavailable {
+  kind: 'unavailable';
+}
+
 /**
  * Claims the key and, in `'wait'` mode, holds a duplicate of a request still in progress until that
  * request completes (or is released), then returns the claim as it stands: usually the completed record
  * to replay. The watch is registered before each re-read, so a completion that lands in between wakes
- * the waiter instead of being missed. Store failures come back as `'unavailable'`: fail closed.
+ * the waiter instead of being missed. A store failure comes back as `{ kind: 'unavailable' }`: fail closed.
  */
 export async function settleClaim<C extends AnyClaim>(
   claimOnce: () => Promise<C>,
   request: ClaimRequest,
   config: ResolvedOptions,
   telemetry: RequestTelemetry,
-): Promise<C | 'unavailable'> {
+): Promise<C | StoreUnavailable> {
   try {
     const first = await claimOnce();
-    if (config.onInProgress !== 'wait' || !isPending(first, request)) return first;
+    if (config.onInProgress !== 'wait' || !isInProgress(first, request)) return first;
     return await waitForTurn(claimOnce, request, config, telemetry);
   } catch (error) {
     diag.error('koa-idempotency: claim failed, answering 503', error);
     telemetry.storeFailure(error);
-    return 'unavailable';
+    return { kind: 'unavailable' };
   }
 }
 
@@ -42,14 +47,14 @@ async function waitForTurn<C extends AnyClaim>(
   const watch = await config.store.watch(request.scope, request.key);
   try {
     let current = await claimOnce();
-    while (isPending(current, request)) {
+    while (isInProgress(current, request)) {
       const remainingMs = deadlineMs - performance.now();
       if (remainingMs <= 0) break;
       const woken = await watch.next(remainingMs);
       current = await claimOnce();
       if (woken === 'changed') current = await settleAfterCommit(claimOnce, current);
     }
-    const settled = isPending(current, request) ? OUTCOME.CONFLICT : current.kind === 'claimed' ? OUTCOME.EXECUTED : OUTCOME.REPLAYED;
+    const settled = isInProgress(current, request) ? OUTCOME.IN_PROGRESS : current.kind === 'claimed' ? OUTCOME.EXECUTED : OUTCOME.REPLAYED;
     telemetry.waited((performance.now() - startedMs) / 1000, settled);
     return current;
   } finally {
@@ -59,8 +64,9 @@ async function waitForTurn<C extends AnyClaim>(
 
 /**
  * Postgres sends a transaction's notifications a moment before it releases that transaction's locks,
- * so a waiter woken by the commit can still find the key's advisory lock held. A few short, growing
- * pauses (5, 10, 20, 40 ms) bridge that gap; this runs only after a notification, never as polling.
+ * so a waiter woken by the commit can still find the key's advisory lock held (a `busy` claim). A few
+ * short, growing pauses (5, 10, 20, 40 ms) bridge that gap; this runs only after a notification, never
+ * as polling.
  */
 async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>, current: C): Promise<C> {
   for (let pauseMs = 5; current.kind === 'busy' && pauseMs <= 40; pauseMs *= 2) {
@@ -70,8 +76,11 @@ async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>
   return current;
 }
 
-/** Still running elsewhere, for the same request (a mismatch is answered at once, never waited for). */
-function isPending(claim: AnyClaim, request: ClaimRequest): boolean {
+/**
+ * A duplicate of a request still in progress elsewhere: the store's `busy` claim (another transaction holds
+ * the key) or an in-progress record of the same request. A reused key is answered at once, never waited for.
+ */
+function isInProgress(claim: AnyClaim, request: ClaimRequest): boolean {
   if (claim.kind === 'busy') return true;
   return claim.kind === 'existing' && claim.record.status === 'in_progress' && isSameRequest(claim.record, request.fingerprint);
 }

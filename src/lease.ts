@@ -3,6 +3,29 @@ import { FencedError } from './errors.js';
 import type { Completion, IdempotencyStore, Lease } from './store/types.js';
 
 /**
+ * Lease mode's hold on a claim, from the claim to its completion: the lease is renewed while the handler
+ * runs, and the completion is retried until it lands or is fenced.
+ */
+
+/**
+ * Keeps a lease alive while the handler runs: renewed every `leaseMs / 3`, so two renewals can fail
+ * before the lease lapses. The timer never keeps the process alive. A lost lease (another worker took
+ * over) stops the renewals; the completion will then be refused by the fence.
+ */
+export function keepLeaseAlive(store: IdempotencyStore, lease: Lease, leaseMs: number): { stop(): void } {
+  const timer = setInterval(() => {
+    store.renewLease(lease, leaseMs).then(
+      (owned) => {
+        if (!owned) clearInterval(timer);
+      },
+      () => undefined, // a failed renewal is retried at the next tick
+    );
+  }, Math.max(1, Math.floor(leaseMs / 3)));
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
+/**
  * Pauses before the second and third completion attempts in lease mode. After the handler ran, a lost
  * completion leaves the record in progress until its lease lapses, and the client's retry then runs
  * the operation again; a couple of quick retries ride out a dropped connection or a failover.

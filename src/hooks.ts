@@ -1,0 +1,66 @@
+import { diag } from '@opentelemetry/api';
+import type { Context } from 'koa';
+
+/**
+ * The options that are the application's code, called on every request. Like OpenTelemetry contrib's
+ * `safeExecuteInTheMiddle`, a hook's failure never escapes as an unexplained error: it is reported through
+ * `diag.error` (the hook's name and error only: never the key or the scope) and the caller answers or falls
+ * back as documented on the option:
+ *
+ * - `routeName`: the label falls back to the default (the router's template, else 'unmatched'); the request proceeds;
+ * - `required`: counts as `true` (fail closed: a request without a key gets `400 key-missing`, which a key fixes);
+ * - `scope`: the request is answered `500 request-failed`, the handler does not run;
+ * - `shouldStore`: the key is released and the request answered `500 request-failed`.
+ */
+export type HookName = 'scope' | 'required' | 'routeName' | 'shouldStore';
+
+export type HookCall<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Calls a synchronous hook; a throw is reported with what happens instead (`consequence`) and returned. */
+export function callHook<T>(name: HookName, hook: () => T, consequence: string): HookCall<T> {
+  try {
+    return { ok: true, value: hook() };
+  } catch (error) {
+    reportHookFailure(name, error, consequence);
+    return { ok: false, error };
+  }
+}
+
+/** Calls a hook that may return a promise; a throw or a rejection is reported and returned. */
+export async function callAsyncHook<T>(name: HookName, hook: () => T | Promise<T>, consequence: string): Promise<HookCall<T>> {
+  try {
+    return { ok: true, value: await hook() };
+  } catch (error) {
+    reportHookFailure(name, error, consequence);
+    return { ok: false, error };
+  }
+}
+
+export function reportHookFailure(name: HookName, error: unknown, consequence: string): void {
+  diag.error(`koa-idempotency: the ${name} option failed; ${consequence}`, error);
+}
+
+/** `routeName`, never throwing: a failure or a non-string falls back to the default label. */
+export function guardRouteName(routeName: (ctx: Context) => string): (ctx: Context) => string {
+  return (ctx) => {
+    const call = callHook('routeName', () => routeName(ctx), 'the route label falls back to the default');
+    if (!call.ok) return defaultRouteName(ctx);
+    if (typeof call.value === 'string') return call.value;
+    reportHookFailure('routeName', new TypeError(`routeName returned ${typeof call.value}, not a string`), 'the route label falls back to the default');
+    return defaultRouteName(ctx);
+  };
+}
+
+/** `required`, never throwing: a failure counts as `true`. */
+export function guardRequired(required: (ctx: Context) => boolean): (ctx: Context) => boolean {
+  return (ctx) => {
+    const call = callHook('required', () => required(ctx), 'the key is treated as required (400 key-missing)');
+    return call.ok ? Boolean(call.value) : true;
+  };
+}
+
+/** The @koa/router route template, else 'unmatched': `routeName`'s default, and its fallback when it fails. */
+export function defaultRouteName(ctx: Context): string {
+  const matched = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
+  return typeof matched === 'string' ? matched : 'unmatched';
+}
