@@ -193,7 +193,7 @@ function progressPrinter(io: Io) {
     return `[${String(done).padStart(String(total).length)}/${total} scenarios] ${requests} requests, ${unexpected} unexpected`;
   };
   return {
-    update(done: number, total: number, runs: readonly ScenarioRun[]) {
+    update: (done: number, total: number, runs: readonly ScenarioRun[]) => {
       const now = performance.now();
       const finished = done === total;
       if (io.interactive) {
@@ -205,7 +205,7 @@ function progressPrinter(io: Io) {
       }
       lastMs = now;
     },
-    end() {
+    end: () => {
       if (printed) io.stderr('\n');
       printed = false;
     },

@@ -110,7 +110,7 @@ describe('idempotentFetch against a scripted server', () => {
     libraryProblem('keyReused'),
     libraryProblem('notReplayable'),
   );
-  const scripts = fc.tuple(fc.array(notNowSteps, { maxLength: 6 }), fc.option(finalSteps, { nil: undefined })).map(([steps, final]) => (final ? [...steps, final] : steps.length > 0 ? steps : ['reset' as Step]));
+  const scripts = fc.tuple(fc.array(notNowSteps, { maxLength: 6 }), fc.option(finalSteps, { nil: undefined })).map(([steps, final]): Step[] => (final ? [...steps, final] : steps.length > 0 ? steps : ['reset']));
   const keys = fc.oneof(
     fc.constant(undefined),
     fc.stringMatching(/^[A-Za-z0-9_-]{1,40}$/),

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { metrics } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
-import type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
+import { VariableType, type Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
 import { BUNDLED_DASHBOARDS, serialize } from '../dashboards/src/dashboards.js';
 import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
 import { pipelineNames, SERIES } from '../dashboards/src/prometheus-names.js';
@@ -126,7 +126,7 @@ describe('datasources', () => {
   });
 
   it('preselect the uids that provisioning/datasources.yaml defines, with the URLs of the compose services', () => {
-    const variables = dashboards.flatMap(({ dashboard }) => dashboard.templating?.list ?? []).filter((variable) => variable.type === 'datasource');
+    const variables = dashboards.flatMap(({ dashboard }) => dashboard.templating?.list ?? []).filter((variable) => variable.type === VariableType.Datasource);
     const preselected = new Map(variables.map((variable) => [variable.query as string, (variable.current?.value as string) ?? '']));
     expect(Object.fromEntries(preselected)).toEqual({ prometheus: PROVISIONED_UID.PROMETHEUS, jaeger: PROVISIONED_UID.JAEGER });
     expect(datasources.map(({ uid, type, url }) => ({ uid, type, url }))).toEqual([

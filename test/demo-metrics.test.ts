@@ -91,7 +91,7 @@ async function demoTraffic(url: string, env: NodeJS.ProcessEnv): Promise<void> {
     await promisify(execFile)('npm', ['run', '--silent', 'demo:traffic', '--', '--url', url], { cwd: ROOT, env });
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
-    throw new Error(`npm run demo:traffic failed: ${(error as Error).message}\n${stdout ?? ''}${stderr ?? ''}`);
+    throw new Error(`npm run demo:traffic failed: ${(error as Error).message}\n${stdout ?? ''}${stderr ?? ''}`, { cause: error });
   }
 }
 

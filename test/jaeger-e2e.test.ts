@@ -177,7 +177,7 @@ describe.skipIf(!JAEGER_BINARY)(
         expect(found.map((trace) => trace.traceID).sort(), query.title).toEqual(expected.sort());
         // The Trace ID column opens each trace: Jaeger's trace page loads /api/traces/<id>.
         for (const trace of found) expect((await getTrace(jaeger, trace.traceID)).trace.spans.length).toBeGreaterThan(0);
-        summary.push(`${query.title}: GET /api/traces?${new URLSearchParams(params)} -> ${found.length} traces`);
+        summary.push(`${query.title}: GET /api/traces?${new URLSearchParams(params).toString()} -> ${found.length} traces`);
       }
       console.log(summary.join('\n'));
     });

@@ -175,7 +175,7 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
         {
           how: 'ctx.respond = false',
           sent: '{"id":"raw"}',
-          write(ctx: Koa.Context) {
+          write: (ctx: Koa.Context) => {
             ctx.respond = false;
             ctx.res.statusCode = 201;
             ctx.res.end('{"id":"raw"}');
@@ -184,7 +184,7 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
         {
           how: "ctx.respond = false and no status (not Koa's default 404)",
           sent: 'raw',
-          write(ctx: Koa.Context) {
+          write: (ctx: Koa.Context) => {
             ctx.respond = false;
             ctx.res.end('raw');
           },
@@ -192,7 +192,7 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
         {
           how: 'headers sent on ctx.res',
           sent: 'proxied',
-          write(ctx: Koa.Context) {
+          write: (ctx: Koa.Context) => {
             ctx.res.writeHead(201, { 'content-type': 'text/plain' });
             ctx.res.end('proxied');
           },

@@ -103,7 +103,7 @@ async function startPgBouncer(executable: string, serverUrl: string): Promise<Bo
       await probe.end().catch(() => undefined);
       if (child.exitCode !== null || waitedMs > 10_000) {
         await stop();
-        throw new Error(`PgBouncer did not start: ${String(error)}\n${log.join('')}`);
+        throw new Error(`PgBouncer did not start: ${String(error)}\n${log.join('')}`, { cause: error });
       }
       await sleep(100);
     }

@@ -198,7 +198,7 @@ describe.each(databaseTargets())('the middleware over HTTP on $name', (target) =
       for (const [name, value] of Object.entries(script.headers)) ctx.set(name, value);
       ctx.set('Set-Cookie', 'session=secret');
       ctx.set('Authorization', 'Bearer secret');
-      if (script.body.kind === 'json') ctx.body = script.body.value as object;
+      if (script.body.kind === 'json') ctx.body = script.body.value;
       else if (script.body.kind === 'text') ctx.body = script.body.value;
       else if (script.body.kind === 'bytes') ctx.body = Buffer.from(script.body.value);
     };

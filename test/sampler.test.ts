@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { ROOT_CONTEXT, SamplingDecision, SpanKind, type Attributes } from '@opentelemetry/api';
-import { TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { SamplingDecision as SdkSamplingDecision, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { describe, expect, it } from 'vitest';
 import { ATTR, IdempotencyConfigError, idempotencySampler, keyHashAttributes } from '../src/index.js';
 import { keyHash } from '../src/telemetry/correlation.js';
@@ -33,7 +33,7 @@ describe('idempotencySampler', () => {
       const sdk = new TraceIdRatioBasedSampler(ratio);
       for (let i = 0; i < 500; i++) {
         const id = traceId();
-        expect(sampled(ours, id)).toBe(sdk.shouldSample(ROOT_CONTEXT, id).decision === SamplingDecision.RECORD_AND_SAMPLED);
+        expect(sampled(ours, id)).toBe(sdk.shouldSample(ROOT_CONTEXT, id).decision === SdkSamplingDecision.RECORD_AND_SAMPLED);
       }
     }
   });

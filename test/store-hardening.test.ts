@@ -45,7 +45,7 @@ function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimReque
 async function dataPoints(name: string): Promise<Array<{ attributes: Record<string, unknown>; value: unknown }>> {
   const collected = await reader().read();
   const metric = collected.scopeMetrics.flatMap((scope) => scope.metrics).find((candidate) => candidate.descriptor.name === name);
-  return (metric?.dataPoints ?? []) as Array<{ attributes: Record<string, unknown>; value: unknown }>;
+  return metric?.dataPoints ?? [];
 }
 
 describe('a partitioned sweep under the least-privilege role SECURITY.md recommends (Postgres server: roles)', () => {

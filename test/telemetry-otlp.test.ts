@@ -101,7 +101,7 @@ describe('npm start exporting to an OTLP/HTTP receiver', () => {
   beforeAll(async () => {
     receiver = await startReceiver();
     const [payments, ledger, paymentsMetrics, ledgerMetrics] = [await freePort(), await freePort(), await freePort(), await freePort()];
-    ports = { payments: payments!, ledger: ledger!, paymentsMetrics: paymentsMetrics!, ledgerMetrics: ledgerMetrics! };
+    ports = { payments, ledger, paymentsMetrics, ledgerMetrics };
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PORT: String(ports.payments),

@@ -1,4 +1,4 @@
-import type { Dashboard, Panel, RowPanel } from '@grafana/grafana-foundation-sdk/dashboard';
+import { VariableType, type Dashboard, type Panel, type RowPanel } from '@grafana/grafana-foundation-sdk/dashboard';
 
 /**
  * The PromQL a dashboard runs, read back from the built JSON, for the tests (every query parses, names
@@ -23,10 +23,11 @@ export function promQueries(dashboard: Dashboard): PanelQuery[] {
 /** `label_values(<selector>, <label>)` of each Prometheus query variable. */
 export function variableQueries(dashboard: Dashboard): Array<{ name: string; selector: string; label: string }> {
   return (dashboard.templating?.list ?? [])
-    .filter((variable) => variable.type === 'query' && typeof variable.query === 'string')
+    .filter((variable) => variable.type === VariableType.Query && typeof variable.query === 'string')
     .map((variable) => {
-      const match = /^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$/.exec(variable.query as string);
-      if (!match) throw new Error(`variable ${variable.name}: not a label_values() query: ${String(variable.query)}`);
+      const query = variable.query as string;
+      const match = /^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$/.exec(query);
+      if (!match) throw new Error(`variable ${variable.name}: not a label_values() query: ${query}`);
       return { name: variable.name, selector: match[1]!, label: match[2]! };
     });
 }

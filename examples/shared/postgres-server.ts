@@ -80,7 +80,9 @@ async function startOnce(port: number, options: PostgresServerOptions): Promise<
     await server.stop().catch(() => undefined);
     rmSync(databaseDir, { recursive: true, force: true });
     // start() rejects with nothing when the server exits early: its own messages say why.
-    throw new Error(`the embedded Postgres server did not start on port ${port}: ${error instanceof Error ? error.message : messages.slice(-5).join('').trim()}`);
+    throw new Error(`the embedded Postgres server did not start on port ${port}: ${error instanceof Error ? error.message : messages.slice(-5).join('').trim()}`, {
+      cause: error,
+    });
   }
   // An interrupted run (Ctrl-C, a signal handler that calls process.exit) never reaches stop().
   const removeAtExit = () => removeServer(databaseDir);

@@ -95,7 +95,7 @@ export function commandError(error: unknown, table: TableName): CliError {
   const message = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
   if ((sqlstate !== undefined && CONNECTION_LOST.test(sqlstate)) || (typeof code === 'string' && SOCKET_ERRORS.has(code))) {
-    return new CliError('unreachable', `lost the connection to the Postgres server: ${message || code}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
+    return new CliError('unreachable', `lost the connection to the Postgres server: ${message || String(code)}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
   }
   return new CliError('failed', sqlstate ? `${message} (SQLSTATE ${sqlstate})` : message, EXIT.FAILED, { cause: error });
 }

@@ -68,7 +68,7 @@ export async function startPrometheus(options: { job: string; target: string; sc
   }
 
   async function api<T>(path: string, params: Record<string, string>): Promise<T> {
-    const response = await fetch(`${url}${path}?${new URLSearchParams(params)}`);
+    const response = await fetch(`${url}${path}?${new URLSearchParams(params).toString()}`);
     const body = (await response.json()) as { status: string; data: T; error?: string };
     if (body.status !== 'success') throw new Error(`Prometheus ${path} ${JSON.stringify(params)}: ${body.error}`);
     return body.data;

@@ -20,7 +20,7 @@ export async function startChildServer(env: Record<string, string>): Promise<Chi
   });
   const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
   const port = await new Promise<number>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.once('line', (line) => resolve((JSON.parse(line) as { port: number }).port));
     child.once('exit', () => reject(new Error('the child server exited before listening')));
     setTimeout(() => reject(new Error('the child server did not start within 30 s')), 30_000).unref();

@@ -26,8 +26,8 @@ export async function startExample(otlpUrl: string, extraEnv: NodeJS.ProcessEnv 
   });
   const child = spawn(process.execPath, ['--import', 'tsx', 'examples/payments/start.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const stop = () => terminate(child, 15_000);
   const deadline = Date.now() + EXAMPLE_START_TIMEOUT_MS;
   while (!output.includes('payments API listening')) {
