@@ -12,7 +12,15 @@ import type { Context } from 'koa';
  * - `scope`: the request is answered `500 request-failed`, the handler does not run;
  * - `shouldStore`: the key is released and the request answered `500 request-failed`.
  */
-export type HookName = 'scope' | 'required' | 'routeName' | 'shouldStore';
+export type HookName =
+  | 'scope'
+  | 'required'
+  | 'routeName'
+  | 'shouldStore'
+  /** The store's periodic sweep failure handler (`PostgresStore` option): its failure must not become an unhandled rejection. */
+  | 'onSweepError'
+  /** `idempotentFetch()`'s per-attempt callback. */
+  | 'onAttempt';
 
 export type HookCall<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
