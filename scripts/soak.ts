@@ -108,7 +108,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let faultsInjected = 0;
   const count = (label: string) => outcomes.set(label, (outcomes.get(label) ?? 0) + 1);
 
-  async function send(path: string, init: { key?: string; account?: string; body?: string; method?: string }): Promise<{ status: number; text: string; replayed: boolean } | undefined> {
+  async function send(
+    path: string,
+    init: { key?: string; account?: string; body?: string; method?: string },
+  ): Promise<{ status: number; text: string; replayed: boolean } | undefined> {
     requests++;
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (init.key !== undefined) headers['idempotency-key'] = init.key;
@@ -150,7 +153,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }
 
   function newOperation(client: number): Operation {
-    const operation = { key: `soak-${run}-${operations.length}`, account: `soak_${run}_${client}`, body: { amount: 1 + Math.floor(Math.random() * 10_000), currency: 'EUR' } };
+    const operation = {
+      key: `soak-${run}-${operations.length}`,
+      account: `soak_${run}_${client}`,
+      body: { amount: 1 + Math.floor(Math.random() * 10_000), currency: 'EUR' },
+    };
     operations.push(operation);
     finished[client]!.push(operation);
     return operation;
@@ -183,7 +190,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           { key: `bad-${Math.random()}`, body: '{"amount":-5,"currency":"EUR"}' },
         ][Math.floor(Math.random() * 4)]!;
         const answer = await send('/payments', { ...bad, account: `soak_${run}_${index}` });
-        if (answer && (answer.status < 400 || answer.status >= 500) && !(options.chaos && answer.status >= 500)) errors.push(`malformed request answered ${answer.status}`);
+        if (answer && (answer.status < 400 || answer.status >= 500) && !(options.chaos && answer.status >= 500))
+          errors.push(`malformed request answered ${answer.status}`);
       } else {
         await send(`/payments/${past.paymentId}`, { account: past.account, method: 'GET' });
       }
@@ -232,14 +240,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     lastRequests = requests;
     samples.push(sample);
     const poolText = `pool ${pool.total} total ${pool.idle} idle ${pool.waiting} waiting`;
-    log(`t=${String(sample.atSeconds).padStart(4)}s  ${String(sample.requests).padStart(7)} req  ${String(sample.requestsPerSecond).padStart(5)} req/s  p50 ${sample.p50Ms} ms  p99 ${sample.p99Ms} ms  rss ${sample.rssMiB} MiB  heap ${sample.heapMiB} MiB  ${poolText}  errors ${errors.length}  fault ${fault}`);
+    log(
+      `t=${String(sample.atSeconds).padStart(4)}s  ${String(sample.requests).padStart(7)} req  ${String(sample.requestsPerSecond).padStart(5)} req/s  p50 ${sample.p50Ms} ms  p99 ${sample.p99Ms} ms  rss ${sample.rssMiB} MiB  heap ${sample.heapMiB} MiB  ${poolText}  errors ${errors.length}  fault ${fault}`,
+    );
   }, options.sampleEveryMs);
 
   try {
-    await Promise.all([
-      ...Array.from({ length: options.clients }, (_, index) => client(index, endMs)),
-      ...(database.proxy ? [chaos(database.proxy, endMs)] : []),
-    ]);
+    await Promise.all([...Array.from({ length: options.clients }, (_, index) => client(index, endMs)), ...(database.proxy ? [chaos(database.proxy, endMs)] : [])]);
     clearInterval(sampler);
     database.proxy?.reset();
     // Every operation left without a final answer (the deadline cut its retries) is retried to the end.

@@ -173,7 +173,9 @@ function loopbackUrl(raw: string): string {
 
 async function preflight(baseUrl: string): Promise<void> {
   try {
-    await fetch(new URL('/payments', baseUrl), { headers: { authorization: `Bearer ${TENANTS[0]}` }, signal: AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS) }).then((r) => r.arrayBuffer());
+    await fetch(new URL('/payments', baseUrl), { headers: { authorization: `Bearer ${TENANTS[0]}` }, signal: AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS) }).then((r) =>
+      r.arrayBuffer(),
+    );
   } catch (error) {
     const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
     throw new TrafficError(`cannot reach the payments example at ${baseUrl} (${cause}). Start it with \`npm start\`, or pass --url.`, 3);

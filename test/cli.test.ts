@@ -397,7 +397,10 @@ describe('koa-idempotency CLI on the Postgres server', () => {
         defaultPartition: 'hourly_default',
       });
       expect(await relkind('hourly')).toBe('p');
-      const { rows } = await pool.query(`SELECT count(*)::int AS n FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace WHERE s.nspname = $1 AND p.proname = 'hourly_claim'`, [schema]);
+      const { rows } = await pool.query(
+        `SELECT count(*)::int AS n FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace WHERE s.nspname = $1 AND p.proname = 'hourly_claim'`,
+        [schema],
+      );
       expect(rows[0].n).toBe(1);
       const hour = Math.floor(Date.now() / 3_600_000) * 3600;
       const expected = [`hourly_p${hour}`, `hourly_p${hour + 3600}`, `hourly_p${hour + 7200}`];

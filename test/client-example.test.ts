@@ -101,7 +101,7 @@ describe('payments calling the ledger through a faulty network', () => {
     expect(await paymentsOf(account)).toHaveLength(1);
   });
 
-  it('a ledger that stays unreachable costs a bounded wait and a 503; the end client\'s retry books one entry', async () => {
+  it("a ledger that stays unreachable costs a bounded wait and a 503; the end client's retry books one entry", async () => {
     const account = `acct_down_${Date.now()}`;
     proxy.reset();
     proxy.refuse();

@@ -78,15 +78,21 @@ describe('the retry schedule, on a simulated clock', () => {
 
   it('draws each backoff wait from [0, min(max, base * 2^(n-1))), whole milliseconds', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 2_000 }), fc.integer({ min: 0, max: 10_000 }), fc.integer({ min: 0, max: 60_000 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (retry, baseDelayMs, extraMs, fraction) => {
-        const maxDelayMs = baseDelayMs + extraMs;
-        const delayMs = fullJitterDelayMs(retry, baseDelayMs, maxDelayMs, () => fraction);
-        const capMs = Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(retry - 1, 52));
-        expect(Number.isInteger(delayMs)).toBe(true);
-        expect(delayMs).toBeGreaterThanOrEqual(0);
-        expect(delayMs).toBeLessThanOrEqual(Math.max(0, capMs));
-        if (capMs > 0) expect(delayMs).toBeLessThan(capMs);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 2_000 }),
+        fc.integer({ min: 0, max: 10_000 }),
+        fc.integer({ min: 0, max: 60_000 }),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        (retry, baseDelayMs, extraMs, fraction) => {
+          const maxDelayMs = baseDelayMs + extraMs;
+          const delayMs = fullJitterDelayMs(retry, baseDelayMs, maxDelayMs, () => fraction);
+          const capMs = Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(retry - 1, 52));
+          expect(Number.isInteger(delayMs)).toBe(true);
+          expect(delayMs).toBeGreaterThanOrEqual(0);
+          expect(delayMs).toBeLessThanOrEqual(Math.max(0, capMs));
+          if (capMs > 0) expect(delayMs).toBeLessThan(capMs);
+        },
+      ),
       { numRuns: 2_000 },
     );
   });
@@ -110,7 +116,9 @@ describe('idempotentFetch against a scripted server', () => {
     libraryProblem('keyReused'),
     libraryProblem('notReplayable'),
   );
-  const scripts = fc.tuple(fc.array(notNowSteps, { maxLength: 6 }), fc.option(finalSteps, { nil: undefined })).map(([steps, final]): Step[] => (final ? [...steps, final] : steps.length > 0 ? steps : ['reset']));
+  const scripts = fc
+    .tuple(fc.array(notNowSteps, { maxLength: 6 }), fc.option(finalSteps, { nil: undefined }))
+    .map(([steps, final]): Step[] => (final ? [...steps, final] : steps.length > 0 ? steps : ['reset']));
   const keys = fc.oneof(
     fc.constant(undefined),
     fc.stringMatching(/^[A-Za-z0-9_-]{1,40}$/),

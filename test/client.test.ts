@@ -196,7 +196,9 @@ describe('waits and limits', () => {
   it('gives up at the deadline when no attempt gets an answer, with every attempt in the error', async () => {
     scripted.script(['hang']);
     const startedMs = performance.now();
-    const error = (await idempotentFetch(scripted.url, post(), { ...QUICK, maxAttempts: 100, attemptTimeoutMs: 300, deadlineMs: 1_000 }).catch((e: unknown) => e)) as IdempotentFetchError;
+    const error = (await idempotentFetch(scripted.url, post(), { ...QUICK, maxAttempts: 100, attemptTimeoutMs: 300, deadlineMs: 1_000 }).catch(
+      (e: unknown) => e,
+    )) as IdempotentFetchError;
     expect(error).toBeInstanceOf(IdempotentFetchError);
     expect(error.stoppedBy).toBe('deadline');
     expect(error.attempts).toBeGreaterThanOrEqual(3);
@@ -277,7 +279,7 @@ describe('options and hooks', () => {
 });
 
 describe('OpenTelemetry', () => {
-  it('makes every attempt a client span under the caller\'s span, resends counted, baggage sent each time', async () => {
+  it("makes every attempt a client span under the caller's span, resends counted, baggage sent each time", async () => {
     scripted.script(['reset', notNow(503, '0'), { status: 201 }]);
     exporter.reset();
     const tracer = trace.getTracer('client-test');

@@ -180,4 +180,3 @@ describe('Grafana provisioning in the compose stack', () => {
     expect(byUid.get('prometheus')!.jsonData?.timeInterval).toBe(prometheus.global.scrape_interval);
   });
 });
-

@@ -32,7 +32,9 @@ const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-over
 const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
 
 describe.skipIf(!PROMETHEUS_BINARY)(
-  PROMETHEUS_BINARY ? 'Overview dashboard on a real Prometheus' : 'Overview dashboard on a real Prometheus (skipped: no prometheus binary; run scripts/install-prometheus.sh)',
+  PROMETHEUS_BINARY
+    ? 'Overview dashboard on a real Prometheus'
+    : 'Overview dashboard on a real Prometheus (skipped: no prometheus binary; run scripts/install-prometheus.sh)',
   () => {
     let db: TestDatabase;
     let store: PostgresStore;
@@ -81,20 +83,17 @@ describe.skipIf(!PROMETHEUS_BINARY)(
       });
     });
 
-    it.each(promQueries(overview).map((query) => [`${query.panel} / ${query.refId}`, query] as const))(
-      'returns data for "%s"',
-      async (_name, query) => {
-        const expr = substitute(query.expr, MACROS);
-        const now = await prometheus.query(expr);
-        // Every panel moved during the run: its largest value over the run is positive (a 0 or NaN
-        // everywhere would mean a label or an outcome that never matched).
-        const peaks = await prometheus.query(`max_over_time((${expr})[2m:1s])`);
-        const show = (samples: typeof now) => JSON.stringify(samples.map((sample) => [sample.metric, Number(Number(sample.value[1]).toPrecision(3))]));
-        console.info(`[${query.panel} / ${query.refId}] ${expr}\n  now:  ${show(now)}\n  peak: ${show(peaks)}`);
-        expect(now.length, expr).toBeGreaterThan(0);
-        expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
-      },
-    );
+    it.each(promQueries(overview).map((query) => [`${query.panel} / ${query.refId}`, query] as const))('returns data for "%s"', async (_name, query) => {
+      const expr = substitute(query.expr, MACROS);
+      const now = await prometheus.query(expr);
+      // Every panel moved during the run: its largest value over the run is positive (a 0 or NaN
+      // everywhere would mean a label or an outcome that never matched).
+      const peaks = await prometheus.query(`max_over_time((${expr})[2m:1s])`);
+      const show = (samples: typeof now) => JSON.stringify(samples.map((sample) => [sample.metric, Number(Number(sample.value[1]).toPrecision(3))]));
+      console.info(`[${query.panel} / ${query.refId}] ${expr}\n  now:  ${show(now)}\n  peak: ${show(peaks)}`);
+      expect(now.length, expr).toBeGreaterThan(0);
+      expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
+    });
 
     it('lists the service and every route in the variables', async () => {
       const [service, route] = variableQueries(overview);

@@ -87,8 +87,14 @@ describe('Grafana schema', () => {
       }
     }
     // Only the text panel has no schema here; a new panel type must bring one.
-    expect(panelsOf(dashboard).filter((panel) => !PANEL_SCHEMAS.includes(panel.type)).map((panel) => panel.type)).toEqual(
-      panelsOf(dashboard).filter((panel) => panel.type === 'text').map(() => 'text'),
+    expect(
+      panelsOf(dashboard)
+        .filter((panel) => !PANEL_SCHEMAS.includes(panel.type))
+        .map((panel) => panel.type),
+    ).toEqual(
+      panelsOf(dashboard)
+        .filter((panel) => panel.type === 'text')
+        .map(() => 'text'),
     );
   });
 
@@ -199,7 +205,9 @@ describe('metric names', () => {
     resetInstruments();
   });
 
-  const selectors = dashboards.flatMap(({ dashboard }) => allPromql(dashboard)).flatMap(({ where, expr }) => analyse(substitute(expr, MACROS)).selectors.map((selector) => ({ where, ...selector })));
+  const selectors = dashboards
+    .flatMap(({ dashboard }) => allPromql(dashboard))
+    .flatMap(({ where, expr }) => analyse(substitute(expr, MACROS)).selectors.map((selector) => ({ where, ...selector })));
 
   it('reads only instruments defined in METRIC', () => {
     const defined = new Set<string>(Object.values(METRIC));
@@ -208,13 +216,20 @@ describe('metric names', () => {
 
   it('names, in every selector, a series the JS PrometheusExporter exposes', () => {
     for (const { where, name } of selectors) {
-      expect([...exposed.samples].some((sample) => nameMatches(name, sample)), `${where}: ${JSON.stringify(name)}`).toBe(true);
+      expect(
+        [...exposed.samples].some((sample) => nameMatches(name, sample)),
+        `${where}: ${JSON.stringify(name)}`,
+      ).toBe(true);
     }
   });
 
   it('names, in every selector, a series an OTLP -> Collector -> Prometheus pipeline produces', () => {
     const otlp = Object.values(SERIES).flatMap((series) => pipelineNames(series, 'otlp'));
-    for (const { where, name } of selectors) expect(otlp.some((sample) => nameMatches(name, sample)), `${where}: ${JSON.stringify(name)}`).toBe(true);
+    for (const { where, name } of selectors)
+      expect(
+        otlp.some((sample) => nameMatches(name, sample)),
+        `${where}: ${JSON.stringify(name)}`,
+      ).toBe(true);
   });
 
   it('shows every metric the library exposes on the overview', () => {

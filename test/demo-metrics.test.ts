@@ -40,35 +40,42 @@ function dashboardMetricNames(): MetricName[] {
  * has data when either service serves its metric.
  */
 describe('npm start + npm run demo:traffic', () => {
-  it(`serves every metric the bundled dashboards query within ${ALL_METRICS_WITHIN_MS / 1000} s`, async () => {
-    const wanted = dashboardMetricNames();
-    expect(wanted.length).toBeGreaterThan(0);
-    const { env, ports } = await exampleEnvironment();
-    const metricsUrls = [ports.paymentsMetrics, ports.ledgerMetrics].map((metrics) => `http://127.0.0.1:${metrics}/metrics`);
+  it(
+    `serves every metric the bundled dashboards query within ${ALL_METRICS_WITHIN_MS / 1000} s`,
+    async () => {
+      const wanted = dashboardMetricNames();
+      expect(wanted.length).toBeGreaterThan(0);
+      const { env, ports } = await exampleEnvironment();
+      const metricsUrls = [ports.paymentsMetrics, ports.ledgerMetrics].map((metrics) => `http://127.0.0.1:${metrics}/metrics`);
 
-    const startedMs = performance.now();
-    const example = spawn('npm', ['start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const output: string[] = [];
-    try {
-      const url = await listening(example, output, ALL_METRICS_WITHIN_MS);
-      await demoTraffic(url, env);
+      const startedMs = performance.now();
+      const example = spawn('npm', ['start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      const output: string[] = [];
+      try {
+        const url = await listening(example, output, ALL_METRICS_WITHIN_MS);
+        await demoTraffic(url, env);
 
-      let missing = wanted;
-      while (performance.now() - startedMs < ALL_METRICS_WITHIN_MS) {
-        const served = (await Promise.all(metricsUrls.map(sampleNames))).flat();
-        missing = wanted.filter((name) => !served.some((sample) => nameMatches(name, sample)));
-        if (missing.length === 0) break;
-        await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+        let missing = wanted;
+        while (performance.now() - startedMs < ALL_METRICS_WITHIN_MS) {
+          const served = (await Promise.all(metricsUrls.map(sampleNames))).flat();
+          missing = wanted.filter((name) => !served.some((sample) => nameMatches(name, sample)));
+          if (missing.length === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+        }
+        const elapsedSeconds = ((performance.now() - startedMs) / 1000).toFixed(1);
+        expect(
+          missing.map((name) => ('exact' in name ? name.exact : name.regex)),
+          `not in ${metricsUrls.join(' or ')} after ${elapsedSeconds} s`,
+        ).toEqual([]);
+        console.log(`every metric the dashboards query was served ${elapsedSeconds} s after npm start`);
+      } catch (error) {
+        throw new Error(`${(error as Error).message}\n--- npm start printed (last 20 lines):\n${output.slice(-20).join('\n')}`, { cause: error });
+      } finally {
+        await stopGroup(example);
       }
-      const elapsedSeconds = ((performance.now() - startedMs) / 1000).toFixed(1);
-      expect(missing.map((name) => ('exact' in name ? name.exact : name.regex)), `not in ${metricsUrls.join(' or ')} after ${elapsedSeconds} s`).toEqual([]);
-      console.log(`every metric the dashboards query was served ${elapsedSeconds} s after npm start`);
-    } catch (error) {
-      throw new Error(`${(error as Error).message}\n--- npm start printed (last 20 lines):\n${output.slice(-20).join('\n')}`, { cause: error });
-    } finally {
-      await stopGroup(example);
-    }
-  }, ALL_METRICS_WITHIN_MS + STOP_TIMEOUT_MS + 15_000);
+    },
+    ALL_METRICS_WITHIN_MS + STOP_TIMEOUT_MS + 15_000,
+  );
 });
 
 /** Resolves with the payments API's URL from its "listening" line; keeps every line in `output`. */
@@ -97,7 +104,10 @@ async function demoTraffic(url: string, env: NodeJS.ProcessEnv): Promise<void> {
 
 /** The sample names a Prometheus endpoint serves; none while it is not up yet. */
 async function sampleNames(url: string): Promise<string[]> {
-  const text = await fetch(url, { signal: AbortSignal.timeout(POLL_INTERVAL_MS * 5) }).then((response) => (response.ok ? response.text() : ''), () => '');
+  const text = await fetch(url, { signal: AbortSignal.timeout(POLL_INTERVAL_MS * 5) }).then(
+    (response) => (response.ok ? response.text() : ''),
+    () => '',
+  );
   return [...text.matchAll(/^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]/gm)].map((match) => match[1]!);
 }
 

@@ -122,9 +122,7 @@ describe('Faults between the app and Postgres', () => {
 
   /** After the faults: no record in progress, no transaction left open by the app. */
   async function expectNothingStuck(): Promise<void> {
-    const { rows: records } = await admin.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM "${schema}".idempotency_records WHERE status = 'in_progress'`,
-    );
+    const { rows: records } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".idempotency_records WHERE status = 'in_progress'`);
     expect(records[0]!.n).toBe(0);
     // A cut connection's backend ends (and rolls back) once Postgres notices; give it a moment.
     let open = -1;

@@ -73,36 +73,52 @@ const bodyValue: fc.Arbitrary<{ body: Buffer | string; type?: string; contentLen
   fc.integer({ min: 1, max: VALID_BODY.length - 1 }).map((cut) => ({ body: VALID_BODY.slice(0, cut) })),
   fc.integer({ min: 65 * 1024, max: 256 * 1024 }).map((n) => ({ body: `{"amount":1,"currency":"EUR","pad":"${'x'.repeat(n)}"}` })),
   fc.tuple(fc.integer({ min: 100, max: 32_000 }), fc.constantFrom('array' as const, 'object' as const)).map(([depth, kind]) => ({ body: nested(depth, kind) })),
-  fc.constantFrom(
-    '{"amount":1e400,"currency":"EUR"}',
-    '{"amount":-0,"currency":"EUR"}',
-    '{"amount":1.5,"currency":"EUR"}',
-    '{"amount":"100","currency":"EUR"}',
-    '{"amount":99999999999999999999999,"currency":"EUR"}',
-    '{"__proto__":{"amount":5},"currency":"EUR"}',
-    '{"constructor":{"prototype":{"polluted":true}},"amount":5,"currency":"EUR"}',
-    '{"amount":5,"amount":6,"currency":"EUR"}',
-    '{"amount":5,"currency":"\\ud800"}',
-    '{"amount":5,"currency":"EUR","note":"\\ud800\\udfff\\u0000"}',
-    'null',
-    '[]',
-    '"string"',
-    '',
-  ).map((body) => ({ body })),
+  fc
+    .constantFrom(
+      '{"amount":1e400,"currency":"EUR"}',
+      '{"amount":-0,"currency":"EUR"}',
+      '{"amount":1.5,"currency":"EUR"}',
+      '{"amount":"100","currency":"EUR"}',
+      '{"amount":99999999999999999999999,"currency":"EUR"}',
+      '{"__proto__":{"amount":5},"currency":"EUR"}',
+      '{"constructor":{"prototype":{"polluted":true}},"amount":5,"currency":"EUR"}',
+      '{"amount":5,"amount":6,"currency":"EUR"}',
+      '{"amount":5,"currency":"\\ud800"}',
+      '{"amount":5,"currency":"EUR","note":"\\ud800\\udfff\\u0000"}',
+      'null',
+      '[]',
+      '"string"',
+      '',
+    )
+    .map((body) => ({ body })),
   fc.constant({ body: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]) }),
-  fc.constantFrom('text/plain', 'application/json; charset=latin1', 'application/json; charset=utf-7', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x').map((type) => ({ body: VALID_BODY, type })),
+  fc
+    .constantFrom(
+      'text/plain',
+      'application/json; charset=latin1',
+      'application/json; charset=utf-7',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data; boundary=x',
+    )
+    .map((type) => ({ body: VALID_BODY, type })),
   fc.integer({ min: 0, max: VALID_BODY.length - 1 }).map((contentLength) => ({ body: VALID_BODY, contentLength })),
   fc.constantFrom('Content-Encoding: gzip', 'Content-Encoding: deflate', 'Content-Encoding: br', 'Content-Encoding: bogus').map((extra) => ({ body: VALID_BODY, extra })),
 );
 
 const bodyCase: fc.Arbitrary<FuzzCase> = fc.tuple(auth, validKey, bodyValue).map(([authLine, keyLine, value]) => ({
   category: 'body',
-  request: post([authLine, keyLine, `Content-Type: ${value.type ?? 'application/json'}`, ...(value.extra ? [value.extra] : [])], value.body, { contentLength: value.contentLength }),
+  request: post([authLine, keyLine, `Content-Type: ${value.type ?? 'application/json'}`, ...(value.extra ? [value.extra] : [])], value.body, {
+    contentLength: value.contentLength,
+  }),
 }));
 
 /** Header lines no client library would send. */
 const headerCase: fc.Arbitrary<FuzzCase> = fc
-  .tuple(auth, validKey, fc.array(fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 100 }), { minLength: 1, maxLength: 4 }))
+  .tuple(
+    auth,
+    validKey,
+    fc.array(fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 100 }), { minLength: 1, maxLength: 4 }),
+  )
   .map(([authLine, keyLine, lines]) => ({ category: 'header', request: post([authLine, keyLine, json, ...lines], VALID_BODY) }));
 
 const routeCase: fc.Arbitrary<FuzzCase> = fc
@@ -119,16 +135,21 @@ const routeCase: fc.Arbitrary<FuzzCase> = fc
   .map(([authLine, keyLine, method, path]) => ({ category: 'route', request: post([authLine, keyLine, json], VALID_BODY, { method, path }) }));
 
 const authCase: fc.Arbitrary<FuzzCase> = fc
-  .tuple(validKey, fc.oneof(fc.constant(''), fc.string({ maxLength: 100 }).map((s) => `Authorization: Bearer ${s}`), fc.constant('Authorization: Basic YTpi')))
+  .tuple(
+    validKey,
+    fc.oneof(
+      fc.constant(''),
+      fc.string({ maxLength: 100 }).map((s) => `Authorization: Bearer ${s}`),
+      fc.constant('Authorization: Basic YTpi'),
+    ),
+  )
   .map(([keyLine, authLine]) => ({ category: 'auth', request: post([keyLine, json, ...(authLine ? [authLine] : [])], VALID_BODY) }));
 
 /** Honest traffic on a few shared keys: executions, replays, conflicts and key-reuse mismatches. */
-const retryCase: fc.Arbitrary<FuzzCase> = fc
-  .tuple(auth, fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 3 }))
-  .map(([authLine, key, amount]) => ({
-    category: 'retry',
-    request: post([authLine, `Idempotency-Key: retry-${key}`, json], `{"amount":${amount},"currency":"EUR"}`),
-  }));
+const retryCase: fc.Arbitrary<FuzzCase> = fc.tuple(auth, fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 3 })).map(([authLine, key, amount]) => ({
+  category: 'retry',
+  request: post([authLine, `Idempotency-Key: retry-${key}`, json], `{"amount":${amount},"currency":"EUR"}`),
+}));
 
 const fuzzCase = fc.oneof(
   { weight: 4, arbitrary: keyCase },

@@ -102,10 +102,20 @@ describe(`application hooks on ${target.name}`, () => {
 
   describe('scope', () => {
     const cases: Array<[string, IdempotencyOptions['scope']]> = [
-      ['throws', () => { throw new Error('no account on this request'); }],
+      [
+        'throws',
+        () => {
+          throw new Error('no account on this request');
+        },
+      ],
       ['rejects', () => Promise.reject(new Error('account lookup failed'))],
-      // eslint-disable-next-line @typescript-eslint/only-throw-error -- a hook may throw anything: that is the case under test
-      ['throws a non-Error', () => { throw 'a string, not an Error'; }],
+      [
+        'throws a non-Error',
+        () => {
+          // eslint-disable-next-line @typescript-eslint/only-throw-error -- a hook may throw anything: that is the case under test
+          throw 'a string, not an Error';
+        },
+      ],
       ['returns undefined', () => undefined as unknown as string],
     ];
     it.each(cases)('that %s: 500 request-failed problem saying the scope function failed, the handler never runs, diag and the app are told', async (_, scope) => {
@@ -141,7 +151,11 @@ describe(`application hooks on ${target.name}`, () => {
     }
 
     it('that throws: the request proceeds, executes once and replays, labelled with the router template', async () => {
-      const { post, executions } = await start({ routeName: () => { throw new Error('label lookup failed'); } });
+      const { post, executions } = await start({
+        routeName: () => {
+          throw new Error('label lookup failed');
+        },
+      });
       const key = newKey('route');
       expect((await post(key)).status).toBe(201);
       const replay = await post(key);
@@ -152,7 +166,12 @@ describe(`application hooks on ${target.name}`, () => {
     });
 
     it('that throws on a refused request: the refusal is still the documented 400, counted under the template', async () => {
-      const { post, executions } = await start({ routeName: () => { throw new Error('label lookup failed'); }, required: true });
+      const { post, executions } = await start({
+        routeName: () => {
+          throw new Error('label lookup failed');
+        },
+        required: true,
+      });
       const missing = await post();
       expect(missing.status).toBe(400);
       expect(JSON.parse(missing.text).type).toBe(problemType('keyMissing'));
@@ -197,7 +216,11 @@ describe(`application hooks on ${target.name}`, () => {
 
   describe('shouldStore', () => {
     it('that throws: 500 request-failed, the key released (a retry runs again), diag and the app are told', async () => {
-      const { post, executions, appErrors } = await start({ shouldStore: () => { throw new Error('policy lookup failed'); } });
+      const { post, executions, appErrors } = await start({
+        shouldStore: () => {
+          throw new Error('policy lookup failed');
+        },
+      });
       const key = newKey('should-store');
       expectRequestFailedProblem(await post(key), /could not be stored/);
       expectRequestFailedProblem(await post(key), /could not be stored/);

@@ -4,15 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import Koa from 'koa';
 import mount from 'koa-mount';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  idempotency,
-  IdempotencyConfigError,
-  PostgresStore,
-  problemType,
-  type IdempotencyOptions,
-  type IdempotencyStore,
-  type SqlDatabase,
-} from '../src/index.js';
+import { idempotency, IdempotencyConfigError, PostgresStore, problemType, type IdempotencyOptions, type IdempotencyStore, type SqlDatabase } from '../src/index.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from '../src/options.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';

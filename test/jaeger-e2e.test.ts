@@ -6,17 +6,7 @@ import { postJson } from './helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersion, startJaeger, type JaegerServer } from './jaeger-support/jaeger.js';
 import { jaegerPanelQueries } from './jaeger-support/dashboard-queries.js';
 import { startExample, EXAMPLE_START_TIMEOUT_MS, type RunningExample } from './jaeger-support/example.js';
-import {
-  findTracesV3,
-  getTrace,
-  getTraceV3,
-  otlpAttribute,
-  searchTraces,
-  serverSpan,
-  servicesOf,
-  tag,
-  type JaegerTrace,
-} from './jaeger-support/jaeger-api.js';
+import { findTracesV3, getTrace, getTraceV3, otlpAttribute, searchTraces, serverSpan, servicesOf, tag, type JaegerTrace } from './jaeger-support/jaeger-api.js';
 
 /**
  * "View duplicate traces in Jaeger", against a real Jaeger (the release examples/compose pins): the example's two
@@ -54,7 +44,8 @@ async function tracesOf(intent: Intent): Promise<JaegerTrace[]> {
   const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
   for (;;) {
     const { traces: found, raw } = await searchTraces(jaeger, { service: 'payments', tags: { [ATTR.CORRELATION_ID]: ID[intent] }, limit: 50 });
-    const complete = found.length === answers[intent].length && found.every((trace) => serverSpan(trace, 'payments') && tag(serverSpan(trace, 'payments')!.tags, ATTR.OUTCOME));
+    const complete =
+      found.length === answers[intent].length && found.every((trace) => serverSpan(trace, 'payments') && tag(serverSpan(trace, 'payments')!.tags, ATTR.OUTCOME));
     const executed = found.find((trace) => tag(serverSpan(trace, 'payments')?.tags, ATTR.OUTCOME) === OUTCOME.EXECUTED);
     if (complete && (!executed || serverSpan(executed, 'ledger'))) {
       returned.push(raw);
@@ -71,19 +62,22 @@ const byOutcome = (found: JaegerTrace[], outcome: string) => found.filter((trace
 describe.skipIf(!JAEGER_BINARY)(
   JAEGER_BINARY ? `npm start exporting to a real Jaeger ${JAEGER_RELEASE}, read back through its query APIs` : `Jaeger end-to-end (skipped: ${JAEGER_MISSING_REASON})`,
   () => {
-    beforeAll(async () => {
-      startedMs = Date.now();
-      jaeger = await startJaeger();
-      example = await startExample(jaeger.otlpUrl);
-      // The demo's scenarios: a payment and two retries of it (replays); three copies at once; a key reused for another amount.
-      await send('replay');
-      await send('replay');
-      await send('replay');
-      await Promise.all([send('concurrent'), send('concurrent'), send('concurrent')]);
-      await send('mismatch');
-      await send('mismatch', { ...PAYMENT, amount: PAYMENT.amount + 1 });
-      for (const intent of Object.keys(KEYS) as Intent[]) traces[intent] = await tracesOf(intent);
-    }, EXAMPLE_START_TIMEOUT_MS + 3 * ARRIVAL_TIMEOUT_MS + 30_000);
+    beforeAll(
+      async () => {
+        startedMs = Date.now();
+        jaeger = await startJaeger();
+        example = await startExample(jaeger.otlpUrl);
+        // The demo's scenarios: a payment and two retries of it (replays); three copies at once; a key reused for another amount.
+        await send('replay');
+        await send('replay');
+        await send('replay');
+        await Promise.all([send('concurrent'), send('concurrent'), send('concurrent')]);
+        await send('mismatch');
+        await send('mismatch', { ...PAYMENT, amount: PAYMENT.amount + 1 });
+        for (const intent of Object.keys(KEYS) as Intent[]) traces[intent] = await tracesOf(intent);
+      },
+      EXAMPLE_START_TIMEOUT_MS + 3 * ARRIVAL_TIMEOUT_MS + 30_000,
+    );
 
     afterAll(async () => {
       await example?.stop();
@@ -95,7 +89,11 @@ describe.skipIf(!JAEGER_BINARY)(
     });
 
     it('answers the scenarios as the demo expects: 201 then two replays; one execution of three copies; 201 then 422', () => {
-      expect(answers.replay).toEqual([{ status: 201, replayed: false }, { status: 201, replayed: true }, { status: 201, replayed: true }]);
+      expect(answers.replay).toEqual([
+        { status: 201, replayed: false },
+        { status: 201, replayed: true },
+        { status: 201, replayed: true },
+      ]);
       expect(answers.concurrent.filter((answer) => answer.status === 201 && !answer.replayed)).toHaveLength(1);
       expect(answers.mismatch.map((answer) => answer.status)).toEqual([201, 422]);
     });
@@ -156,7 +154,11 @@ describe.skipIf(!JAEGER_BINARY)(
     });
 
     it('answers every Jaeger query of dashboards/duplicate-traces.json, sent as Grafana sends it, with the expected traces', async () => {
-      const queries = jaegerPanelQueries(DASHBOARD, { jaeger_service: 'payments', correlation_id: ID.replay, jaeger: 'jaeger' }, { fromMs: Date.now() - 3_600_000, toMs: Date.now() });
+      const queries = jaegerPanelQueries(
+        DASHBOARD,
+        { jaeger_service: 'payments', correlation_id: ID.replay, jaeger: 'jaeger' },
+        { fromMs: Date.now() - 3_600_000, toMs: Date.now() },
+      );
       const all = Object.values(traces).flat();
       const client = Object.values(answers).flat();
       // What the client saw, independently of Jaeger: the count of each outcome's traces.

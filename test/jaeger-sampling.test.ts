@@ -45,36 +45,44 @@ async function sendIntents(baseUrl: string) {
 }
 
 async function everything(service: string): Promise<JaegerTrace[]> {
-  const { traces } = await searchTraces(jaeger, { service, limit: INTENTS * SENDS_PER_INTENT * 2, startUs: (startedMs - 60_000) * 1_000, endUs: (Date.now() + 60_000) * 1_000 });
+  const { traces } = await searchTraces(jaeger, {
+    service,
+    limit: INTENTS * SENDS_PER_INTENT * 2,
+    startUs: (startedMs - 60_000) * 1_000,
+    endUs: (Date.now() + 60_000) * 1_000,
+  });
   return traces;
 }
 
 describe.skipIf(!JAEGER_BINARY)(
   JAEGER_BINARY ? `idempotencySampler at ratio ${RATIO} with a real Jaeger ${JAEGER_RELEASE}` : `Jaeger intent sampling (skipped: ${JAEGER_MISSING_REASON})`,
   () => {
-    beforeAll(async () => {
-      startedMs = Date.now();
-      jaeger = await startJaeger();
-      example = await startExample(jaeger.otlpUrl, { OTEL_TRACES_SAMPLER_ARG: String(RATIO) });
-      await sendIntents(example.baseUrl);
-      // Poll until no new trace arrives for QUIET_MS (the services export every 100 ms), within a deadline.
-      const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
-      let count = -1;
-      let quietSinceMs = Date.now();
-      let traces: JaegerTrace[] = [];
-      while (Date.now() < deadline) {
-        traces = await everything('payments');
-        if (traces.length !== count) [count, quietSinceMs] = [traces.length, Date.now()];
-        else if (count > 0 && Date.now() - quietSinceMs >= QUIET_MS) break;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
-      tracesByIntent = new Map();
-      for (const trace of traces) {
-        const id = String(tag(serverSpan(trace, 'payments')?.tags, ATTR.CORRELATION_ID));
-        tracesByIntent.set(id, [...(tracesByIntent.get(id) ?? []), trace]);
-      }
-      ledgerTraceIds = new Set((await everything('ledger')).map((trace) => trace.traceID));
-    }, EXAMPLE_START_TIMEOUT_MS + ARRIVAL_TIMEOUT_MS + 120_000);
+    beforeAll(
+      async () => {
+        startedMs = Date.now();
+        jaeger = await startJaeger();
+        example = await startExample(jaeger.otlpUrl, { OTEL_TRACES_SAMPLER_ARG: String(RATIO) });
+        await sendIntents(example.baseUrl);
+        // Poll until no new trace arrives for QUIET_MS (the services export every 100 ms), within a deadline.
+        const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
+        let count = -1;
+        let quietSinceMs = Date.now();
+        let traces: JaegerTrace[] = [];
+        while (Date.now() < deadline) {
+          traces = await everything('payments');
+          if (traces.length !== count) [count, quietSinceMs] = [traces.length, Date.now()];
+          else if (count > 0 && Date.now() - quietSinceMs >= QUIET_MS) break;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        tracesByIntent = new Map();
+        for (const trace of traces) {
+          const id = String(tag(serverSpan(trace, 'payments')?.tags, ATTR.CORRELATION_ID));
+          tracesByIntent.set(id, [...(tracesByIntent.get(id) ?? []), trace]);
+        }
+        ledgerTraceIds = new Set((await everything('ledger')).map((trace) => trace.traceID));
+      },
+      EXAMPLE_START_TIMEOUT_MS + ARRIVAL_TIMEOUT_MS + 120_000,
+    );
 
     afterAll(async () => {
       await example?.stop();

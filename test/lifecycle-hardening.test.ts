@@ -37,7 +37,10 @@ function circular(): unknown {
   return body;
 }
 
-const MODES = [{ mode: 'lease', transactional: false }, { mode: 'transactional', transactional: true }] as const;
+const MODES = [
+  { mode: 'lease', transactional: false },
+  { mode: 'transactional', transactional: true },
+] as const;
 
 describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
   let db: TestDatabase;
@@ -150,24 +153,27 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
       });
 
       // Lease mode holds no connection while the handler runs; the pool is at stake in transactional mode.
-      it.runIf(transactional)(`never drains the pool: after twice the pool size of unserialisable responses, a normal request succeeds at once${transactional ? '' : ' (skipped in lease mode: it holds no connection while the handler runs)'}`, async () => {
-        const poolSize = db.newPool ? 3 : 1; // PGlite is one connection
-        const appStore = db.newPool ? new PostgresStore({ pool: db.newPool(poolSize), schema: db.schema }) : store;
-        const { url } = await start({
-          transactional,
-          store: appStore,
-          respond: (ctx) => {
-            if (ctx.get('x-break') === 'yes') ctx.body = { amount: 10n };
-          },
-        });
-        for (let request = 0; request < 2 * poolSize; request++) {
-          const failed = await post(url, newKey(`drain-${mode}`), { 'x-break': 'yes' });
-          expect(failed.status).toBe(500);
-        }
-        const normal = await post(url, newKey(`after-drain-${mode}`), {}, AT_ONCE_MS);
-        expect(normal.status).toBe(201);
-        if (appStore !== store) await appStore.close();
-      });
+      it.runIf(transactional)(
+        `never drains the pool: after twice the pool size of unserialisable responses, a normal request succeeds at once${transactional ? '' : ' (skipped in lease mode: it holds no connection while the handler runs)'}`,
+        async () => {
+          const poolSize = db.newPool ? 3 : 1; // PGlite is one connection
+          const appStore = db.newPool ? new PostgresStore({ pool: db.newPool(poolSize), schema: db.schema }) : store;
+          const { url } = await start({
+            transactional,
+            store: appStore,
+            respond: (ctx) => {
+              if (ctx.get('x-break') === 'yes') ctx.body = { amount: 10n };
+            },
+          });
+          for (let request = 0; request < 2 * poolSize; request++) {
+            const failed = await post(url, newKey(`drain-${mode}`), { 'x-break': 'yes' });
+            expect(failed.status).toBe(500);
+          }
+          const normal = await post(url, newKey(`after-drain-${mode}`), {}, AT_ONCE_MS);
+          expect(normal.status).toBe(201);
+          if (appStore !== store) await appStore.close();
+        },
+      );
     });
 
     describe('defect 3: a response written around Koa is not replayable', () => {

@@ -311,15 +311,21 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
 
 describe('when the store is unreachable', () => {
   it.each([
-    ['a pg pool whose server refuses connections', async () => {
-      const pool = new pg.Pool({ host: '127.0.0.1', port: 1, connectionTimeoutMillis: 1_000 });
-      return { store: new PostgresStore({ pool }), close: () => pool.end() };
-    }],
-    ['a closed PGlite', async () => {
-      const pglite = await PGlite.create();
-      await pglite.close();
-      return { store: new PostgresStore({ pglite }), close: async () => undefined };
-    }],
+    [
+      'a pg pool whose server refuses connections',
+      async () => {
+        const pool = new pg.Pool({ host: '127.0.0.1', port: 1, connectionTimeoutMillis: 1_000 });
+        return { store: new PostgresStore({ pool }), close: () => pool.end() };
+      },
+    ],
+    [
+      'a closed PGlite',
+      async () => {
+        const pglite = await PGlite.create();
+        await pglite.close();
+        return { store: new PostgresStore({ pglite }), close: async () => undefined };
+      },
+    ],
   ])('answers 503 problem with Retry-After and never runs the handler (%s)', async (_label, open) => {
     const { store, close } = await open();
     const { app, executions } = createTestApp({ store });

@@ -166,11 +166,9 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       const { app, executions } = createTestApp({ store, options: { onInProgress: 'wait', waitMs: 5_000 } });
       const server = await serve(app);
       try {
-        const answers = await Promise.all(
-          Array.from({ length: 30 }, () => postJson(`${server.url}/orders`, { amount: 5 }, { key: 'http-key', account: 'acct-1' })),
-        );
+        const answers = await Promise.all(Array.from({ length: 30 }, () => postJson(`${server.url}/orders`, { amount: 5 }, { key: 'http-key', account: 'acct-1' })));
         expect(executions).toHaveLength(1);
-        expect(answers.map((answer) => `${answer.status} ${answer.status === 201 ? "" : answer.text}`)).toEqual(Array(30).fill("201 "));
+        expect(answers.map((answer) => `${answer.status} ${answer.status === 201 ? '' : answer.text}`)).toEqual(Array(30).fill('201 '));
         expect(new Set(answers.map((answer) => answer.text)).size).toBe(1);
       } finally {
         await server.close();

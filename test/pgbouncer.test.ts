@@ -212,10 +212,12 @@ describe.skipIf(!binary)(`the store behind PgBouncer in transaction pooling${mis
       const store = await bouncedStore({ waitStrategy: 'poll', replayCacheEntries: 0 });
       const request = (key: string): ClaimRequest => ({ scope: 's', key, fingerprint: 'f', fingerprintVersion: 1, leaseMs: 10_000, ttlSeconds: 60 });
       const outcomes = await Promise.all(
-        Array.from({ length: 40 }, (_, i) => store.claim(request(`prepared-${i}`)).then(
-          () => 'ok',
-          (error: { code?: string }) => error.code ?? 'no code',
-        )),
+        Array.from({ length: 40 }, (_, i) =>
+          store.claim(request(`prepared-${i}`)).then(
+            () => 'ok',
+            (error: { code?: string }) => error.code ?? 'no code',
+          ),
+        ),
       );
       // 26000: prepared statement does not exist (prepared on another server connection); 42P05: already exists.
       expect(outcomes.filter((outcome) => outcome === '26000' || outcome === '42P05').length).toBeGreaterThan(0);

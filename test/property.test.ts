@@ -19,7 +19,9 @@ const RULES = { minKeyLength: 1, maxKeyLength: 255 };
 const anyByteString = fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 600 });
 const anyString = fc.oneof(fc.string({ unit: 'binary', maxLength: 600 }), anyByteString);
 const printable = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 255 });
-const token = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 255 }).filter((s) => !s.includes(',') && !s.startsWith('"'));
+const token = fc
+  .string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), minLength: 1, maxLength: 255 })
+  .filter((s) => !s.includes(',') && !s.startsWith('"'));
 
 function quote(key: string): string {
   return `"${key.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
@@ -216,7 +218,11 @@ describe.each(databaseTargets())('the middleware over HTTP on $name', (target) =
 
   it('answers any key header, however malformed, with a 2xx or a 4xx, never a 5xx', async () => {
     const port = Number(new URL(server.url).port);
-    const keyBytes = fc.oneof(anyString.map((s) => Buffer.from(s, 'utf8')), anyByteString.map((s) => Buffer.from(s, 'latin1')), token.map((s) => Buffer.from(s)));
+    const keyBytes = fc.oneof(
+      anyString.map((s) => Buffer.from(s, 'utf8')),
+      anyByteString.map((s) => Buffer.from(s, 'latin1')),
+      token.map((s) => Buffer.from(s)),
+    );
     await fc.assert(
       fc.asyncProperty(fc.array(keyBytes, { minLength: 1, maxLength: 3 }), async (keys) => {
         const lines = keys.map((key) => Buffer.concat([Buffer.from('Idempotency-Key: '), key]));

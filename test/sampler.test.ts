@@ -22,7 +22,9 @@ describe('idempotencySampler', () => {
 
   it('keeps about the ratio of intents', () => {
     const sampler = idempotencySampler({ ratio: 0.25 });
-    const kept = Array.from({ length: 4_000 }, (_, intent) => sampled(sampler, traceId(), keyHashAttributes({ headers: { 'idempotency-key': `intent-${intent}` } }))).filter(Boolean).length;
+    const kept = Array.from({ length: 4_000 }, (_, intent) =>
+      sampled(sampler, traceId(), keyHashAttributes({ headers: { 'idempotency-key': `intent-${intent}` } })),
+    ).filter(Boolean).length;
     expect(kept / 4_000).toBeGreaterThan(0.22);
     expect(kept / 4_000).toBeLessThan(0.28);
   });

@@ -132,22 +132,39 @@ describe('a partitioned sweep under the least-privilege role SECURITY.md recomme
 });
 
 describe('the statements refused on a claim transaction', () => {
-  it.each(['COMMIT', 'commit work', '  begin;', 'START TRANSACTION', 'END', 'ABORT', 'ROLLBACK', 'rollback and chain', 'PREPARE TRANSACTION \'x\'', '/* a /* nested */ comment */ COMMIT', '-- note\nCOMMIT', '; ;COMMIT'])(
-    'refuses %j',
-    (text) => {
-      expect(transactionControlError(text)?.code).toBe('TRANSACTION_CONTROL');
-    },
-  );
+  it.each([
+    'COMMIT',
+    'commit work',
+    '  begin;',
+    'START TRANSACTION',
+    'END',
+    'ABORT',
+    'ROLLBACK',
+    'rollback and chain',
+    "PREPARE TRANSACTION 'x'",
+    '/* a /* nested */ comment */ COMMIT',
+    '-- note\nCOMMIT',
+    '; ;COMMIT',
+  ])('refuses %j', (text) => {
+    expect(transactionControlError(text)?.code).toBe('TRANSACTION_CONTROL');
+  });
 
-  it.each(['SAVEPOINT s1', 'ROLLBACK TO SAVEPOINT s1', 'rollback to s1', 'ROLLBACK WORK TO s1', 'RELEASE SAVEPOINT s1', 'SELECT 1', 'INSERT INTO ends (x) VALUES (1)', 'PREPARE q AS SELECT 1', '/* COMMIT */ SELECT 1'])(
-    'lets %j through',
-    (text) => {
-      expect(transactionControlError(text)).toBeUndefined();
-    },
-  );
+  it.each([
+    'SAVEPOINT s1',
+    'ROLLBACK TO SAVEPOINT s1',
+    'rollback to s1',
+    'ROLLBACK WORK TO s1',
+    'RELEASE SAVEPOINT s1',
+    'SELECT 1',
+    'INSERT INTO ends (x) VALUES (1)',
+    'PREPARE q AS SELECT 1',
+    '/* COMMIT */ SELECT 1',
+  ])('lets %j through', (text) => {
+    expect(transactionControlError(text)).toBeUndefined();
+  });
 });
 
-describe.each(databaseTargets())('a transactional handler that ends the claim\'s transaction itself, on $name', (target) => {
+describe.each(databaseTargets())("a transactional handler that ends the claim's transaction itself, on $name", (target) => {
   const onServer = target.name !== 'PGlite';
   const serverOnly = (name: string) => (onServer ? name : `${name} (skipped on PGlite: its db has no node-postgres client and runs one statement per query)`);
   let db: TestDatabase;
@@ -197,7 +214,7 @@ describe.each(databaseTargets())('a transactional handler that ends the claim\'s
     }
   });
 
-  it('still lets the handler nest with savepoints, as a query builder\'s nested transaction does', async () => {
+  it("still lets the handler nest with savepoints, as a query builder's nested transaction does", async () => {
     const { store, server } = await app(async (tx, key) => {
       await tx.query('SAVEPOINT nested');
       await tx.query(`INSERT INTO ${charges} (key) VALUES ($1)`, [`${key}-undone`]);

@@ -19,7 +19,10 @@ const ACCOUNT = 'acct_metrics';
 const PAYMENT = { amount: 500, currency: 'USD' };
 
 function points(metrics: ResourceMetrics, name: string): DataPoint<unknown>[] {
-  return metrics.scopeMetrics.flatMap((scope) => scope.metrics).filter((metric) => metric.descriptor.name === name).flatMap((metric) => metric.dataPoints as DataPoint<unknown>[]);
+  return metrics.scopeMetrics
+    .flatMap((scope) => scope.metrics)
+    .filter((metric) => metric.descriptor.name === name)
+    .flatMap((metric) => metric.dataPoints as DataPoint<unknown>[]);
 }
 
 function sumBy(dataPoints: DataPoint<unknown>[], label: string): Record<string, number> {
@@ -31,7 +34,6 @@ function sumBy(dataPoints: DataPoint<unknown>[], label: string): Record<string, 
   }
   return sums;
 }
-
 
 describe(`idempotency metrics on ${target.name}`, () => {
   let database: TestDatabase;
@@ -140,7 +142,9 @@ describe(`idempotency metrics on ${target.name}`, () => {
   });
 
   it('never puts a key in a label', () => {
-    const labels = Object.values(METRIC).flatMap((name) => points(metrics, name)).flatMap((point) => Object.values(point.attributes).map(String));
+    const labels = Object.values(METRIC)
+      .flatMap((name) => points(metrics, name))
+      .flatMap((point) => Object.values(point.attributes).map(String));
     expect(labels.filter((label) => keys.some((key) => label.includes(key)))).toEqual([]);
   });
 });

@@ -78,7 +78,6 @@ async function startReceiver() {
   };
 }
 
-
 async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -151,7 +150,9 @@ describe('npm start exporting to an OTLP/HTTP receiver', () => {
     expect(new Set(original.map((span) => span.service))).toEqual(new Set(['payments', 'ledger']));
     expect(original.filter((span) => attribute(span.attributes, ATTR.CORRELATION_ID) !== CORRELATION_ID).map((span) => `${span.service}: ${span.name}`)).toEqual([]);
     // The Koa instrumentation patched the ESM app through the loader hook: outer middleware spans are there.
-    expect(original.map((span) => span.name)).toEqual(expect.arrayContaining(['middleware - problemErrorsMiddleware', 'middleware - bearerAuth', 'POST /payments', 'POST /entries']));
+    expect(original.map((span) => span.name)).toEqual(
+      expect.arrayContaining(['middleware - problemErrorsMiddleware', 'middleware - bearerAuth', 'POST /payments', 'POST /entries']),
+    );
   });
 
   it('exports the replay with the same correlation ID on every span, its duplicate event and its link', () => {
@@ -165,7 +166,15 @@ describe('npm start exporting to an OTLP/HTTP receiver', () => {
     expect(server.links?.map((link) => [link.traceId, link.spanId])).toEqual([[originalServer.traceId, originalServer.spanId]]);
 
     if (process.env.OTLP_EXCERPT_FILE) {
-      const excerpt = (span: ExportedSpan) => ({ service: span.service, traceId: span.traceId, spanId: span.spanId, name: span.name, attributes: span.attributes.filter((a) => a.key.startsWith('idempotency.') || a.key.startsWith('http.')), events: span.events, links: span.links });
+      const excerpt = (span: ExportedSpan) => ({
+        service: span.service,
+        traceId: span.traceId,
+        spanId: span.spanId,
+        name: span.name,
+        attributes: span.attributes.filter((a) => a.key.startsWith('idempotency.') || a.key.startsWith('http.')),
+        events: span.events,
+        links: span.links,
+      });
       writeFileSync(process.env.OTLP_EXCERPT_FILE, JSON.stringify({ original: excerpt(originalServer), replay: excerpt(server) }, null, 2));
     }
   });

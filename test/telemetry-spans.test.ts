@@ -37,7 +37,6 @@ function duplicateEvents(span: ReadableSpan | undefined) {
   return (span?.events ?? []).filter((event) => event.name === EVENT.DUPLICATE);
 }
 
-
 /** The ledger behind a plain HTTP server that records the baggage header each request carried. */
 async function serveLedger(database: TestDatabase) {
   const app = createLedgerApp({ store: await database.store({ table: 'ledger_records' }), sql: database.sql, schema: database.schema });
@@ -198,25 +197,28 @@ describe.each(databaseTargets())('request telemetry on $name', (target) => {
 
   // On PGlite (one connection) the duplicate's transaction would queue behind the first one's.
   const oneConnection = target.name === 'PGlite';
-  describe.skipIf(oneConnection)(`a duplicate while the first transaction is open${oneConnection ? ' (skipped on PGlite: one connection, a second transaction waits for the first by design)' : ''}`, () => {
-    it('answers 409 (busy: the record is not visible yet) with the ID on every span and a conflict event', async () => {
-      const key = `busy-${Date.now()}`;
-      held = gate();
-      const first = post(gatedTransactionalApi.url, key);
-      await held.reached;
-      const duplicate = await post(gatedTransactionalApi.url, key);
-      held.open();
-      const original = await first;
-      held = undefined;
+  describe.skipIf(oneConnection)(
+    `a duplicate while the first transaction is open${oneConnection ? ' (skipped on PGlite: one connection, a second transaction waits for the first by design)' : ''}`,
+    () => {
+      it('answers 409 (busy: the record is not visible yet) with the ID on every span and a conflict event', async () => {
+        const key = `busy-${Date.now()}`;
+        held = gate();
+        const first = post(gatedTransactionalApi.url, key);
+        await held.reached;
+        const duplicate = await post(gatedTransactionalApi.url, key);
+        held.open();
+        const original = await first;
+        held = undefined;
 
-      expect([original.status, duplicate.status]).toEqual([201, 409]);
-      const spans = await waitForServerSpans(telemetry.exporter, duplicate.traceId, ['/payments']);
-      expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
-      const server = serverSpan(spans, '/payments')!;
-      expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.IN_PROGRESS);
-      expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([{ [ATTR.REASON]: OUTCOME.IN_PROGRESS }]);
-    });
-  });
+        expect([original.status, duplicate.status]).toEqual([201, 409]);
+        const spans = await waitForServerSpans(telemetry.exporter, duplicate.traceId, ['/payments']);
+        expect(unstamped(spans, correlationIdFor(ACCOUNT, key))).toEqual([]);
+        const server = serverSpan(spans, '/payments')!;
+        expect(server.attributes[ATTR.OUTCOME]).toBe(OUTCOME.IN_PROGRESS);
+        expect(duplicateEvents(server).map((event) => event.attributes)).toEqual([{ [ATTR.REASON]: OUTCOME.IN_PROGRESS }]);
+      });
+    },
+  );
 
   describe('raw key and scope, when configured', () => {
     it('go on the server span only, never into the baggage sent downstream', async () => {

@@ -34,10 +34,10 @@ describe.each(databaseTargets())('transactional mode on $name', (target) => {
     router.post('/charges', idempotency({ store, transactional: true, scope: (ctx) => ctx.get('Authorization'), ...options }), async (ctx) => {
       executions++;
       const amount = (ctx.request.body as { amount: number }).amount;
-      const { rows } = await ctx.idempotency!.db!.query<{ id: number }>(
-        `INSERT INTO "${db.schema}".charges (key, amount) VALUES ($1, $2) RETURNING id`,
-        [ctx.idempotency!.key, amount],
-      );
+      const { rows } = await ctx.idempotency!.db!.query<{ id: number }>(`INSERT INTO "${db.schema}".charges (key, amount) VALUES ($1, $2) RETURNING id`, [
+        ctx.idempotency!.key,
+        amount,
+      ]);
       ctx.status = 201;
       ctx.body = { id: rows[0]!.id, amount };
       await outcome(ctx, executions);
@@ -123,25 +123,28 @@ describe.each(databaseTargets())('transactional mode on $name', (target) => {
 
   // PGlite is one connection: the duplicate's transaction waits for the first one's, by design.
   const oneConnection = target.name === 'PGlite';
-  describe.skipIf(oneConnection)(`concurrent duplicates${oneConnection ? ' (skipped on PGlite: one connection, a second transaction waits for the first by design)' : ''}`, () => {
-    it('answers a duplicate 409 at once instead of blocking on the first transaction', async () => {
-      const { url, executions } = await start(() => sleep(1_500));
-      const key = newKey('busy');
-      const finished: string[] = [];
-      const first = postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('first'), r));
-      await sleep(300);
-      const startedMs = performance.now();
-      const duplicate = await postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('duplicate'), r));
-      const duplicateMs = performance.now() - startedMs;
-      expect(duplicate.status).toBe(409);
-      expect(duplicate.headers.get('retry-after')).toBe('1');
-      expect(finished).toEqual(['duplicate']);
-      expect(duplicateMs).toBeLessThan(1_000);
-      expect((await first).status).toBe(201);
-      expect(executions()).toBe(1);
-      expect(await charges(key)).toBe(1);
-    });
-  });
+  describe.skipIf(oneConnection)(
+    `concurrent duplicates${oneConnection ? ' (skipped on PGlite: one connection, a second transaction waits for the first by design)' : ''}`,
+    () => {
+      it('answers a duplicate 409 at once instead of blocking on the first transaction', async () => {
+        const { url, executions } = await start(() => sleep(1_500));
+        const key = newKey('busy');
+        const finished: string[] = [];
+        const first = postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('first'), r));
+        await sleep(300);
+        const startedMs = performance.now();
+        const duplicate = await postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('duplicate'), r));
+        const duplicateMs = performance.now() - startedMs;
+        expect(duplicate.status).toBe(409);
+        expect(duplicate.headers.get('retry-after')).toBe('1');
+        expect(finished).toEqual(['duplicate']);
+        expect(duplicateMs).toBeLessThan(1_000);
+        expect((await first).status).toBe(201);
+        expect(executions()).toBe(1);
+        expect(await charges(key)).toBe(1);
+      });
+    },
+  );
 
   describe('waiting duplicates', () => {
     it('holds duplicates until the first transaction commits, then replays its response to each', async () => {

@@ -1,10 +1,4 @@
-import {
-  DatasourceVariableBuilder,
-  QueryVariableBuilder,
-  TextBoxVariableBuilder,
-  VariableRefresh,
-  VariableSort,
-} from '@grafana/grafana-foundation-sdk/dashboard';
+import { DatasourceVariableBuilder, QueryVariableBuilder, TextBoxVariableBuilder, VariableRefresh, VariableSort } from '@grafana/grafana-foundation-sdk/dashboard';
 import type { DataSourceRef } from '@grafana/grafana-foundation-sdk/common';
 import { LABEL, SERIES } from './prometheus-names.js';
 import { selector } from './promql.js';
@@ -74,10 +68,7 @@ export function routeVariable() {
 }
 
 export function jaegerDatasource() {
-  return new DatasourceVariableBuilder(VAR.JAEGER)
-    .label('Jaeger')
-    .type('jaeger')
-    .current({ selected: true, text: 'Jaeger', value: PROVISIONED_UID.JAEGER });
+  return new DatasourceVariableBuilder(VAR.JAEGER).label('Jaeger').type('jaeger').current({ selected: true, text: 'Jaeger', value: PROVISIONED_UID.JAEGER });
 }
 
 export function textVariable(name: string, label: string, defaultValue: string, description: string) {

@@ -63,22 +63,14 @@ export function createLedgerApp(options: LedgerAppOptions): Koa {
       }
       const entry: LedgerEntry = { id: randomUUID(), ...input };
       const db: SqlQueryable = ctx.idempotency?.db ?? options.sql;
-      await db.query(`INSERT INTO ${table} (id, account, amount, currency) VALUES ($1, $2, $3, $4)`, [
-        entry.id,
-        ctx.state.account,
-        entry.amount,
-        entry.currency,
-      ]);
+      await db.query(`INSERT INTO ${table} (id, account, amount, currency) VALUES ($1, $2, $3, $4)`, [entry.id, ctx.state.account, entry.amount, entry.currency]);
       ctx.status = 201;
       ctx.body = entry;
     },
   );
 
   router.get('/entries', async (ctx) => {
-    const { rows } = await options.sql.query<LedgerEntry>(
-      `SELECT id, amount, currency FROM ${table} WHERE account = $1 ORDER BY created_at, id`,
-      [ctx.state.account],
-    );
+    const { rows } = await options.sql.query<LedgerEntry>(`SELECT id, amount, currency FROM ${table} WHERE account = $1 ORDER BY created_at, id`, [ctx.state.account]);
     ctx.body = rows;
   });
 

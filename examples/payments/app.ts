@@ -113,10 +113,9 @@ export function createPaymentsApp(options: PaymentsAppOptions): Koa {
   });
 
   router.get('/payments', async (ctx) => {
-    const { rows } = await options.sql.query<Payment>(
-      `SELECT id, amount, currency, status FROM ${table} WHERE account = $1 ORDER BY created_at, id`,
-      [ctx.state.account],
-    );
+    const { rows } = await options.sql.query<Payment>(`SELECT id, amount, currency, status FROM ${table} WHERE account = $1 ORDER BY created_at, id`, [
+      ctx.state.account,
+    ]);
     ctx.body = rows;
   });
 

@@ -36,7 +36,9 @@ const ledgerUrl = await ledger.ready;
 const app = createPaymentsApp({ store, sql: database.sql, ledgerUrl, idempotency: { onInProgress: 'wait' } });
 const server = app.listen(port, () => {
   console.log(`payments API listening on http://localhost:${port} (database: ${describeDatabase()})`);
-  console.log(`ledger (downstream) at ${ledgerUrl}; metrics: ${telemetry.prometheusUrl ?? 'not served'}; OTLP export: ${telemetry.otlp ? 'on' : 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}`);
+  console.log(
+    `ledger (downstream) at ${ledgerUrl}; metrics: ${telemetry.prometheusUrl ?? 'not served'}; OTLP export: ${telemetry.otlp ? 'on' : 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}`,
+  );
   console.log(
     `try: curl -i -X POST http://localhost:${port}/payments -H 'Authorization: Bearer acct_1' -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"EUR"}'`,
   );

@@ -71,7 +71,8 @@ export function formatReport(report: TrafficReport, runs: readonly ScenarioRun[]
     `${report.asExpected} of ${report.scenarios} scenarios behaved as an idempotent API must.`,
   ];
   const replayed = runs.find((run) => run.scenario === 'replay' && run.problems.length === 0)?.exchanges[0];
-  if (replayed) lines.push(`Inspect a replayed key (DATABASE_URL as npm start printed it): npm run --silent cli -- inspect --scope ${replayed.account} --key ${replayed.key}`);
+  if (replayed)
+    lines.push(`Inspect a replayed key (DATABASE_URL as npm start printed it): npm run --silent cli -- inspect --scope ${replayed.account} --key ${replayed.key}`);
   for (const { scenario, problems } of report.unexpected.slice(0, 10)) lines.push(`  unexpected in ${scenario}: ${problems.join('; ')}`);
   if (report.unexpected.length > 10) lines.push(`  ... and ${report.unexpected.length - 10} more`);
   return lines.join('\n') + '\n';

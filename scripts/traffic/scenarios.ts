@@ -59,7 +59,7 @@ type Steps = (payment: PaymentRequest, send: Send, context: ScenarioContext, ret
 const SCENARIO_STEPS: Record<Scenario, Steps> = {
   'first-try': async (payment, send) => check([['first', await send('first', payment), 'executed']]),
 
-  'replay': async (payment, send) => {
+  replay: async (payment, send) => {
     const first = await send('first', payment);
     const again = await send('replay', payment);
     return check([

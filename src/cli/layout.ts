@@ -29,8 +29,7 @@ export function newestIntervalSeconds(partitions: readonly TimePartition[]): num
  * the table was created with), else the library's defaults.
  */
 export async function partitioningFor(db: SqlQueryable, table: TableName, flags: PartitionFlags): Promise<PartitionSettings> {
-  const intervalSeconds =
-    flags.intervalSeconds ?? newestIntervalSeconds(await timePartitions(db, table)) ?? DEFAULT_PARTITION_INTERVAL_SECONDS;
+  const intervalSeconds = flags.intervalSeconds ?? newestIntervalSeconds(await timePartitions(db, table)) ?? DEFAULT_PARTITION_INTERVAL_SECONDS;
   return { intervalSeconds, premadePartitions: flags.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS };
 }
 

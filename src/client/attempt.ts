@@ -38,10 +38,7 @@ export interface AttemptSpec {
  */
 export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
   const timeout = new AbortController();
-  const timer = setTimeout(
-    () => timeout.abort(new DOMException(`the attempt got no answer within ${spec.budgetMs} ms`, 'TimeoutError')),
-    spec.budgetMs,
-  );
+  const timer = setTimeout(() => timeout.abort(new DOMException(`the attempt got no answer within ${spec.budgetMs} ms`, 'TimeoutError')), spec.budgetMs);
   const signal = spec.callerSignal ? AbortSignal.any([spec.callerSignal, timeout.signal]) : timeout.signal;
   try {
     const attemptContext = withResendCount(spec.caller, spec.resendCount);

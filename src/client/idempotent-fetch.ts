@@ -64,11 +64,7 @@ export class IdempotentFetchError extends IdempotencyError {
  *
  * Every attempt is made in the caller's OpenTelemetry context (see `resendCountAttributes`).
  */
-export async function idempotentFetch(
-  input: string | URL | Request,
-  init: RequestInit = {},
-  options: IdempotentFetchOptions = {},
-): Promise<IdempotentFetchResult> {
+export async function idempotentFetch(input: string | URL | Request, init: RequestInit = {}, options: IdempotentFetchOptions = {}): Promise<IdempotentFetchResult> {
   const config = resolveFetchOptions(options);
   const callerSignal = init.signal ?? undefined;
   callerSignal?.throwIfAborted();

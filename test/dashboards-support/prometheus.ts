@@ -61,7 +61,11 @@ export async function startPrometheus(options: { job: string; target: string; sc
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await until(async () => (await fetch(`${url}/-/ready`).catch(() => undefined))?.ok === true, 30_000, () => `Prometheus did not become ready: ${stderr}`);
+    await until(
+      async () => (await fetch(`${url}/-/ready`).catch(() => undefined))?.ok === true,
+      30_000,
+      () => `Prometheus did not become ready: ${stderr}`,
+    );
   } catch (error) {
     await stop();
     throw error;

@@ -74,6 +74,7 @@ function interpolate(text: string, variables: Readonly<Record<string, string>>):
 /** `k=v k2="v 2"` → { k: 'v', k2: 'v 2' }: the logfmt subset the query editor's tags field takes. */
 export function parseLogfmt(text: string): Record<string, string> {
   const result: Record<string, string> = {};
-  for (const [, key, quoted, bare] of text.matchAll(/([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))/g)) result[key!] = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : bare!;
+  for (const [, key, quoted, bare] of text.matchAll(/([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))/g))
+    result[key!] = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : bare!;
   return result;
 }

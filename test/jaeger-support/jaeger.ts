@@ -123,10 +123,16 @@ exporters:
   }
 
   try {
-    await until(async () => (await fetch(`${queryUrl}/api/services`).catch(() => undefined))?.ok === true, 30_000, () => `Jaeger did not start: ${stderr}`);
+    await until(
+      async () => (await fetch(`${queryUrl}/api/services`).catch(() => undefined))?.ok === true,
+      30_000,
+      () => `Jaeger did not start: ${stderr}`,
+    );
     // The OTLP receiver starts with the pipeline; an empty export proves it is listening.
     await until(
-      async () => (await fetch(`http://127.0.0.1:${otlpPort}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).catch(() => undefined))?.ok === true,
+      async () =>
+        (await fetch(`http://127.0.0.1:${otlpPort}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).catch(() => undefined))
+          ?.ok === true,
       30_000,
       () => `Jaeger's OTLP receiver did not start: ${stderr}`,
     );

@@ -71,9 +71,7 @@ function toText(record: IdempotencyRecord, traceId: string | null, jaegerUrl: st
 
 function describeStatus(record: IdempotencyRecord): string {
   if (record.status === 'in_progress') {
-    return record.leaseRemainingMs > 0
-      ? `in_progress (lease ${formatDuration(record.leaseRemainingMs)} left)`
-      : 'in_progress (lease lapsed: the next retry takes over)';
+    return record.leaseRemainingMs > 0 ? `in_progress (lease ${formatDuration(record.leaseRemainingMs)} left)` : 'in_progress (lease lapsed: the next retry takes over)';
   }
   if (record.response) return `completed (response ${record.response.status}, replayable)`;
   return 'completed (not replayable: a retry gets 409)';
