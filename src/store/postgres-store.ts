@@ -461,8 +461,8 @@ export class PostgresStore implements IdempotencyStore {
   /** The transactional claim on `tx`: a new key in one statement, else the full claim (which may find it busy). */
   async #claimOn(tx: SqlQueryable, request: ClaimRequest, fence: string): Promise<ClaimResult> {
     if (this.#sql.claimNewInTransaction) {
-      const { rows } = await tx.query<{ claimed: boolean }>(this.#sql.claimNewInTransaction, [...claimParams(request), fence]);
-      if (rows[0]!.claimed) return claimedNew(request, fence);
+      const { rowCount } = await tx.query(this.#sql.claimNewInTransaction, [...claimParams(request), fence]);
+      if (rowCount === 1) return claimedNew(request, fence);
     }
     for (let attempt = 1; ; attempt++) {
       const { rows } = await tx.query<RecordRow & { acquired: boolean | null }>(this.#sql.claimInTransaction, this.#fullClaimParams(request, fence));

@@ -154,16 +154,10 @@ function buildPlainStatements(name: TableName, options: StatementOptions): State
     claimNew: insertNew(`VALUES ${VALUES}`),
 
     /**
-     * claimNew behind the key's advisory lock, taken without waiting (see claimInTransaction): acquired =
-     * false touches nothing, and claimed tells whether the record was inserted.
+     * claimNew behind the key's advisory lock, taken without waiting (see claimInTransaction). No row
+     * inserted means the lock or the key is taken; claimInTransaction then tells which.
      */
-    claimNewInTransaction: `WITH lock AS MATERIALIZED (
-  SELECT pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')}) AS acquired
-), claimed AS (
-  ${insertNew(`SELECT v.* FROM (VALUES ${VALUES}) AS v, lock WHERE lock.acquired`)}
-  RETURNING 1
-)
-SELECT lock.acquired, EXISTS (SELECT 1 FROM claimed) AS claimed FROM lock`,
+    claimNewInTransaction: insertNew(`SELECT v.* FROM (VALUES ${VALUES}) AS v WHERE pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')})`),
 
     /**
      * The claim: ONE statement that either inserts (or takes over) the record and returns it with

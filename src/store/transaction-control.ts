@@ -52,7 +52,7 @@ export function claimTransactionEnded(): TransactionControlError {
  */
 export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 
-/** The claim transaction's first statement: its lock timeout and its mark. */
+/** The claim transaction's first statement (it travels with BEGIN): its lock timeout and its mark. */
 export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
   if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
   await tx.query(`SELECT set_config('lock_timeout', '${Math.round(lockTimeoutMs)}', true), set_config('${CLAIM_MARK}', '${mark}', true)`);
