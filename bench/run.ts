@@ -21,11 +21,12 @@ const quick = process.argv.includes('--quick');
 const settings = quick
   ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connectionCounts: [8], latencyRounds: 1, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
   : { rounds: 3, durationSeconds: 5, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 3, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
+if (process.argv.includes('--rounds=5s')) Object.assign(settings, { durationSeconds: 5 });
 // `--connections=8,32` overrides the run's connection counts (to look at one of them quickly).
 const connectionsArgument = process.argv.find((argument) => argument.startsWith('--connections='));
 if (connectionsArgument) settings.connectionCounts = connectionsArgument.slice('--connections='.length).split(',').map(Number);
 /** The unsaturated latency: one connection, one request at a time, for the baseline and transactional mode. */
-const LATENCY_SCENARIOS = ['baseline', 'transactional'] as const;
+const LATENCY_SCENARIOS = ['baseline', 'transactional', 'handwritten'] as const;
 // The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
 const postgres = await serverFromEnvironment();
 const databaseUrl = postgres.url;
@@ -35,7 +36,9 @@ const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 // pool.end() resolves before its connections have closed: the server stopping at the end of the run may still end one.
 pool.on('error', () => undefined);
 const environment = await describeEnvironment(pool);
-const scenarios = quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS];
+// `--only=baseline,transactional,handwritten` measures just those (for a quick comparison; writes no latest.json).
+const onlyArgument = process.argv.find((argument) => argument.startsWith('--only='))?.slice('--only='.length).split(',');
+const scenarios = (quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS]).filter((scenario) => !onlyArgument || onlyArgument.includes(scenario.name));
 log(
   `${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings.rounds} rounds of ${settings.durationSeconds} s ` +
     `at ${settings.connectionCounts.join(' and ')} connections, then latency at 1 connection`,
@@ -63,6 +66,7 @@ try {
   const duplicates: Record<string, BurstResult> = {};
   for (const name of ['naive', 'lease', 'transactional'] as const) {
     const index = scenarios.findIndex((scenario) => scenario.name === name);
+    if (index === -1) continue;
     duplicates[name] = await measureDuplicates({
       url: servers[index]!.url,
       pool,
@@ -75,7 +79,7 @@ try {
 
   const scaleOut = settings.scaleOutRounds > 0 ? await measureScaleOut(settings.scaleOutRounds) : undefined;
   environment.loadAverageAtEnd = os.loadavg()[0]!;
-  await writeResults({ quick, settings, environment, byConnections, latencyC1, duplicates, scaleOut }, resultsDir);
+  await writeResults({ quick: quick || onlyArgument !== undefined, settings, environment, byConnections, latencyC1, duplicates, scaleOut }, resultsDir);
   log(`done in ${seconds()} s`);
 } finally {
   await Promise.all(servers.map((server) => server.stop()));
@@ -104,11 +108,13 @@ async function measureLatencyC1(): Promise<Record<(typeof LATENCY_SCENARIOS)[num
   for (let round = 0; round < settings.latencyRounds; round++) {
     for (const name of LATENCY_SCENARIOS) {
       const index = scenarios.findIndex((scenario) => scenario.name === name);
+      if (index === -1) continue;
       p50s.get(name)!.push((await load(servers[index]!, scenarios[index]!, 1, settings.durationSeconds)).p50Ms);
     }
   }
-  const latency = { baseline: round(median(p50s.get('baseline')!), 3), transactional: round(median(p50s.get('transactional')!), 3) };
-  log(`latency at 1 connection (p50): baseline ${latency.baseline} ms, transactional ${latency.transactional} ms`);
+  const p50 = (name: string) => round(median(p50s.get(name)!), 3);
+  const latency = { baseline: p50('baseline'), transactional: p50('transactional'), handwritten: p50('handwritten') };
+  log(`latency at 1 connection (p50): baseline ${latency.baseline} ms, transactional ${latency.transactional} ms, handwritten ${latency.handwritten} ms`);
   return latency;
 }
 

@@ -1,7 +1,5 @@
 CREATE SCHEMA IF NOT EXISTS "public";
 
-CREATE SEQUENCE IF NOT EXISTS "public"."idempotency_records_fence_seq";
-
 CREATE TABLE IF NOT EXISTS "public"."idempotency_records" (
   scope               text        NOT NULL,
   key                 text        NOT NULL,

@@ -1,5 +1,5 @@
 import { quoteIdentifier } from './identifiers.js';
-import { keyLockExpression, qualified, recordColumnsSql, sequenceName, type TableName } from './schema.js';
+import { keyLockExpression, qualified, recordColumnsSql, type TableName } from './schema.js';
 
 /**
  * The schema of a records table partitioned by creation time, for volumes where deleting expired rows
@@ -14,6 +14,11 @@ import { keyLockExpression, qualified, recordColumnsSql, sequenceName, type Tabl
 /** Name of the catch-all partition: rows whose creation time has no partition of its own land there. */
 export function defaultPartition(name: TableName): TableName {
   return { schema: name.schema, table: `${name.table}_default` };
+}
+
+/** The fence sequence of the claim function (the plain table's claims draw random fences instead). */
+function sequenceName({ schema, table }: TableName): string {
+  return `${quoteIdentifier(schema)}.${quoteIdentifier(`${table}_fence_seq`)}`;
 }
 
 /** The claim function's qualified name. */

@@ -72,6 +72,13 @@ type Listener = (payload: string) => void;
 /** Pause between attempts to LISTEN again after the listening connection was lost. */
 const RELISTEN_DELAY_MS = 1_000;
 
+/**
+ * Longest wait of a statement on the listening session for a lock. A waiter's lock waits there only while a
+ * completion of its key commits; a bound keeps a stalled commit from holding up every waiter of the process
+ * (one that gives up is woken by its own timeout instead of a notification).
+ */
+const LISTENER_LOCK_TIMEOUT_MS = 1_000;
+
 class PgDatabase implements SqlDatabase {
   readonly #pool: Pool;
   readonly #statements: Statements;
@@ -111,6 +118,11 @@ class PgDatabase implements SqlDatabase {
     return async () => {
       callbacks.delete(onNotify);
     };
+  }
+
+  async queryOnListener<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
+    const client = await this.#connectListener();
+    return client.query(text, params) as unknown as Promise<SqlResult<Row>>;
   }
 
   async close(): Promise<void> {
@@ -164,6 +176,7 @@ class PgDatabase implements SqlDatabase {
       this.#relisten();
     });
     await client.connect();
+    await client.query(`SET lock_timeout = ${LISTENER_LOCK_TIMEOUT_MS}`);
     return client;
   }
 }

@@ -6,6 +6,7 @@ import type { PGliteInterface } from '@electric-sql/pglite';
 import { FencedError, IdempotencyConfigError } from '../errors.js';
 import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
 import { CompletionRolledBackError } from './completion-rolled-back.js';
+import { newFence } from './fences.js';
 import { assertIdentifier } from './identifiers.js';
 import { fromPgPool } from './pg-database.js';
 import { PartitionMaintenance, resolvePartitioning, type PartitioningOptions, type PartitionReport } from './partition-maintenance.js';
@@ -167,10 +168,11 @@ export class PostgresStore implements IdempotencyStore {
       table: assertIdentifier(options.table ?? DEFAULT_TABLE, 'table'),
     };
     const partitioning = resolvePartitioning(options.partitioning);
-    this.#sql = buildStatements(this.table, { partitioned: partitioning !== undefined });
+    const notify = announcesWaiters(options) ? 'whenWaited' : 'always';
+    this.#sql = buildStatements(this.table, { partitioned: partitioning !== undefined, notify });
     this.#db = pickDatabase(options, this.#sql);
     this.#partitions = partitioning && new PartitionMaintenance(this.#db, this.table, partitioning);
-    this.#sweepAllPartitions = partitioning && buildStatements(this.table, { partitioned: false }).sweep;
+    this.#sweepAllPartitions = partitioning && buildStatements(this.table, { partitioned: false, notify }).sweep;
     this.#cache = new ReplayCache(
       nonNegative(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
       nonNegative(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
@@ -212,14 +214,23 @@ export class PostgresStore implements IdempotencyStore {
     return this.#partitions ? `${this.#migrationStatements().join(';\n\n')};\n` : schemaSql(this.table);
   }
 
+  /**
+   * Lease mode: a new key is one plain INSERT; a key already taken (rare outside replays, which the replay
+   * cache mostly answers) runs the full claim, which takes over an expired or lapsed record, or returns it.
+   */
   async claim(request: ClaimRequest): Promise<ClaimResult> {
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
     return timeStoreOperation('claim', async () => {
+      const fence = newFence();
+      if (this.#sql.claimNew) {
+        const { rowCount } = await this.#db.query(this.#sql.claimNew, [...claimParams(request), fence]);
+        if (rowCount === 1) return claimedNew(request, fence);
+      }
       for (let attempt = 1; ; attempt++) {
-        const { rows } = await this.#db.query<RecordRow>(this.#sql.claim, claimParams(request));
+        const { rows } = await this.#db.query<RecordRow>(this.#sql.claim, this.#fullClaimParams(request, fence));
         const row = rows[0];
-        if (row) return this.#toClaimResult(row);
+        if (row) return this.#toClaimResult(row, request);
         if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
       }
     });
@@ -228,15 +239,13 @@ export class PostgresStore implements IdempotencyStore {
   async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
+    const fence = newFence();
     const tx = await timeStoreOperation('begin', () => this.#db.begin());
     try {
-      const mark = await openClaimTransaction(tx, this.#lockTimeoutMs);
-      const row = await timeStoreOperation('claim', () => this.#claimRowInTransaction(tx, request));
-      if (row.acquired === false) {
-        await tx.rollback();
-        return { kind: 'busy' };
-      }
-      const result = this.#toClaimResult(row as RecordRow);
+      // The fence marks the transaction: random, and this claim's own.
+      const mark = fence;
+      await openClaimTransaction(tx, this.#lockTimeoutMs, mark);
+      const result = await timeStoreOperation('claim', () => this.#claimOn(tx, request, fence));
       if (result.kind !== 'claimed') {
         await tx.rollback();
         return result;
@@ -280,7 +289,9 @@ export class PostgresStore implements IdempotencyStore {
             throw claimTransactionEnded();
           });
           // A rollback sends no notification; wake waiters so they retry the claim at once.
-          await this.#db.query('SELECT pg_notify($1, $2)', [this.#waiters.channel, notifyId(lease.scope, lease.key)]).catch(() => undefined);
+          await this.#db
+            .query(this.#sql.notifyWaiters, [lease.scope, lease.key, this.#waiters.channel, notifyId(lease.scope, lease.key)])
+            .catch(() => undefined);
         },
       };
     } catch (error) {
@@ -313,8 +324,29 @@ export class PostgresStore implements IdempotencyStore {
     if (rows.length !== 1) throw new FencedError(lease.fence);
   }
 
-  watch(scope: string, key: string): Promise<ChangeWatch> {
-    return this.#waiters.watch(notifyId(scope, key));
+  /**
+   * With the 'notify' strategy on a database with a listening session of its own, the waiter also announces
+   * itself there (a shared lock on the key) before the caller re-reads the record: completions notify only
+   * while someone waits. One that cannot announce itself is woken by its timeout instead.
+   */
+  async watch(scope: string, key: string): Promise<ChangeWatch> {
+    const watch = await this.#waiters.watch(notifyId(scope, key));
+    const queryOnListener = this.#waiters.strategy === 'notify' ? this.#db.queryOnListener?.bind(this.#db) : undefined;
+    if (!queryOnListener) return watch;
+    const announced = await queryOnListener(this.#sql.announceWaiter, [scope, key]).then(
+      () => true,
+      (error: unknown) => {
+        diag.warn('koa-idempotency: a waiting duplicate could not announce itself; it will be woken by its timeout', error);
+        return false;
+      },
+    );
+    return {
+      next: (timeoutMs) => watch.next(timeoutMs),
+      close: () => {
+        watch.close();
+        if (announced) void queryOnListener(this.#sql.withdrawWaiter, [scope, key]).catch(() => undefined);
+      },
+    };
   }
 
   async find(scope: string, key: string): Promise<IdempotencyRecord | undefined> {
@@ -426,18 +458,29 @@ export class PostgresStore implements IdempotencyStore {
     );
   }
 
-  async #claimRowInTransaction(tx: SqlQueryable, request: ClaimRequest): Promise<RecordRow & { acquired: boolean | null }> {
+  /** The transactional claim on `tx`: a new key in one statement, else the full claim (which may find it busy). */
+  async #claimOn(tx: SqlQueryable, request: ClaimRequest, fence: string): Promise<ClaimResult> {
+    if (this.#sql.claimNewInTransaction) {
+      const { rowCount } = await tx.query(this.#sql.claimNewInTransaction, [...claimParams(request), fence]);
+      if (rowCount === 1) return claimedNew(request, fence);
+    }
     for (let attempt = 1; ; attempt++) {
-      const { rows } = await tx.query<RecordRow & { acquired: boolean | null }>(this.#sql.claimInTransaction, claimParams(request));
+      const { rows } = await tx.query<RecordRow & { acquired: boolean | null }>(this.#sql.claimInTransaction, this.#fullClaimParams(request, fence));
       const row = rows[0]!; // the lock CTE always yields exactly one row
-      if (row.acquired === false || row.status !== null) return row;
+      if (row.acquired === false) return { kind: 'busy' };
+      if (row.status !== null) return this.#toClaimResult(row, request);
       if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
     }
   }
 
-  #toClaimResult(row: RecordRow): ClaimResult {
+  /** The plain table's full claim takes the fence as $9; the partitioned claim function draws its own. */
+  #fullClaimParams(request: ClaimRequest, fence: string): unknown[] {
+    return this.#sql.claimNew ? [...claimParams(request), fence] : claimParams(request);
+  }
+
+  #toClaimResult(row: RecordRow, request: ClaimRequest): ClaimResult {
     const record = toRecord(row);
-    if (row.claimed) return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence }, record };
+    if (row.claimed) return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence, ttlSeconds: request.ttlSeconds }, record };
     if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
     return { kind: 'existing', record };
   }
@@ -465,6 +508,7 @@ export class PostgresStore implements IdempotencyStore {
       response?.body ?? null,
       this.#waiters.channel,
       notifyId(lease.scope, lease.key),
+      lease.ttlSeconds,
       ...(claimMark === undefined ? [] : [claimMark]),
     ]);
     if (rows.length !== 1) throw new FencedError(lease.fence);
@@ -538,10 +582,49 @@ function claimParams(request: ClaimRequest): unknown[] {
   ];
 }
 
+/**
+ * A record this claim just inserted, as the INSERT would have returned it: a new key is the common case,
+ * and reading nothing back keeps its statement as lean as a hand-written one.
+ */
+function claimedNew(request: ClaimRequest, fence: string): ClaimResult {
+  const createdAt = new Date();
+  const lease: Lease = { scope: request.scope, key: request.key, fence, ttlSeconds: request.ttlSeconds };
+  return {
+    kind: 'claimed',
+    lease,
+    record: {
+      scope: request.scope,
+      key: request.key,
+      status: 'in_progress',
+      fingerprint: request.fingerprint,
+      fingerprintVersion: request.fingerprintVersion,
+      fence,
+      attempt: 1,
+      steps: {},
+      replayable: null,
+      response: null,
+      correlationId: request.correlationId ?? null,
+      traceparent: request.traceparent ?? null,
+      createdAt,
+      completedAt: null,
+      expiresAt: new Date(createdAt.getTime() + request.ttlSeconds * 1000),
+      leaseRemainingMs: request.leaseMs,
+      ageMs: 0,
+    },
+  };
+}
+
+/** Whether the store's database has a listening session of its own, where waiters announce themselves. */
+function announcesWaiters(options: PostgresStoreOptions): boolean {
+  if (options.pool) return true;
+  if (options.pglite) return false;
+  return typeof options.database?.queryOnListener === 'function';
+}
+
 function pickDatabase(options: PostgresStoreOptions, statements: Statements): SqlDatabase {
   const given = [options.pool, options.pglite, options.database].filter((value) => value !== undefined);
   if (given.length !== 1) throw new IdempotencyConfigError('PostgresStore needs exactly one of `pool`, `pglite` or `database`');
-  if (options.pool) return fromPgPool(options.pool, { preparedStatements: (options.preparedStatements ?? true) ? Object.values(statements) : [] });
+  if (options.pool) return fromPgPool(options.pool, { preparedStatements: (options.preparedStatements ?? true) ? Object.values(statements).filter((text) => text !== undefined) : [] });
   if (options.pglite) return fromPGlite(options.pglite);
   return options.database!;
 }

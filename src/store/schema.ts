@@ -14,24 +14,18 @@ export function qualified({ schema, table }: TableName): string {
   return `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`;
 }
 
-export function sequenceName({ schema, table }: TableName): string {
-  return `${quoteIdentifier(schema)}.${quoteIdentifier(`${table}_fence_seq`)}`;
-}
-
 /**
  * The schema, as one idempotent script (every statement IF NOT EXISTS). `sql/schema.sql` is this
  * script for the default names; a test keeps the two equal.
  *
  * - (scope, key) is the primary key: the claim's ON CONFLICT target, and the only lookup path.
- * - `fence` comes from a sequence, so a token is never reused even after a record is swept and
- *   re-created: a zombie worker's completion can never match a newer owner.
+ * - `fence` is random for a new record and grows by one at each takeover (fences.ts): a zombie worker's
+ *   completion never matches a newer owner, and no sequence is called on the hot path.
  * - `expires_at` is indexed for the sweeper.
  */
 export function schemaSql(name: TableName): string {
   const table = qualified(name);
   return `CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(name.schema)};
-
-CREATE SEQUENCE IF NOT EXISTS ${sequenceName(name)};
 
 CREATE TABLE IF NOT EXISTS ${table} (
 ${recordColumnsSql()},
@@ -71,6 +65,17 @@ export function recordColumnsSql(): string {
 export function keyLockExpression(name: TableName, scope: string, key: string): string {
   const table = qualified(name).replaceAll("'", "''");
   return `hashtextextended('${table}' || chr(10) || ${scope} || chr(10) || ${key}, 0)`;
+}
+
+/**
+ * The lock a waiting duplicate holds, shared, on the listening session while it waits for one key, as a SQL
+ * expression over two text expressions. A completion notifies only when it cannot take this lock (see
+ * statements.ts). It is a two-integer advisory lock, a space apart from keyLockExpression's single bigint;
+ * two keys with the same 32-bit hash only cost a needless notification.
+ */
+export function waiterLockExpression(name: TableName, scope: string, key: string): string {
+  const table = qualified(name).replaceAll("'", "''");
+  return `hashtext('${table}'), hashtext(${scope} || chr(10) || ${key})`;
 }
 
 /** What the catalog holds under a table's name: a plain table, a partitioned one, or nothing yet. */

@@ -33,6 +33,12 @@ export interface SqlDatabase extends SqlQueryable {
    * many channels and callbacks there are.
    */
   listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe>;
+  /**
+   * Runs a statement on the listening session: a waiting duplicate holds a lock there for as long as it
+   * waits, and completions notify only while such a lock is held. Optional: without it (PGlite, whose one
+   * session is everyone's) completions always notify.
+   */
+  queryOnListener?<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
   /** Closes what the adapter opened itself (the listening connection); never the pool it was given. */
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import { claimFunction, defaultPartition } from './partitioned-schema.js';
-import { keyLockExpression, qualified, sequenceName, type TableName } from './schema.js';
+import { keyLockExpression, qualified, waiterLockExpression, type TableName } from './schema.js';
 import { CLAIM_MARK } from './transaction-control.js';
 
 /**
@@ -22,8 +22,12 @@ const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_v
   (extract(epoch FROM now() - r.created_at) * 1000)::float8 AS age_ms,
   (extract(epoch FROM r.expires_at - now()) * 1000)::float8 AS expires_in_ms`;
 
-/** Explicit casts: inside INSERT ... SELECT the parameters would otherwise be typed as text. */
-const VALUES = `($1::text, $2::text, $3::text, $4::smallint, 'in_progress', nextval('SEQUENCE'), 1,
+/**
+ * A new record from the claim's parameters: $1 scope, $2 key, $3 fingerprint, $4 its version, $5 lease ms,
+ * $6 TTL seconds, $7 correlation ID, $8 traceparent, $9 fence (see fences.ts). Explicit casts: inside
+ * INSERT ... SELECT the parameters would otherwise be typed as text.
+ */
+const VALUES = `($1::text, $2::text, $3::text, $4::smallint, 'in_progress', $9::bigint, 1,
     now() + make_interval(secs => $5::float8 / 1000), now() + make_interval(secs => $6::float8), $7::text, $8::text)`;
 
 const INSERT_COLUMNS = `(scope, key, fingerprint, fingerprint_version, status, fence, attempt,
@@ -33,7 +37,7 @@ const ON_CONFLICT = `ON CONFLICT (scope, key) DO UPDATE SET
     status = 'in_progress',
     fingerprint = EXCLUDED.fingerprint,
     fingerprint_version = EXCLUDED.fingerprint_version,
-    fence = EXCLUDED.fence,
+    fence = CASE WHEN ${EXPIRED} THEN EXCLUDED.fence ELSE r.fence + 1 END,
     attempt = CASE WHEN ${EXPIRED} THEN 1 ELSE r.attempt + 1 END,
     steps = CASE WHEN ${EXPIRED} THEN '{}'::jsonb ELSE r.steps END,
     created_at = CASE WHEN ${EXPIRED} THEN now() ELSE r.created_at END,
@@ -46,6 +50,13 @@ const ON_CONFLICT = `ON CONFLICT (scope, key) DO UPDATE SET
   WHERE ${EXPIRED} OR (${LEASE_LAPSED})`;
 
 export interface Statements {
+  /**
+   * The common case of the claim in one plain INSERT: a key nobody holds. No row inserted means the key is
+   * taken, and `claim` then decides. Undefined on a partitioned table, whose claim function keeps keys unique.
+   */
+  claimNew: string | undefined;
+  /** claimNew inside the claim's transaction, behind the key's advisory lock (see claimInTransaction). */
+  claimNewInTransaction: string | undefined;
   claim: string;
   claimInTransaction: string;
   complete: string;
@@ -57,6 +68,11 @@ export interface Statements {
   release: string;
   renewLease: string;
   saveStep: string;
+  /** Wakes the waiters of a key whose claim was rolled back ($1 scope, $2 key, $3 channel, $4 payload). */
+  notifyWaiters: string;
+  /** Held on the listening session by a duplicate waiting for a key, released by withdrawWaiter. */
+  announceWaiter: string;
+  withdrawWaiter: string;
   find: string;
   sweep: string;
   stats: string;
@@ -65,17 +81,25 @@ export interface Statements {
 export interface StatementOptions {
   /** The table is partitioned by time (partitioned-schema.ts): claims go through its claim function. */
   partitioned: boolean;
+  /**
+   * When statements notify waiters. `'whenWaited'`: only while a waiter announces itself with announceWaiter,
+   * on a listening session of its own (NOTIFY takes a cluster-wide lock at commit and serialises every commit
+   * that sent one). `'always'`: when waiters cannot announce themselves (PGlite's single session).
+   */
+  notify: 'whenWaited' | 'always';
 }
 
-export function buildStatements(name: TableName, options: StatementOptions = { partitioned: false }): Statements {
-  const statements = buildPlainStatements(name);
+export function buildStatements(name: TableName, options: StatementOptions): Statements {
+  const statements = buildPlainStatements(name, options);
   if (!options.partitioned) return statements;
   return {
     ...statements,
+    claimNew: undefined,
+    claimNewInTransaction: undefined,
     claim: partitionedClaim(name, true),
     claimInTransaction: partitionedClaim(name, false),
     // Expired rows wait for their partition to be dropped; only the catch-all partition is swept row by row.
-    sweep: buildPlainStatements(defaultPartition(name)).sweep,
+    sweep: buildPlainStatements(defaultPartition(name), options).sweep,
   };
 }
 
@@ -89,27 +113,52 @@ FROM ${claimFunction(name)}($1, $2, $3, $4, $5, $6, $7, $8, ${wait}) c
 CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
 }
 
-/** The completion's UPDATE of an owned record, `condition` added to its WHERE. */
-function complete(table: string, condition = ''): string {
+/**
+ * NOTIFY of one key's waiters ($1 scope, $2 key; channel and payload as given), or, with `'whenWaited'`, only
+ * if a waiter holds the key's waiter lock. Taking that lock instead holds it until the transaction ends, so
+ * a waiter arriving in between blocks on it until the change is committed and visible to its re-read: no
+ * change goes unnoticed. One row either way.
+ */
+function notifyExpression(name: TableName, notify: StatementOptions['notify'], channel: string, payload: string): string {
+  if (notify === 'always') return `pg_notify(${channel}, ${payload})`;
+  return `CASE WHEN pg_try_advisory_xact_lock(${waiterLockExpression(name, '$1', '$2')}) THEN NULL ELSE pg_notify(${channel}, ${payload}) END`;
+}
+
+/**
+ * The completion's UPDATE of an owned record, `condition` added to its WHERE. Expiry counts from the
+ * completion (clock_timestamp(): inside a transaction now() is its start), $10 seconds ahead.
+ */
+function complete(name: TableName, options: StatementOptions, condition = ''): string {
   return `WITH done AS (
-  UPDATE ${table} SET status = 'completed', completed_at = now(), lease_expires_at = NULL,
-    replayable = $4, response_status = $5, response_headers = $6, response_body = $7
+  UPDATE ${qualified(name)} SET status = 'completed', completed_at = clock_timestamp(), lease_expires_at = NULL,
+    replayable = $4, response_status = $5, response_headers = $6, response_body = $7,
+    expires_at = clock_timestamp() + make_interval(secs => $10::float8)
   WHERE scope = $1 AND key = $2 AND fence = $3::bigint${condition}
   RETURNING 1
 )
-SELECT pg_notify($8, $9) FROM done`;
+SELECT ${notifyExpression(name, options.notify, '$8', '$9')} FROM done`;
 }
 
-function buildPlainStatements(name: TableName): Statements {
+function buildPlainStatements(name: TableName, options: StatementOptions): Statements {
   const table = qualified(name);
-  const values = VALUES.replace('SEQUENCE', sequenceName(name).replaceAll("'", "''"));
   const owned = `scope = $1 AND key = $2 AND fence = $3::bigint AND status = 'in_progress'`;
   /** The live record that holds the key for someone else: completed, or in progress under a live lease. */
   const blocking = `blocking AS (
   SELECT ${RECORD_COLUMNS} FROM ${table} r
   WHERE r.scope = $1 AND r.key = $2 AND NOT (${EXPIRED} OR (${LEASE_LAPSED_FOR_REQUEST}))
 ),`;
+  const insertNew = (source: string) => `INSERT INTO ${table} AS r ${INSERT_COLUMNS}
+  ${source}
+  ON CONFLICT (scope, key) DO NOTHING`;
   return {
+    claimNew: insertNew(`VALUES ${VALUES}`),
+
+    /**
+     * claimNew behind the key's advisory lock, taken without waiting (see claimInTransaction). No row
+     * inserted means the lock or the key is taken; claimInTransaction then tells which.
+     */
+    claimNewInTransaction: insertNew(`SELECT v.* FROM (VALUES ${VALUES}) AS v WHERE pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')})`),
+
     /**
      * The claim: ONE statement that either inserts (or takes over) the record and returns it with
      * claimed = true, or returns the record that stands in the way with claimed = false.
@@ -121,7 +170,7 @@ function buildPlainStatements(name: TableName): Statements {
      */
     claim: `WITH ${blocking} claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
-  SELECT v.* FROM (VALUES ${values}) AS v WHERE NOT EXISTS (SELECT 1 FROM blocking)
+  SELECT v.* FROM (VALUES ${VALUES}) AS v WHERE NOT EXISTS (SELECT 1 FROM blocking)
   ${ON_CONFLICT}
   RETURNING ${RECORD_COLUMNS}
 )
@@ -143,7 +192,7 @@ SELECT *, false AS claimed FROM blocking`,
   SELECT CASE WHEN EXISTS (SELECT 1 FROM blocking) THEN true ELSE pg_try_advisory_xact_lock(${keyLockExpression(name, '$1', '$2')}) END AS acquired
 ), claimed AS (
   INSERT INTO ${table} AS r ${INSERT_COLUMNS}
-  SELECT v.* FROM (VALUES ${values}) AS v, lock WHERE lock.acquired AND NOT EXISTS (SELECT 1 FROM blocking)
+  SELECT v.* FROM (VALUES ${VALUES}) AS v, lock WHERE lock.acquired AND NOT EXISTS (SELECT 1 FROM blocking)
   ${ON_CONFLICT}
   RETURNING ${RECORD_COLUMNS}
 )
@@ -158,14 +207,18 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
      * A record this same fence already completed matches too: a completion whose answer was lost can
      * be retried, and rewrites the very same response.
      */
-    complete: complete(table),
-    completeInClaimTransaction: complete(table, ` AND current_setting('${CLAIM_MARK}', true) = $10`),
+    complete: complete(name, options),
+    completeInClaimTransaction: complete(name, options, ` AND current_setting('${CLAIM_MARK}', true) = $11`),
 
     /** Deletes the owned record so that the client's retry runs afresh (a thrown error or a 5xx). */
     release: `WITH gone AS (
   DELETE FROM ${table} WHERE ${owned} RETURNING 1
 )
-SELECT pg_notify($4, $5) FROM gone`,
+SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
+
+    notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')}`,
+    announceWaiter: `SELECT pg_advisory_lock_shared(${waiterLockExpression(name, '$1', '$2')})`,
+    withdrawWaiter: `SELECT pg_advisory_unlock_shared(${waiterLockExpression(name, '$1', '$2')})`,
 
     renewLease: `UPDATE ${table} SET
     lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),

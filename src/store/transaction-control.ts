@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { IdempotencyError } from '../errors.js';
 import type { SqlQueryable } from './sql-database.js';
 
@@ -46,17 +45,17 @@ export function claimTransactionEnded(): TransactionControlError {
 }
 
 /**
- * A setting local to the claim's transaction, set to a value of its own: it is gone once that transaction
- * ends, however it ended, even if the handler opened another one since. Unlike the transaction ID it costs
- * no round trip at the claim (it travels with BEGIN) and consumes no transaction ID for a duplicate.
+ * A setting local to the claim's transaction, set to a value of its own (the claim's fence, random and
+ * digits only): it is gone once that transaction ends, however it ended, even if the handler opened another
+ * one since. Unlike the transaction ID it costs no round trip at the claim (it travels with BEGIN) and
+ * consumes no transaction ID for a duplicate.
  */
 export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 
-/** The claim transaction's first statement: its lock timeout and its mark. Returns the mark. */
-export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number): Promise<string> {
-  const mark = randomBytes(8).toString('hex');
+/** The claim transaction's first statement (it travels with BEGIN): its lock timeout and its mark. */
+export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
+  if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
   await tx.query(`SELECT set_config('lock_timeout', '${Math.round(lockTimeoutMs)}', true), set_config('${CLAIM_MARK}', '${mark}', true)`);
-  return mark;
 }
 
 /** Whether the transaction open on `tx` is still the claim's; rejects when it is aborted (it still is then). */

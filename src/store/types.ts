@@ -47,6 +47,8 @@ export interface Lease {
   scope: string;
   key: string;
   fence: string;
+  /** How long the record is kept once completed: its expiry counts from the completion. */
+  ttlSeconds: number;
 }
 
 export type ClaimResult =

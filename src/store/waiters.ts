@@ -16,6 +16,7 @@ export interface WaitersOptions {
 
 export class Waiters {
   readonly channel: string;
+  readonly strategy: 'notify' | 'poll';
   readonly #options: WaitersOptions;
   readonly #byId = new Map<string, Set<() => void>>();
   #subscription: Promise<Unsubscribe> | undefined;
@@ -23,6 +24,7 @@ export class Waiters {
   constructor(options: WaitersOptions) {
     this.#options = options;
     this.channel = options.channel;
+    this.strategy = options.strategy;
   }
 
   /**
