@@ -34,6 +34,7 @@ export type { PartitioningOptions, PartitionReport } from './store/partition-mai
 export { fromPgPool } from './store/pg-database.js';
 export { fromPGlite } from './store/pglite-database.js';
 export { schemaSql, DEFAULT_SCHEMA, DEFAULT_TABLE } from './store/schema.js';
+export { migrationSql, type MigrationTarget } from './store/migration.js';
 export { RECORD_STATUS } from './store/types.js';
 export type {
   IdempotencyStore,

@@ -93,8 +93,10 @@ export interface StoreStats {
 }
 
 /**
- * The store primitives. The store owns atomicity; the middleware owns the request lifecycle and never
- * writes SQL.
+ * The contract between the middleware and a store: exactly the primitives the middleware calls. The store
+ * owns atomicity; the middleware owns the request lifecycle and never writes SQL. `PostgresStore` is the
+ * implementation shipped; another one must pass the conformance suite (`koa-idempotency/conformance`).
+ * Operations tools (find, stats, sweep, migrate) are PostgresStore's own, not part of the contract.
  */
 export interface IdempotencyStore {
   claim(request: ClaimRequest): Promise<ClaimResult>;
@@ -107,8 +109,6 @@ export interface IdempotencyStore {
   renewLease(lease: Lease, leaseMs: number): Promise<boolean>;
   /** Throws FencedError when the lease was lost. */
   saveStep(lease: Lease, name: string, result: unknown, db?: SqlQueryable): Promise<void>;
+  /** Registers interest in one record; the caller re-reads (claims) after it resolves, then waits. */
   watch(scope: string, key: string): Promise<ChangeWatch>;
-  find(scope: string, key: string): Promise<IdempotencyRecord | undefined>;
-  sweep(options?: { batchSize?: number; maxBatches?: number; pauseMs?: number }): Promise<number>;
-  stats(): Promise<StoreStats[]>;
 }
