@@ -10,7 +10,7 @@ import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, PostgresStore, type ClaimRequest } from '../src/index.js';
+import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, migrationSql, PostgresStore, type ClaimRequest } from '../src/index.js';
 import { commandError } from '../src/cli/connection.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 
@@ -131,8 +131,7 @@ describe.concurrent('koa-idempotency CLI without a database', () => {
   it('prints the partitioned migration SQL with --partitioned, as the store makes it', async () => {
     const run = await cli(['migrate', '--print-sql', '--partitioned', '--schema', 'billing', '--table', 'keys'], { DATABASE_URL: undefined });
     expect(run.code).toBe(0);
-    const store = new PostgresStore({ pool: new pg.Pool(), schema: 'billing', table: 'keys', partitioning: true });
-    expect(run.stdout).toBe(store.migrationSql());
+    expect(run.stdout).toBe(migrationSql({ schema: 'billing', table: 'keys', partitioning: true }));
     expect(run.stdout).toContain(') PARTITION BY RANGE (created_at);');
     expect(run.stdout).toContain('CREATE TABLE IF NOT EXISTS "billing"."keys_default" PARTITION OF "billing"."keys" DEFAULT');
     expect(run.stdout).toContain('CREATE OR REPLACE FUNCTION "billing"."keys_claim"(');

@@ -1,5 +1,4 @@
-import { PostgresStore } from '../store/postgres-store.js';
-import type { SqlDatabase } from '../store/sql-database.js';
+import { migrationSql } from '../store/migration.js';
 import { parseInvocation, usageText, type Invocation } from './arguments.js';
 import { inspect } from './commands/inspect.js';
 import { migrate } from './commands/migrate.js';
@@ -68,14 +67,10 @@ function execute(invocation: Exclude<Invocation, { command: 'help' }>, connectio
   }
 }
 
-/** The store's own migration script, from a store that is never connected. */
+/** The store's own migration script (what `migrate` runs), with no connection. */
 function printedMigration(invocation: Extract<Invocation, { command: 'migrate' }>): string {
-  const offline = async (): Promise<never> => {
-    throw new Error('--print-sql runs no SQL');
-  };
-  const database: SqlDatabase = { query: offline, begin: offline, listen: offline, close: async () => undefined };
   const { schema, table } = invocation.table;
-  return new PostgresStore({ database, schema, table, partitioning: invocation.partitioning !== undefined }).migrationSql();
+  return migrationSql({ schema, table, partitioning: invocation.partitioning !== undefined });
 }
 
 function report(error: CliError, json: boolean, output: CliOutput, showUsage: boolean): ExitCode {
