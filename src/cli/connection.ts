@@ -1,8 +1,9 @@
 import pg from 'pg';
+import { errorCode, sqlstateOf } from '../error-code.js';
 import type { PartitioningOptions } from '../store/partition-maintenance.js';
 import { fromPgPool } from '../store/pg-database.js';
 import { PostgresStore } from '../store/postgres-store.js';
-import { tableLayout, type TableLayout, type TableName } from '../store/schema.js';
+import { qualified, tableLayout, type TableLayout, type TableName } from '../store/schema.js';
 import type { SqlQueryable } from '../store/sql-database.js';
 import { CliError } from './errors.js';
 import { EXIT } from './exit-codes.js';
@@ -16,7 +17,6 @@ const TABLE_MISSING_SQLSTATES: ReadonlySet<string> = new Set(['42P01', '3F000'])
 const CONNECTION_LOST = /^(08...|57P0[123])$/;
 /** The same, as Node reports it for the socket. */
 const SOCKET_ERRORS: ReadonlySet<string> = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
-const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 export interface Connection {
   store: PostgresStore;
@@ -87,14 +87,14 @@ export function commandError(error: unknown, table: TableName): CliError {
   if (sqlstate !== undefined && TABLE_MISSING_SQLSTATES.has(sqlstate)) {
     return new CliError(
       'table_missing',
-      `the records table "${table.schema}"."${table.table}" does not exist: run \`koa-idempotency migrate\` (with the same --schema/--table)`,
+      `the records table ${qualified(table)} does not exist: run \`koa-idempotency migrate\` (with the same --schema/--table)`,
       EXIT.DATABASE_UNAVAILABLE,
       { cause: error },
     );
   }
   const message = error instanceof Error ? error.message : String(error);
-  const code = (error as { code?: unknown } | null)?.code;
-  if ((sqlstate !== undefined && CONNECTION_LOST.test(sqlstate)) || (typeof code === 'string' && SOCKET_ERRORS.has(code))) {
+  const code = errorCode(error);
+  if ((sqlstate !== undefined && CONNECTION_LOST.test(sqlstate)) || (code !== undefined && SOCKET_ERRORS.has(code))) {
     return new CliError('unreachable', `lost the connection to the Postgres server: ${message || String(code)}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
   }
   return new CliError('failed', sqlstate ? `${message} (SQLSTATE ${sqlstate})` : message, EXIT.FAILED, { cause: error });
@@ -134,11 +134,6 @@ function connectionError(error: unknown, target: string): CliError {
   if (sqlstate === '3D000') {
     return new CliError('database_missing', `the server at ${target} has no such database: ${reason}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
   }
-  const detail = reason || (error as { code?: string }).code || 'no answer';
+  const detail = reason || errorCode(error) || 'no answer';
   return new CliError('unreachable', `cannot reach the Postgres server at ${target}: ${detail}`, EXIT.DATABASE_UNAVAILABLE, { cause: error });
-}
-
-function sqlstateOf(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
 }

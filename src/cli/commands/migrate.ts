@@ -1,3 +1,4 @@
+import { quoteIdentifier } from '../../store/identifiers.js';
 import { defaultPartition } from '../../store/partitioned-schema.js';
 import { qualified } from '../../store/schema.js';
 import type { Invocation } from '../arguments.js';
@@ -23,7 +24,7 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
   const startedMs = performance.now();
   await connection.store.migrate();
   const durationMs = Math.round(performance.now() - startedMs);
-  const upToDate = `"${schema}"."${table}" is up to date on ${connection.target} (${durationMs} ms)\n`;
+  const upToDate = `${qualified(invocation.table)} is up to date on ${connection.target} (${durationMs} ms)\n`;
   if (!invocation.partitioning) {
     return { exitCode: EXIT.OK, json: { migrated: true, schema, table, partitioned: false, durationMs }, text: upToDate };
   }
@@ -49,7 +50,7 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
       upToDate +
       `partitioned by created_at: ${partitions.length} partition${partitions.length === 1 ? '' : 's'} of ${intervalSeconds} s` +
       (last ? ` up to ${new Date(last.toSeconds * 1_000).toISOString()}` : '') +
-      `, and the catch-all "${catchAll}"\n`,
+      `, and the catch-all ${quoteIdentifier(catchAll)}\n`,
   };
 }
 
