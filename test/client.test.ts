@@ -1,6 +1,6 @@
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { context, propagation, SpanKind, trace } from '@opentelemetry/api';
+import { context, diag, propagation, SpanKind, trace } from '@opentelemetry/api';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
@@ -253,29 +253,48 @@ describe('options and hooks', () => {
   it('hands every attempt to onAttempt, and a hook that throws does not break the call', async () => {
     scripted.script([notNow(503, '0'), { status: 201 }]);
     const seen: AttemptRecord[] = [];
-    const result = await idempotentFetch(scripted.url, post(), {
-      ...QUICK,
-      onAttempt: (attempt) => {
-        seen.push(attempt);
-        throw new Error('a broken hook');
-      },
-    });
-    expect(result.status).toBe(201);
-    expect(seen).toEqual(result.history);
-    expect(seen.map((attempt) => [attempt.attempt, attempt.status, attempt.nextDelayMs])).toEqual([
-      [1, 503, 0],
-      [2, 201, undefined],
-    ]);
+    const broken = new Error('a broken hook');
+    const reported = vi.spyOn(diag, 'error').mockImplementation(() => undefined);
+    try {
+      const result = await idempotentFetch(scripted.url, post(), {
+        ...QUICK,
+        onAttempt: (attempt) => {
+          seen.push(attempt);
+          throw broken;
+        },
+      });
+      expect(result.status).toBe(201);
+      expect(seen).toEqual(result.history);
+      expect(seen.map((attempt) => [attempt.attempt, attempt.status, attempt.nextDelayMs])).toEqual([
+        [1, 503, 0],
+        [2, 201, undefined],
+      ]);
+      // Reported through diag, as every hook of the library: once per attempt, with the hook's error.
+      expect(reported.mock.calls).toEqual([
+        ['koa-idempotency: the onAttempt option failed; the call goes on', broken],
+        ['koa-idempotency: the onAttempt option failed; the call goes on', broken],
+      ]);
+    } finally {
+      reported.mockRestore();
+    }
   });
 
-  it.each([{ maxAttempts: 0 }, { deadlineMs: -1 }, { attemptTimeoutMs: Number.NaN }, { maxDelayMs: 1, baseDelayMs: 10 }, { retryStatuses: [99] }, { key: '' }])(
-    'refuses %o before sending anything',
-    async (options) => {
-      scripted.script([{ status: 201 }]);
-      await expect(idempotentFetch(scripted.url, post(), options)).rejects.toBeInstanceOf(IdempotencyConfigError);
-      expect(scripted.requests).toHaveLength(0);
-    },
-  );
+  it.each([
+    [{ maxAttempts: 0 }, 'maxAttempts must be an integer >= 1; got 0'],
+    [{ deadlineMs: -1 }, 'deadlineMs must be a number from 1 to 2147483647; got -1'],
+    [{ attemptTimeoutMs: Number.NaN }, 'attemptTimeoutMs must be a number from 1 to 2147483647; got NaN'],
+    [{ maxDelayMs: 1, baseDelayMs: 10 }, 'maxDelayMs must be a number >= baseDelayMs (10); got 1'],
+    [{ retryStatuses: [99] }, 'retryStatuses must be an integer from 100 to 599; got 99'],
+    [{ key: '' }, 'key must not be empty'],
+    [{ onAttempt: 'log' as never }, 'onAttempt must be a function; got "log"'],
+    [{ random: 0.5 as never }, 'random must be a function; got 0.5'],
+  ])('refuses %o before sending anything', async (options, message) => {
+    scripted.script([{ status: 201 }]);
+    const refused = idempotentFetch(scripted.url, post(), options);
+    await expect(refused).rejects.toBeInstanceOf(IdempotencyConfigError);
+    await expect(refused).rejects.toThrow(message);
+    expect(scripted.requests).toHaveLength(0);
+  });
 });
 
 describe('OpenTelemetry', () => {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { context, diag } from '@opentelemetry/api';
+import { context } from '@opentelemetry/api';
 import { IdempotencyConfigError, IdempotencyError } from '../errors.js';
+import { callHook } from '../hooks.js';
 import { discard, errorType, sendAttempt, type AttemptOutcome } from './attempt.js';
 import type { AttemptRecord, StopReason } from './attempt-record.js';
 import { delay } from './delay.js';
@@ -94,7 +95,8 @@ export async function idempotentFetch(input: string | URL | Request, init: Reque
     const decision = schedule.afterAttempt(retryableFailure(outcome), performance.now());
     const record = recordOf(outcome, schedule.attempts, key, performance.now() - attemptStartMs, decision.retry ? decision.delayMs : undefined);
     history.push(record);
-    callHook(config.onAttempt, record);
+    // A user hook must never break the call it observes: a throw is reported through diag and ignored.
+    callHook('onAttempt', () => config.onAttempt?.(record), 'the call goes on');
     if (!decision.retry) return finish(outcome, decision.stoppedBy);
     recordRetry(caller, schedule.attempts, decision.delayMs, errorType(outcome));
     // Kept until the next attempt starts: should the wait's timer fire past the deadline, this answer is the result.
@@ -140,14 +142,4 @@ function recordOf(outcome: AttemptOutcome, attempt: number, key: string, duratio
     return { attempt, key, status: response.status, failure: undefined, error: undefined, replayed, retryAfterMs, durationMs, nextDelayMs };
   }
   return { attempt, key, status: undefined, failure: outcome.kind, error: outcome.error, replayed: false, retryAfterMs: undefined, durationMs, nextDelayMs };
-}
-
-/** A user hook must never break the call it observes. */
-function callHook(hook: ((record: AttemptRecord) => void) | undefined, record: AttemptRecord): void {
-  if (!hook) return;
-  try {
-    hook(record);
-  } catch (error) {
-    diag.warn('koa-idempotency: idempotentFetch onAttempt hook threw; ignored', error);
-  }
 }

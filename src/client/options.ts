@@ -1,6 +1,7 @@
 import type { IdempotencyContext } from '../context.js';
 import { IdempotencyConfigError } from '../errors.js';
 import { DEFAULT_HEADER_NAME } from '../options.js';
+import { integerInRange, nonNegativeNumber, numberAtLeast, numberInRange, optionalFunction, positiveInteger } from '../validation.js';
 import { DEFAULT_BASE_DELAY_MS, DEFAULT_MAX_DELAY_MS } from './backoff.js';
 import type { AttemptRecord } from './attempt-record.js';
 
@@ -111,33 +112,19 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   if (key !== undefined && typeof key !== 'string' && typeof key?.from?.deriveKey !== 'function') {
     throw new IdempotencyConfigError('key must be a string or { from: ctx.idempotency, label }; ctx.idempotency is only set under the middleware');
   }
-  const baseDelayMs = atLeast(options.baseDelayMs ?? DEFAULT_BASE_DELAY_MS, 'baseDelayMs', 0);
+  const baseDelayMs = nonNegativeNumber(options.baseDelayMs ?? DEFAULT_BASE_DELAY_MS, 'baseDelayMs');
   const retryStatuses = options.retryStatuses ?? DEFAULT_RETRY_STATUSES;
-  for (const status of retryStatuses) {
-    if (!Number.isInteger(status) || status < 100 || status > 599) throw new IdempotencyConfigError(`retryStatuses holds a non-status: ${status}`);
-  }
+  for (const status of retryStatuses) integerInRange(status, 'retryStatuses', 100, 599);
   return {
     key,
     headerName,
-    maxAttempts: integer(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts', 1),
+    maxAttempts: positiveInteger(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts'),
     baseDelayMs,
-    maxDelayMs: atLeast(options.maxDelayMs ?? DEFAULT_MAX_DELAY_MS, 'maxDelayMs', baseDelayMs),
-    deadlineMs: atLeast(options.deadlineMs ?? DEFAULT_DEADLINE_MS, 'deadlineMs', 1, MAX_TIMER_MS),
-    attemptTimeoutMs: atLeast(options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, 'attemptTimeoutMs', 1, MAX_TIMER_MS),
+    maxDelayMs: numberAtLeast(options.maxDelayMs ?? DEFAULT_MAX_DELAY_MS, 'maxDelayMs', baseDelayMs, `a number >= baseDelayMs (${baseDelayMs})`),
+    deadlineMs: numberInRange(options.deadlineMs ?? DEFAULT_DEADLINE_MS, 'deadlineMs', 1, MAX_TIMER_MS),
+    attemptTimeoutMs: numberInRange(options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, 'attemptTimeoutMs', 1, MAX_TIMER_MS),
     retryStatuses: new Set(retryStatuses),
-    onAttempt: options.onAttempt,
-    random: options.random ?? Math.random,
+    onAttempt: optionalFunction(options.onAttempt, 'onAttempt'),
+    random: optionalFunction(options.random, 'random') ?? Math.random,
   };
-}
-
-function integer(value: number, name: string, min: number): number {
-  if (!Number.isInteger(value) || value < min) throw new IdempotencyConfigError(`${name} must be an integer >= ${min}; got ${value}`);
-  return value;
-}
-
-function atLeast(value: number, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw new IdempotencyConfigError(`${name} must be a number from ${min} to ${max}; got ${value}`);
-  }
-  return value;
 }
