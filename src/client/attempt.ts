@@ -1,4 +1,5 @@
 import { context, type Context } from '@opentelemetry/api';
+import { errorCode } from '../error-code.js';
 import { REPLAYED_HEADER } from '../response.js';
 import { isProblem, readProblem, type ProblemDetails } from './problem-details.js';
 import { parseRetryAfterMs } from './retry-after.js';
@@ -70,9 +71,10 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
 export function errorType(outcome: AttemptOutcome): string {
   if (outcome.kind === 'answer') return String(outcome.response.status);
   if (outcome.kind === 'timeout') return 'timeout';
-  const error = outcome.error as { name?: unknown; code?: unknown; cause?: { code?: unknown; name?: unknown } } | undefined;
-  const code = error?.cause?.code ?? error?.code ?? error?.cause?.name ?? error?.name;
-  return typeof code === 'string' && code.length > 0 ? code : '_OTHER';
+  // fetch's own TypeError ("fetch failed") carries the socket's code (ECONNREFUSED, UND_ERR_SOCKET) on its cause.
+  const error = outcome.error as { name?: unknown; cause?: { name?: unknown } } | null | undefined;
+  const name = error?.cause?.name ?? error?.name;
+  return errorCode(error?.cause) ?? errorCode(error) ?? (typeof name === 'string' && name.length > 0 ? name : '_OTHER');
 }
 
 /** Frees the connection of an answer that is not handed to the caller. */
