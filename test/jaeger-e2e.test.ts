@@ -146,7 +146,7 @@ describe.skipIf(!JAEGER_BINARY)(
       expect(byOutcome(found, OUTCOME.EXECUTED)).toHaveLength(1);
       const original = byOutcome(found, OUTCOME.EXECUTED)[0]!;
       for (const duplicate of found.filter((trace) => trace !== original)) {
-        expect([OUTCOME.REPLAYED, OUTCOME.CONFLICT]).toContain(outcomeOf(duplicate));
+        expect([OUTCOME.REPLAYED, OUTCOME.IN_PROGRESS]).toContain(outcomeOf(duplicate));
         const log = serverSpan(duplicate, 'payments')!.logs.find((candidate) => tag(candidate.fields, 'event') === EVENT.DUPLICATE);
         expect(tag(log?.fields, ATTR.REASON)).toBe(outcomeOf(duplicate));
         expect(tag(log?.fields, ATTR.ORIGINAL_TRACE_ID)).toBe(original.traceID);
@@ -165,8 +165,8 @@ describe.skipIf(!JAEGER_BINARY)(
       const expectedCount: Record<string, number> = {
         [`${ATTR.CORRELATION_ID}=${ID.replay}`]: 3,
         [`${ATTR.OUTCOME}=${OUTCOME.REPLAYED}`]: client.filter((answer) => answer.replayed).length,
-        [`${ATTR.OUTCOME}=${OUTCOME.CONFLICT}`]: client.filter((answer) => answer.status === 409).length,
-        [`${ATTR.OUTCOME}=${OUTCOME.MISMATCH}`]: client.filter((answer) => answer.status === 422).length,
+        [`${ATTR.OUTCOME}=${OUTCOME.IN_PROGRESS}`]: client.filter((answer) => answer.status === 409).length,
+        [`${ATTR.OUTCOME}=${OUTCOME.KEY_REUSED}`]: client.filter((answer) => answer.status === 422).length,
       };
       const summary: string[] = [];
       expect(queries.map((query) => query.kind)).toEqual(['search', 'search', 'search', 'search']);

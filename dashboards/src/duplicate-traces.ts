@@ -44,8 +44,8 @@ export function duplicateTracesDashboard() {
     .withPanel(byCorrelationId())
     .withPanel(help())
     .withPanel(tracesWithOutcome('Replayed', OUTCOME.REPLAYED, 'Duplicates answered with the stored response. The trace links to the original request.'))
-    .withPanel(tracesWithOutcome('Conflicts', OUTCOME.CONFLICT, 'Duplicates refused with 409 while the first request was still in progress.'))
-    .withPanel(tracesWithOutcome('Mismatches', OUTCOME.MISMATCH, 'Keys reused with a different request, refused with 422.'));
+    .withPanel(tracesWithOutcome('Conflicts', OUTCOME.IN_PROGRESS, 'Duplicates refused with 409 while the first request was still in progress.'))
+    .withPanel(tracesWithOutcome('Mismatches', OUTCOME.KEY_REUSED, 'Keys reused with a different request, refused with 422.'));
 }
 
 function traceTable(title: string, description: string, tags: Readonly<Record<string, string>>, limit: number) {

@@ -15,9 +15,9 @@ import { PROMETHEUS, prometheusDatasource, ref, routeVariable, serviceVariable, 
  */
 
 /** Requests answered from an existing record instead of running the handler. */
-export const DUPLICATE_OUTCOMES = [OUTCOME.REPLAYED, OUTCOME.CONFLICT, OUTCOME.MISMATCH, OUTCOME.NOT_REPLAYABLE] as const;
+export const DUPLICATE_OUTCOMES = [OUTCOME.REPLAYED, OUTCOME.IN_PROGRESS, OUTCOME.KEY_REUSED, OUTCOME.NOT_REPLAYABLE] as const;
 /** Requests refused with a 4xx or 503 problem, by reason. */
-export const REJECTION_OUTCOMES = [OUTCOME.CONFLICT, OUTCOME.MISMATCH, OUTCOME.NOT_REPLAYABLE, OUTCOME.INVALID_KEY, OUTCOME.STORE_UNAVAILABLE] as const;
+export const REJECTION_OUTCOMES = [OUTCOME.IN_PROGRESS, OUTCOME.KEY_REUSED, OUTCOME.NOT_REPLAYABLE, OUTCOME.INVALID_KEY, OUTCOME.STORE_UNAVAILABLE] as const;
 
 /** Metrics with the route label are filtered by service and route; store and sweeper metrics by service only. */
 const SERVICE: Matchers = { [LABEL.SERVICE]: ref(VAR.SERVICE) };
