@@ -84,7 +84,10 @@ function naiveCheck(pool: pg.Pool, schema: string): Koa.Middleware {
   const records = `"${schema}".naive_records`;
   return async (ctx, next) => {
     const key = ctx.get('Idempotency-Key');
-    if (ctx.method !== 'POST' || !key) return next();
+    if (ctx.method !== 'POST' || !key) {
+      await next();
+      return;
+    }
     const { rows } = await pool.query<{ response_status: number; response_body: string }>(
       `SELECT response_status, response_body FROM ${records} WHERE key = $1`,
       [key],

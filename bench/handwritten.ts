@@ -30,7 +30,10 @@ WHERE scope = '' AND key = $1 AND fence = $2`;
 
   return async (ctx, next) => {
     const key = ctx.get('Idempotency-Key');
-    if (ctx.method !== 'POST' || !key) return next();
+    if (ctx.method !== 'POST' || !key) {
+      await next();
+      return;
+    }
     const fingerprint = createHash('sha256').update(`${ctx.method} ${ctx.path}\n${JSON.stringify(ctx.request.body)}`).digest('hex');
     const fence = mode === 'lease' ? BigInt.asIntN(64, randomBytes(8).readBigUInt64BE()).toString() : '0';
     const completion = () => [key, fence, ctx.status, JSON.stringify({ 'content-type': ctx.response.type }), Buffer.from(JSON.stringify(ctx.body))];

@@ -316,7 +316,7 @@ describe.each(databaseTargets())('on $name', (target) => {
 });
 
 describe('NOTIFY payloads', () => {
-  it('carry a hash, never the key or the scope, to every listener of the database', async () => {
+  it('carry a hash, never the key or the scope, to every listener of the database, and only while someone waits', async () => {
     const db = await databaseTargets()[0]!.open('security_notify');
     const listener = new pg.Client({ connectionString: DATABASE_URL });
     try {
@@ -327,9 +327,18 @@ describe('NOTIFY payloads', () => {
       listener.on('notification', (message) => payloads.push(message.payload ?? ''));
       await listener.query(`LISTEN "${channel}"`);
 
-      const claim = await store.claim({ scope: 'tenant-secret', key: 'key-secret', fingerprint: 'f', fingerprintVersion: 1, leaseMs: 10_000, ttlSeconds: 60 });
+      const request = (key: string) => ({ scope: 'tenant-secret', key, fingerprint: 'f', fingerprintVersion: 1, leaseMs: 10_000, ttlSeconds: 60 });
+      // Nobody waits: the completion sends no notification (NOTIFY serialises every commit that sends one).
+      const unwatched = await store.claim(request('key-unwatched'));
+      if (unwatched.kind !== 'claimed') throw new Error('expected a claim');
+      await store.complete(unwatched.lease, { replayable: false, status: 201 });
+
+      const claim = await store.claim(request('key-secret'));
       if (claim.kind !== 'claimed') throw new Error('expected a claim');
+      const watch = await store.watch('tenant-secret', 'key-secret');
       await store.complete(claim.lease, { replayable: false, status: 201 });
+      expect(await watch.next(5_000)).toBe('changed');
+      watch.close();
       for (let tries = 0; tries < 50 && payloads.length === 0; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
 
       expect(payloads).toHaveLength(1);

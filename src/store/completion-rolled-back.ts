@@ -1,3 +1,4 @@
+import { sqlstateOf } from '../error-code.js';
 import { IdempotencyError } from '../errors.js';
 
 /** SQLSTATE in_failed_sql_transaction: a statement failed earlier in the transaction and no savepoint caught it. */
@@ -19,6 +20,6 @@ export class CompletionRolledBackError extends IdempotencyError {
 
   constructor(cause: unknown) {
     super('The completion failed before COMMIT, so the transaction was rolled back and nothing was committed.', { cause });
-    this.transactionAborted = (cause as { code?: unknown } | null)?.code === IN_FAILED_SQL_TRANSACTION;
+    this.transactionAborted = sqlstateOf(cause) === IN_FAILED_SQL_TRANSACTION;
   }
 }

@@ -1,4 +1,5 @@
-import { IdempotencyConfigError } from '../errors.js';
+import { sqlstateOf } from '../error-code.js';
+import { integerAtLeast } from '../validation.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
@@ -52,9 +53,9 @@ export function resolvePartitioning(value: boolean | PartitioningOptions | undef
   if (value === undefined || value === false) return undefined;
   const options = value === true ? {} : value;
   return {
-    intervalSeconds: wholeNumber(options.intervalSeconds ?? DEFAULT_PARTITION_INTERVAL_SECONDS, 'partitioning.intervalSeconds', 1),
-    premadePartitions: wholeNumber(options.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS, 'partitioning.premadePartitions', 0),
-    lockTimeoutMs: wholeNumber(options.lockTimeoutMs ?? DEFAULT_PARTITION_LOCK_TIMEOUT_MS, 'partitioning.lockTimeoutMs', 1),
+    intervalSeconds: integerAtLeast(options.intervalSeconds ?? DEFAULT_PARTITION_INTERVAL_SECONDS, 'partitioning.intervalSeconds', 1),
+    premadePartitions: integerAtLeast(options.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS, 'partitioning.premadePartitions', 0),
+    lockTimeoutMs: integerAtLeast(options.lockTimeoutMs ?? DEFAULT_PARTITION_LOCK_TIMEOUT_MS, 'partitioning.lockTimeoutMs', 1),
   };
 }
 
@@ -135,7 +136,7 @@ export class PartitionMaintenance {
           `SELECT EXISTS (SELECT 1 FROM ${table} WHERE ${LIVE_RECORD}) AS live, (SELECT count(*) FROM ${table})::text AS records`,
         )
         .catch((error: unknown) => {
-          if (sqlstate(error) === UNDEFINED_TABLE) return undefined; // another instance dropped it just now
+          if (sqlstateOf(error) === UNDEFINED_TABLE) return undefined; // another instance dropped it just now
           throw error;
         });
       if (!before || before.rows[0]!.live) continue;
@@ -169,7 +170,7 @@ export class PartitionMaintenance {
       return done;
     } catch (error) {
       await tx.rollback().catch(() => undefined);
-      if (SKIPPABLE.has(sqlstate(error))) return false;
+      if (SKIPPABLE.has(sqlstateOf(error) ?? '')) return false;
       throw error;
     }
   }
@@ -207,11 +208,3 @@ WHERE i.inhparent = to_regclass($1)`,
     .sort((a, b) => a.fromSeconds - b.fromSeconds);
 }
 
-function sqlstate(error: unknown): string {
-  return String((error as { code?: unknown } | null)?.code);
-}
-
-function wholeNumber(value: number, name: string, min: number): number {
-  if (!Number.isInteger(value) || value < min) throw new IdempotencyConfigError(`${name} must be an integer of at least ${min}; got ${value}`);
-  return value;
-}

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { diag } from '@opentelemetry/api';
+import { sqlstateOf } from '../error-code.js';
 import type { Client, Pool, PoolClient, QueryConfig } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 import { assertNoTransactionControl, refusingTransactionControl } from './transaction-control.js';
@@ -54,8 +55,8 @@ class Statements {
     const result = client.query(config) as unknown as Promise<SqlResult<Row>>;
     if (config.name === undefined) return result;
     return result.catch((error: unknown) => {
-      const code = String((error as { code?: unknown } | null)?.code);
-      if (PREPARED_STATEMENT_LOST.has(code) && !this.#warned) {
+      const code = sqlstateOf(error);
+      if (code !== undefined && PREPARED_STATEMENT_LOST.has(code) && !this.#warned) {
         this.#warned = true;
         diag.warn(
           `koa-idempotency: a prepared statement of the store failed with SQLSTATE ${code}: a transaction-pooling PgBouncer older than 1.21 ` +
@@ -122,7 +123,8 @@ class PgDatabase implements SqlDatabase {
 
   async queryOnListener<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
     const client = await this.#connectListener();
-    return client.query(text, params) as unknown as Promise<SqlResult<Row>>;
+    const { rows, rowCount } = await client.query(text, params);
+    return { rows: rows as Row[], rowCount };
   }
 
   async close(): Promise<void> {

@@ -76,14 +76,14 @@ export function refusingTransactionControl<Client extends object>(client: Client
     if (!refused) return (client as unknown as { query(...args: unknown[]): unknown }).query(...args);
     const callback = args.at(-1);
     if (typeof callback !== 'function') return Promise.reject(refused);
-    queueMicrotask(() => callback(refused));
+    queueMicrotask(() => (callback as (error: Error) => void)(refused));
     return undefined;
   };
   return new Proxy(client, {
     get(target, property) {
       if (property === 'query') return query;
       const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function' ? value.bind(target) : value;
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
 }

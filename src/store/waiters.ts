@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { diag } from '@opentelemetry/api';
+import type { TableName } from './schema.js';
 import type { Unsubscribe } from './sql-database.js';
 import type { ChangeWatch } from './types.js';
 
@@ -10,8 +13,14 @@ import type { ChangeWatch } from './types.js';
 export interface WaitersOptions {
   strategy: 'notify' | 'poll';
   pollIntervalMs: number;
-  channel: string;
+  /** The records table, whose completions notify on a channel of their own. */
+  table: TableName;
   listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe>;
+  /**
+   * With `'notify'`: announces a waiter of one key where completions look for it (completions notify only
+   * while one is announced), and withdraws it. Without it, completions always notify.
+   */
+  announcement?: { announce(scope: string, key: string): Promise<unknown>; withdraw(scope: string, key: string): Promise<unknown> };
 }
 
 export class Waiters {
@@ -23,15 +32,36 @@ export class Waiters {
 
   constructor(options: WaitersOptions) {
     this.#options = options;
-    this.channel = options.channel;
+    this.channel = notifyChannel(options.table);
     this.strategy = options.strategy;
   }
 
   /**
    * Registers interest in one record BEFORE the caller re-reads it, so a completion that lands between
-   * the read and the wait is not missed.
+   * the read and the wait is not missed: subscribed, then announced (when completions look for waiters).
+   * A waiter that cannot announce itself is woken by its timeout instead.
    */
-  async watch(id: string): Promise<ChangeWatch> {
+  async watch(scope: string, key: string): Promise<ChangeWatch> {
+    const watch = await this.#watchId(notifyId(scope, key));
+    const announcement = this.strategy === 'notify' ? this.#options.announcement : undefined;
+    if (!announcement) return watch;
+    const announced = await announcement.announce(scope, key).then(
+      () => true,
+      (error: unknown) => {
+        diag.warn('koa-idempotency: a waiting duplicate could not announce itself; it will be woken by its timeout', error);
+        return false;
+      },
+    );
+    return {
+      next: (timeoutMs) => watch.next(timeoutMs),
+      close: () => {
+        watch.close();
+        if (announced) void announcement.withdraw(scope, key).catch(() => undefined);
+      },
+    };
+  }
+
+  async #watchId(id: string): Promise<ChangeWatch> {
     if (this.#options.strategy === 'poll') return pollWatch(this.#options.pollIntervalMs);
     await this.#subscribe();
     let wake: (() => void) | undefined;
@@ -77,13 +107,6 @@ export class Waiters {
     void subscription?.then((unsubscribe) => unsubscribe()).catch(() => undefined);
   }
 
-  /** Number of requests waiting right now (for tests and gauges). */
-  get size(): number {
-    let count = 0;
-    for (const set of this.#byId.values()) count += set.size;
-    return count;
-  }
-
   #subscribe(): Promise<Unsubscribe> {
     this.#subscription ??= this.#options
       .listen(this.channel, (payload) => {
@@ -111,4 +134,14 @@ function pollWatch(pollIntervalMs: number): ChangeWatch {
       finish?.('changed');
     },
   };
+}
+
+/** NOTIFY channel of one table: an identifier derived from the validated table name. */
+function notifyChannel(table: TableName): string {
+  return `koa_idempotency_${createHash('sha256').update(`${table.schema}.${table.table}`).digest('hex').slice(0, 16)}`;
+}
+
+/** NOTIFY payload naming one record: a hash, so no key or scope travels to every listener of the database. */
+export function notifyId(scope: string, key: string): string {
+  return createHash('sha256').update(`${scope.length}:${scope}${key}`).digest('hex').slice(0, 32);
 }

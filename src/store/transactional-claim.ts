@@ -1,0 +1,77 @@
+import { FencedError } from '../errors.js';
+import { timeStoreOperation } from '../telemetry/metrics.js';
+import { OPERATION } from '../telemetry/names.js';
+import { CompletionRolledBackError } from './completion-rolled-back.js';
+import type { SqlQueryable, SqlTransaction } from './sql-database.js';
+import { claimTransactionEnded, isClaimTransaction, TransactionControlError } from './transaction-control.js';
+import type { Completion, IdempotencyRecord, Lease, TransactionalClaim } from './types.js';
+
+export interface ClaimTransactionParts {
+  /** The claim's open transaction, marked with `mark` (see openClaimTransaction). */
+  tx: SqlTransaction;
+  mark: string;
+  lease: Lease;
+  record: IdempotencyRecord;
+  /** Completes the owned record on `db`; with a mark, only while the claim's transaction is open. */
+  complete(db: SqlQueryable, lease: Lease, completion: Completion, mark?: string): Promise<void>;
+  /** Wakes the waiters of the key (a rollback sends no notification of its own). */
+  notifyWaiters(lease: Lease): Promise<unknown>;
+  /** The pool, outside the claim's transaction. */
+  db: SqlQueryable;
+}
+
+/**
+ * A claim held in its own transaction: the handler writes through `db`, then either `commit()` stores the
+ * completion and commits everything at once, or `rollback()` undoes the claim with every write. A handler
+ * that ended the transaction itself is detected at either end, and its record kept as executed.
+ */
+export function claimedTransaction(parts: ClaimTransactionParts): Extract<TransactionalClaim, { kind: 'claimed' }> {
+  const { tx, mark, lease } = parts;
+  /**
+   * The handler committed the claim early, and its writes with it: keep the record as executed, not
+   * replayable, so that a retry answers 409 instead of running the operation a second time (a takeover
+   * once the lease ran out).
+   */
+  const keepAsExecuted = (status: number) => parts.complete(parts.db, lease, { replayable: false, status }).catch(() => undefined);
+
+  return {
+    kind: 'claimed',
+    lease,
+    record: parts.record,
+    db: tx,
+    commit: async (completion) => {
+      // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a failed or lost COMMIT.
+      let committing = false;
+      await timeStoreOperation(OPERATION.COMPLETE, async () => {
+        try {
+          await parts.complete(tx, lease, completion, mark);
+        } catch (error) {
+          // No record updated: fenced, or the claim's transaction ended early (the statement only finds the
+          // record while its mark is set), in which case a completion alone would be a replayable success for
+          // half an operation. Told apart here, off the path of a completion that succeeds.
+          const ended = error instanceof FencedError && !(await isClaimTransaction(tx, mark).catch(() => true));
+          await tx.rollback().catch(() => undefined);
+          if (!ended) throw error;
+          await keepAsExecuted(completion.replayable ? completion.response.status : completion.status);
+          throw claimTransactionEnded();
+        }
+        committing = true;
+        await tx.commit();
+      }).catch((error: unknown) => {
+        // A TransactionControlError is no rollback: the handler committed its writes early (see there).
+        throw committing || error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
+      });
+    },
+    rollback: async () => {
+      await timeStoreOperation(OPERATION.ROLLBACK, async () => {
+        // A check that fails finds the claim's transaction aborted by a failed statement: still open.
+        const ended = !(await isClaimTransaction(tx, mark).catch(() => true));
+        await tx.rollback();
+        if (!ended) return;
+        await keepAsExecuted(500);
+        throw claimTransactionEnded();
+      });
+      await parts.notifyWaiters(lease).catch(() => undefined);
+    },
+  };
+}
