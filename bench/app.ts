@@ -88,10 +88,7 @@ function naiveCheck(pool: pg.Pool, schema: string): Koa.Middleware {
       await next();
       return;
     }
-    const { rows } = await pool.query<{ response_status: number; response_body: string }>(
-      `SELECT response_status, response_body FROM ${records} WHERE key = $1`,
-      [key],
-    );
+    const { rows } = await pool.query<{ response_status: number; response_body: string }>(`SELECT response_status, response_body FROM ${records} WHERE key = $1`, [key]);
     if (rows[0]) {
       ctx.status = rows[0].response_status;
       ctx.type = 'application/json';

@@ -34,10 +34,9 @@ export async function measureDuplicates(options: {
       ),
     );
   }
-  const { rows } = await options.pool.query<{ executions: number }>(
-    `SELECT count(*)::int AS executions FROM "${options.schema}".orders WHERE key LIKE $1 GROUP BY key`,
-    [`${prefix}-%`],
-  );
+  const { rows } = await options.pool.query<{ executions: number }>(`SELECT count(*)::int AS executions FROM "${options.schema}".orders WHERE key LIKE $1 GROUP BY key`, [
+    `${prefix}-%`,
+  ]);
   return {
     bursts: options.bursts,
     concurrency: options.concurrency,

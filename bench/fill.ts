@@ -51,8 +51,7 @@ export async function ensureFilled(pool: pg.Pool, spec: FillSpec, log: (message:
   try {
     await client.query(`SET synchronous_commit = off; SET maintenance_work_mem = '512MB'`);
     await client.query(`ALTER TABLE ${table} DROP CONSTRAINT idempotency_records_pkey; DROP INDEX "${schema}".idempotency_records_expires_at_idx`);
-    const insert = (from: number, to: number, expiresAt: string) =>
-      client.query(fillRowsSql(table, { from, to, createdAt: `now() - interval '1 hour'`, expiresAt }));
+    const insert = (from: number, to: number, expiresAt: string) => client.query(fillRowsSql(table, { from, to, createdAt: `now() - interval '1 hour'`, expiresAt }));
     const batch = 1_000_000;
     for (let from = 1; from <= spec.completedRows; from += batch) {
       await insert(from, Math.min(spec.completedRows, from + batch - 1), `now() + interval '1 day'`);

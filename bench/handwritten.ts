@@ -34,7 +34,9 @@ WHERE scope = '' AND key = $1 AND fence = $2`;
       await next();
       return;
     }
-    const fingerprint = createHash('sha256').update(`${ctx.method} ${ctx.path}\n${JSON.stringify(ctx.request.body)}`).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${ctx.method} ${ctx.path}\n${JSON.stringify(ctx.request.body)}`)
+      .digest('hex');
     const fence = mode === 'lease' ? BigInt.asIntN(64, randomBytes(8).readBigUInt64BE()).toString() : '0';
     const completion = () => [key, fence, ctx.status, JSON.stringify({ 'content-type': ctx.response.type }), Buffer.from(JSON.stringify(ctx.body))];
 
@@ -74,9 +76,7 @@ WHERE scope = '' AND key = $1 AND fence = $2`;
 
 /** The key is taken: replay the stored response, or 409 while it runs, or 422 for another payload. */
 async function answerExisting(ctx: Koa.Context, pool: pg.Pool, statement: string, key: string, fingerprint: string): Promise<void> {
-  const { rows } = await pool.query<{ status: string; fingerprint: string; response_status: number | null; response_body: Buffer | null }>(statement, [
-    key,
-  ]);
+  const { rows } = await pool.query<{ status: string; fingerprint: string; response_status: number | null; response_body: Buffer | null }>(statement, [key]);
   const record = rows[0];
   if (record && record.fingerprint !== fingerprint) {
     ctx.status = 422;

@@ -74,7 +74,9 @@ export async function writeResults(results: RunResults, resultsDir: URL): Promis
   const { baseline, transactional, handwritten, addedMs } = latest.latencyC1;
   console.log(`latency at 1 connection, p50: baseline ${baseline} ms, transactional ${transactional} ms (+${addedMs} ms), handwritten ${handwritten} ms`);
   for (const [name, result] of Object.entries(results.duplicates)) {
-    console.log(`duplicates, ${name}: ${result.duplicateExecutions} extra executions in ${result.burstsWithDuplicates} of ${result.bursts} bursts of ${result.concurrency}`);
+    console.log(
+      `duplicates, ${name}: ${result.duplicateExecutions} extra executions in ${result.burstsWithDuplicates} of ${result.bursts} bursts of ${result.concurrency}`,
+    );
   }
   const { loadAverageAtStart, loadAverageAtEnd, cpus } = results.environment;
   console.log(`load average: ${loadAverageAtStart.toFixed(2)} at start, ${loadAverageAtEnd?.toFixed(2)} at end (${cpus} CPUs)`);

@@ -37,7 +37,10 @@ const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 pool.on('error', () => undefined);
 const environment = await describeEnvironment(pool);
 // `--only=baseline,transactional,handwritten` measures just those (for a quick comparison; writes no latest.json).
-const onlyArgument = process.argv.find((argument) => argument.startsWith('--only='))?.slice('--only='.length).split(',');
+const onlyArgument = process.argv
+  .find((argument) => argument.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
 const scenarios = (quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS]).filter((scenario) => !onlyArgument || onlyArgument.includes(scenario.name));
 log(
   `${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings.rounds} rounds of ${settings.durationSeconds} s ` +
@@ -191,9 +194,7 @@ async function measureScaleOut(rounds: number) {
   const request = SCENARIOS.find((scenario) => scenario.name === 'lease')!.request;
   const run = async (processes: ServerProcess[]) => {
     const connections = settings.connectionCounts[0]! / processes.length;
-    const results = await Promise.all(
-      processes.map((server) => runLoad({ url: server.url, connections, durationSeconds: settings.durationSeconds, request })),
-    );
+    const results = await Promise.all(processes.map((server) => runLoad({ url: server.url, connections, durationSeconds: settings.durationSeconds, request })));
     const latencies = results.flatMap((result) => result.latenciesMs).sort((a, b) => a - b);
     return { rps: results.reduce((sum, result) => sum + result.rps, 0), p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99) };
   };

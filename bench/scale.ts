@@ -135,7 +135,10 @@ async function measureGrowth() {
   const result: Record<string, { p50Ms: number; p99Ms: number; calls: number }> = {};
   for (const label of latencies.keys()) result[label] = summary(label);
   const ratio = (op: string, q: 'p50Ms' | 'p99Ms') => round(result[`large ${op}`]![q] / result[`small ${op}`]![q]);
-  return { ...result, ratios: { claimP50: ratio('claim', 'p50Ms'), claimP99: ratio('claim', 'p99Ms'), replayP50: ratio('replay', 'p50Ms'), replayP99: ratio('replay', 'p99Ms') } };
+  return {
+    ...result,
+    ratios: { claimP50: ratio('claim', 'p50Ms'), claimP99: ratio('claim', 'p99Ms'), replayP50: ratio('replay', 'p50Ms'), replayP99: ratio('replay', 'p99Ms') },
+  };
 }
 
 /**

@@ -57,5 +57,8 @@ process.on('message', (message: { type: string }) => {
 process.on('disconnect', () => {
   server.closeAllConnections();
   server.close();
-  void store.close().finally(() => pool.end()).finally(() => process.exit(0));
+  void store
+    .close()
+    .finally(() => pool.end())
+    .finally(() => process.exit(0));
 });

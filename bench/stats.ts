@@ -6,7 +6,10 @@ export function percentile(sortedAscending: readonly number[], q: number): numbe
 }
 
 export function median(values: readonly number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 0.5);
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
 }
 
 /** Rounds for the JSON file and the table: 2 decimals for milliseconds and ratios. */

@@ -36,12 +36,7 @@ export async function settleClaim<C extends AnyClaim>(
   }
 }
 
-async function waitForTurn<C extends AnyClaim>(
-  claimOnce: () => Promise<C>,
-  request: ClaimRequest,
-  config: ResolvedOptions,
-  telemetry: RequestTelemetry,
-): Promise<C> {
+async function waitForTurn<C extends AnyClaim>(claimOnce: () => Promise<C>, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<C> {
   const startedMs = performance.now();
   const deadlineMs = startedMs + config.waitMs;
   const watch = await config.store.watch(request.scope, request.key);

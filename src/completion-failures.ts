@@ -15,7 +15,11 @@ import type { RequestTelemetry } from './telemetry/request-telemetry.js';
 /** The caller has released (or rolled back) the key; answers 500 when the response could not be captured. */
 export function answerNotStored(ctx: Context, outcome: Exclude<HandlerOutcome, { kind: 'store' }>): Outcome {
   if (outcome.kind === 'failed') {
-    answerRequestFailed(ctx, outcome.error, 'The response could not be stored. Nothing was kept for this Idempotency-Key: a retry with the same key runs the request again.');
+    answerRequestFailed(
+      ctx,
+      outcome.error,
+      'The response could not be stored. Nothing was kept for this Idempotency-Key: a retry with the same key runs the request again.',
+    );
   }
   return OUTCOME.RELEASED;
 }
@@ -26,7 +30,8 @@ export function answerCommitFailed(ctx: Context, config: ResolvedOptions, teleme
   if (!(error instanceof CompletionRolledBackError)) {
     // The operation may or may not have happened: the retry finds out safely (a replay if it committed).
     sendProblem(ctx, 'storeUnavailable', {
-      detail: 'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
+      detail:
+        'The outcome could not be confirmed. Retry with the same Idempotency-Key: the stored response is replayed if the operation committed, or it runs if it did not.',
       retryAfterSeconds: config.storeRetryAfterSeconds,
     });
     return OUTCOME.STORE_UNAVAILABLE;

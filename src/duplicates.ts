@@ -28,7 +28,8 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
       return OUTCOME.REPLAYED;
     }
     sendProblem(ctx, 'notReplayable', {
-      detail: 'The request was executed, but its response could not be stored (too large, streamed, or written around Koa). Fetch the resulting resource instead of retrying.',
+      detail:
+        'The request was executed, but its response could not be stored (too large, streamed, or written around Koa). Fetch the resulting resource instead of retrying.',
     });
     return OUTCOME.NOT_REPLAYABLE;
   }

@@ -31,7 +31,10 @@ export class FencedError extends IdempotencyError {
   override name = 'FencedError';
   override readonly code = 'FENCED';
 
-  constructor(readonly fence: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly fence: string,
+    options?: { cause?: unknown },
+  ) {
     super(
       `The idempotency record is no longer owned by fence ${fence}: its lease ran out and another worker took it over. ` +
         'Raise leaseMs above your slowest handler, or keep the process responsive so the lease is renewed.',

@@ -25,11 +25,7 @@ export type { FingerprintInput } from './fingerprint.js';
 
 export { PostgresStore } from './store/postgres-store.js';
 export type { PostgresStoreOptions, SweepOptions, SweepReport } from './store/postgres-store.js';
-export {
-  DEFAULT_PARTITION_INTERVAL_SECONDS,
-  DEFAULT_PREMADE_PARTITIONS,
-  DEFAULT_PARTITION_LOCK_TIMEOUT_MS,
-} from './store/partition-maintenance.js';
+export { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS, DEFAULT_PARTITION_LOCK_TIMEOUT_MS } from './store/partition-maintenance.js';
 export type { PartitioningOptions, PartitionReport } from './store/partition-maintenance.js';
 export { fromPgPool } from './store/pg-database.js';
 export { fromPGlite } from './store/pglite-database.js';
@@ -50,17 +46,7 @@ export type {
 } from './store/types.js';
 export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './store/sql-database.js';
 
-export {
-  ATTR,
-  EVENT,
-  METRIC,
-  OUTCOME,
-  OPERATION,
-  MODE,
-  NOT_REPLAYABLE_REASON,
-  BAGGAGE_CORRELATION_ID,
-  INSTRUMENTATION_SCOPE,
-} from './telemetry/names.js';
+export { ATTR, EVENT, METRIC, OUTCOME, OPERATION, MODE, NOT_REPLAYABLE_REASON, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
 export type { Outcome, Operation, Mode, NotReplayableReason } from './telemetry/names.js';
 export { correlationIdFor } from './telemetry/correlation.js';
 export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './telemetry/correlation-span-processor.js';

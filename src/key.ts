@@ -7,10 +7,7 @@
  * proxy merged two header lines into one (RFC 9110 section 5.3): that is two keys, so it is refused.
  */
 
-export type KeyReading =
-  | { kind: 'absent' }
-  | { kind: 'valid'; key: string }
-  | { kind: 'invalid'; reason: string };
+export type KeyReading = { kind: 'absent' } | { kind: 'valid'; key: string } | { kind: 'invalid'; reason: string };
 
 export interface KeyRules {
   minKeyLength: number;

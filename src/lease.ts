@@ -13,14 +13,17 @@ import type { Completion, IdempotencyStore, Lease } from './store/types.js';
  * over) stops the renewals; the completion will then be refused by the fence.
  */
 export function keepLeaseAlive(store: IdempotencyStore, lease: Lease, leaseMs: number): { stop(): void } {
-  const timer = setInterval(() => {
-    store.renewLease(lease, leaseMs).then(
-      (owned) => {
-        if (!owned) clearInterval(timer);
-      },
-      () => undefined, // a failed renewal is retried at the next tick
-    );
-  }, Math.max(1, Math.floor(leaseMs / 3)));
+  const timer = setInterval(
+    () => {
+      store.renewLease(lease, leaseMs).then(
+        (owned) => {
+          if (!owned) clearInterval(timer);
+        },
+        () => undefined, // a failed renewal is retried at the next tick
+      );
+    },
+    Math.max(1, Math.floor(leaseMs / 3)),
+  );
   timer.unref();
   return { stop: () => clearInterval(timer) };
 }

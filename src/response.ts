@@ -15,9 +15,7 @@ export interface StoredResponse {
   body: Buffer | null;
 }
 
-export type Capture =
-  | { replayable: true; response: StoredResponse }
-  | { replayable: false; status: number; reason: NotReplayableReason };
+export type Capture = { replayable: true; response: StoredResponse } | { replayable: false; status: number; reason: NotReplayableReason };
 
 /** Response headers at one moment: lower-case names, values as they would be stored. */
 export type HeaderSnapshot = ReadonlyMap<string, string | string[]>;

@@ -10,9 +10,7 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]{0,47}$/;
 
 export function assertIdentifier(value: unknown, what: string): string {
   if (typeof value !== 'string' || !IDENTIFIER.test(value)) {
-    throw new IdempotencyConfigError(
-      `${what} must match ${IDENTIFIER.source} (lower-case letters, digits, underscores); got ${JSON.stringify(value)}`,
-    );
+    throw new IdempotencyConfigError(`${what} must match ${IDENTIFIER.source} (lower-case letters, digits, underscores); got ${JSON.stringify(value)}`);
   }
   return value;
 }

@@ -101,10 +101,7 @@ export class PartitionMaintenance {
   /** Creates the current partition and `premadePartitions` after it, where missing. */
   async createAhead(): Promise<Pick<PartitionReport, 'created' | 'skipped'>> {
     const interval = this.#options.intervalSeconds;
-    const { rows } = await this.#db.query<{ start: string }>(
-      `SELECT (floor(extract(epoch FROM now()) / $1::float8) * $1::float8)::bigint::text AS start`,
-      [interval],
-    );
+    const { rows } = await this.#db.query<{ start: string }>(`SELECT (floor(extract(epoch FROM now()) / $1::float8) * $1::float8)::bigint::text AS start`, [interval]);
     const currentStart = Number(rows[0]!.start);
     const existing = new Set((await timePartitions(this.#db, this.#name)).map((partition) => partition.name));
     const report: Pick<PartitionReport, 'created' | 'skipped'> = { created: [], skipped: [] };
@@ -207,4 +204,3 @@ WHERE i.inhparent = to_regclass($1)`,
     .map((row) => ({ name: row.name, fromSeconds: Number(row.from_seconds), toSeconds: Number(row.to_seconds), ended: row.ended === true }))
     .sort((a, b) => a.fromSeconds - b.fromSeconds);
 }
-

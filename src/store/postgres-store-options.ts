@@ -137,9 +137,7 @@ export function resolveStoreOptions(options: PostgresStoreOptions): ResolvedStor
     sweepIntervalMs: nonNegativeNumber(options.sweepIntervalMs ?? 0, 'sweepIntervalMs'),
     sweepBatchSize: positiveNumber(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize'),
     sweepPauseMs: nonNegativeNumber(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs'),
-    onSweepError: onSweepError
-      ? (error) => void callHook('onSweepError', () => onSweepError(error), 'the sweep failure it was given is lost')
-      : reportSweepError,
+    onSweepError: onSweepError ? (error) => void callHook('onSweepError', () => onSweepError(error), 'the sweep failure it was given is lost') : reportSweepError,
   };
 }
 

@@ -201,9 +201,7 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async stats(): Promise<StoreStats[]> {
-    const { rows } = await this.#db.query<{ status: StoreStats['status']; records: number; oldest_age_ms: number; lapsed_leases: number }>(
-      this.#sql.stats,
-    );
+    const { rows } = await this.#db.query<{ status: StoreStats['status']; records: number; oldest_age_ms: number; lapsed_leases: number }>(this.#sql.stats);
     return rows.map((row) => ({
       status: row.status,
       records: Number(row.records),

@@ -104,4 +104,3 @@ export function claimedNew(request: ClaimRequest, fence: string): ClaimResult {
     },
   };
 }
-

@@ -82,9 +82,7 @@ export function waiterLockExpression(name: TableName, scope: string, key: string
 export type TableLayout = 'plain' | 'partitioned' | 'missing';
 
 export async function tableLayout(db: SqlQueryable, name: TableName): Promise<TableLayout> {
-  const { rows } = await db.query<{ relkind: string | null }>(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [
-    qualified(name),
-  ]);
+  const { rows } = await db.query<{ relkind: string | null }>(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [qualified(name)]);
   const kind = rows[0]?.relkind;
   if (kind === null || kind === undefined) return 'missing';
   return kind === 'p' ? 'partitioned' : 'plain';

@@ -24,8 +24,7 @@ let instruments: Instruments | undefined;
 export function libraryInstruments(): Instruments {
   if (instruments) return instruments;
   const meter = metrics.getMeter(INSTRUMENTATION_SCOPE);
-  const histogram = (name: string, description: string) =>
-    meter.createHistogram(name, { description, unit: 's', advice: { explicitBucketBoundaries: SECONDS_BUCKETS } });
+  const histogram = (name: string, description: string) => meter.createHistogram(name, { description, unit: 's', advice: { explicitBucketBoundaries: SECONDS_BUCKETS } });
   instruments = {
     requests: meter.createCounter(METRIC.REQUESTS, { description: 'Requests that carried an idempotency key, by outcome', unit: '{request}' }),
     requestDuration: histogram(METRIC.REQUEST_DURATION, 'Duration of requests that carried an idempotency key, by outcome'),
