@@ -32,11 +32,7 @@ beforeAll(async () => {
 afterAll(() => db?.close());
 
 /** POST /pay: records one execution (through the claim's transaction in transactional mode), sleeps `handlerMs`, answers 201. */
-async function startApp(
-  database: TestDatabase,
-  store: PostgresStore,
-  options: { transactional: boolean; handlerMs?: number; ttlSeconds?: number; leaseMs?: number },
-) {
+async function startApp(database: TestDatabase, store: PostgresStore, options: { transactional: boolean; handlerMs?: number; ttlSeconds?: number; leaseMs?: number }) {
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser());
@@ -68,7 +64,10 @@ describe.each(layouts)(`concurrent retries of a completed key on ${server.name},
       expect((await postJson(first.url, { amount: 1 }, { key })).status).toBe(201);
       const retries = await Promise.all(Array.from({ length: 50 }, () => postJson(cold.url, { amount: 1 }, { key })));
       const statuses = retries.map((retry) => retry.status);
-      expect(statuses.filter((status) => status !== 201), `${mode}: ${statuses.join(' ')}`).toEqual([]);
+      expect(
+        statuses.filter((status) => status !== 201),
+        `${mode}: ${statuses.join(' ')}`,
+      ).toEqual([]);
       expect(new Set(retries.map((retry) => retry.text))).toEqual(new Set([JSON.stringify({ paid: key })]));
       expect(await executions(db, key)).toBe(1);
     } finally {

@@ -87,8 +87,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.complete(first.lease, { replayable: true, response });
       const row = async () =>
-        (await db.sql.query<{ xmin: string; fence: string }>(`SELECT xmin::text, fence::text FROM "${db.schema}".idempotency_records WHERE key = 'read-only'`))
-          .rows[0]!;
+        (await db.sql.query<{ xmin: string; fence: string }>(`SELECT xmin::text, fence::text FROM "${db.schema}".idempotency_records WHERE key = 'read-only'`)).rows[0]!;
       const before = await row();
       expect(before.fence).toBe(first.lease.fence);
       for (let i = 0; i < 10; i++) expect((await store.claim(request('read-only'))).kind).toBe('existing');
