@@ -48,7 +48,7 @@ async function dataPoints(name: string): Promise<Array<{ attributes: Record<stri
   return metric?.dataPoints ?? [];
 }
 
-describe('a partitioned sweep under the least-privilege role SECURITY.md recommends (Postgres server: roles)', () => {
+describe('the least-privilege role SECURITY.md recommends (Postgres server: roles)', () => {
   const partitioning: PartitioningOptions = { intervalSeconds: 1, premadePartitions: 1 };
   const role = `koa_idem_lp_${randomBytes(4).toString('hex')}`;
   let db: TestDatabase;
@@ -97,6 +97,33 @@ describe('a partitioned sweep under the least-privilege role SECURITY.md recomme
     const { rows } = await db.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${db.schema}"."${table}"`);
     return rows[0]!.n;
   }
+
+  it('runs the lifecycle of a plain table with DML grants only: no sequence to grant, and waiters announce themselves without a grant', async () => {
+    const table = `lp_plain_${++tables}`;
+    await db.store({ table, replayCacheEntries: 0 });
+    await db.sql.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON "${db.schema}"."${table}" TO ${role}`);
+    const store = new PostgresStore({ pool: rolePool, schema: db.schema, table, replayCacheEntries: 0 });
+    try {
+      const leased = await store.claim(request('plain-lease'));
+      if (leased.kind !== 'claimed') throw new Error(`expected a claim, got ${leased.kind}`);
+      const watch = await store.watch('tenant-a', 'plain-lease');
+      await store.complete(leased.lease, { replayable: false, status: 201 });
+      expect(await watch.next(5_000)).toBe('changed');
+      watch.close();
+      expect((await store.claim(request('plain-lease'))).kind).toBe('existing');
+
+      const transactional = await store.claimInTransaction(request('plain-transactional'));
+      if (transactional.kind !== 'claimed') throw new Error(`expected a claim, got ${transactional.kind}`);
+      await transactional.commit({ replayable: false, status: 201 });
+      expect((await store.claimInTransaction(request('plain-transactional'))).kind).toBe('existing');
+
+      await store.claim(request('plain-expired', { ttlSeconds: 1, leaseMs: 100 }));
+      await sleep(1_200);
+      expect(await store.sweep()).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
 
   it('still sweeps expired rows when partition maintenance is denied, then fails with the SQLSTATE and records it on the store metric', async () => {
     const { store, table } = await leastPrivilegeStore();

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { diag } from '@opentelemetry/api';
 import { sqlstateOf } from '../error-code.js';
-import type { Client, Pool, PoolClient, QueryConfig } from 'pg';
+import type { Client, Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 import { assertNoTransactionControl, refusingTransactionControl } from './transaction-control.js';
 
@@ -85,6 +85,8 @@ class PgDatabase implements SqlDatabase {
   readonly #statements: Statements;
   readonly #listeners = new Map<string, Set<Listener>>();
   #listenClient: Promise<Client> | undefined;
+  /** The statements of the listening session, one at a time (node-postgres deprecates overlapping queries on a client). */
+  #listenerTurn: Promise<unknown> = Promise.resolve();
   #relistening = false;
   #closed = false;
 
@@ -113,7 +115,7 @@ class PgDatabase implements SqlDatabase {
     if (!callbacks) {
       callbacks = new Set();
       this.#listeners.set(channel, callbacks);
-      await client.query(`LISTEN ${quoteChannel(channel)}`);
+      await this.#onListener(client, `LISTEN ${quoteChannel(channel)}`);
     }
     callbacks.add(onNotify);
     return async () => {
@@ -123,7 +125,7 @@ class PgDatabase implements SqlDatabase {
 
   async queryOnListener<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
     const client = await this.#connectListener();
-    const { rows, rowCount } = await client.query(text, params);
+    const { rows, rowCount } = await this.#onListener(client, text, params);
     return { rows: rows as Row[], rowCount };
   }
 
@@ -132,6 +134,13 @@ class PgDatabase implements SqlDatabase {
     const pending = this.#listenClient;
     this.#listenClient = undefined;
     if (pending) await pending.then((client) => client.end()).catch(() => undefined);
+  }
+
+  /** Runs a statement on the listening session after the ones before it; a failed one does not hold up the next. */
+  #onListener(client: Client, text: string, params?: unknown[]): Promise<QueryResult> {
+    const result = this.#listenerTurn.then(() => client.query(text, params));
+    this.#listenerTurn = result.catch(() => undefined);
+    return result;
   }
 
   #connectListener(): Promise<Client> {
@@ -154,7 +163,7 @@ class PgDatabase implements SqlDatabase {
       }
       try {
         const client = await this.#connectListener();
-        for (const channel of this.#listeners.keys()) await client.query(`LISTEN ${quoteChannel(channel)}`);
+        for (const channel of this.#listeners.keys()) await this.#onListener(client, `LISTEN ${quoteChannel(channel)}`);
         this.#relistening = false;
       } catch {
         setTimeout(() => void attempt(), RELISTEN_DELAY_MS).unref();

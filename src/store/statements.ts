@@ -216,7 +216,8 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
 )
 SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
 
-    notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')}`,
+    // The key's two parameters typed here: the 'always' expression does not read them.
+    notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')} FROM (VALUES ($1::text, $2::text)) AS waited (scope, key)`,
     announceWaiter: `SELECT pg_advisory_lock_shared(${waiterLockExpression(name, '$1', '$2')})`,
     withdrawWaiter: `SELECT pg_advisory_unlock_shared(${waiterLockExpression(name, '$1', '$2')})`,
 

@@ -1,3 +1,4 @@
+import { diag } from '@opentelemetry/api';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
@@ -71,7 +72,8 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
         await keepAsExecuted(500);
         throw claimTransactionEnded();
       });
-      await parts.notifyWaiters(lease).catch(() => undefined);
+      // The rollback stands; waiters not woken fall back to their timeout.
+      await parts.notifyWaiters(lease).catch((error: unknown) => diag.warn('koa-idempotency: waking the waiters of a rolled-back claim failed', error));
     },
   };
 }

@@ -52,11 +52,16 @@ export class Waiters {
         return false;
       },
     );
+    // Withdrawn once only: the announcements of one key share the listening session, and a second unlock
+    // would release another waiter's lock (its completion would then send no notification).
+    let withdrawn = !announced;
     return {
       next: (timeoutMs) => watch.next(timeoutMs),
       close: () => {
         watch.close();
-        if (announced) void announcement.withdraw(scope, key).catch(() => undefined);
+        if (withdrawn) return;
+        withdrawn = true;
+        void announcement.withdraw(scope, key).catch(() => undefined);
       },
     };
   }
