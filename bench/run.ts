@@ -12,7 +12,7 @@ import { median, percentile, round } from './stats.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 
 /**
- * `npm run bench` (about 10 minutes) or `npm run bench -- --quick` (about a minute, for a smoke test).
+ * `npm run bench` (about 15 minutes) or `npm run bench -- --quick` (about a minute, for a smoke test).
  * Every scenario runs in its own server process; rounds interleave the scenarios (A B C ... A B C ...)
  * so drift of a shared machine hits them alike, and each figure is the median over the rounds.
  * Writes bench/results/latest.json (the summary) and bench/results/details.json (rounds, machine, extras).
@@ -20,7 +20,7 @@ import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 const quick = process.argv.includes('--quick');
 const settings = quick
   ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connectionCounts: [8], latencyRounds: 1, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
-  : { rounds: 3, durationSeconds: 5, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 3, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
+  : { rounds: 5, durationSeconds: 5, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 5, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
 if (process.argv.includes('--rounds=5s')) Object.assign(settings, { durationSeconds: 5 });
 // `--connections=8,32` overrides the run's connection counts (to look at one of them quickly).
 const connectionsArgument = process.argv.find((argument) => argument.startsWith('--connections='));
