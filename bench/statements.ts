@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
+import { migrationStatements } from '../src/store/migration.js';
+import { buildStatements, type Statements } from '../src/store/statements.js';
+import { median, round } from './stats.js';
+
+/**
+ * `npm run bench:statements`: the SQL of the transactional hot path alone, with no HTTP and no middleware, so
+ * what Postgres spends on each version shows without the noise of the rest. Each connection loops over BEGIN,
+ * claim, the business INSERT, completion, COMMIT for a fresh key; versions interleave in rounds and each figure
+ * is the median. Versions: the same job by hand (bench/handwritten.ts), the store's statements as shipped
+ * (NOTIFY only while someone waits), and the store's statements that always NOTIFY (as on PGlite), a listener
+ * connected so that notifications are delivered as in production. Arguments: connections, seconds per round,
+ * rounds (default 8 4 5).
+ */
+const [connections = 8, seconds = 4, rounds = 5] = process.argv.slice(2).map(Number);
+const postgres = await serverFromEnvironment();
+const admin = new pg.Client({ connectionString: postgres.url });
+await admin.connect();
+const schema = 'bench_statements';
+const table = { schema, table: 'idempotency_records' };
+await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+for (const statement of migrationStatements(table, false)) await admin.query(statement);
+await admin.query(`CREATE TABLE ${schema}.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text, amount integer NOT NULL)`);
+
+const shipped = buildStatements(table, { partitioned: false, notify: 'whenWaited' });
+const alwaysNotify = buildStatements(table, { partitioned: false, notify: 'always' });
+const listener = new pg.Client({ connectionString: postgres.url });
+await listener.connect();
+await listener.query('LISTEN bench_statements');
+
+const body = Buffer.from('{"id":"1","amount":100}');
+const headers = '{"content-type":"application/json; charset=utf-8"}';
+const records = `${schema}.idempotency_records`;
+type Flow = (client: pg.Client, key: string) => Promise<void>;
+const business = (client: pg.Client, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
+
+function storeFlow(name: string, sql: Statements): Flow {
+  let fence = 0;
+  return async (client, key) => {
+    const mark = String(++fence);
+    await client.query(`BEGIN; SELECT set_config('lock_timeout', '5000', true), set_config('koa_idempotency.claim_mark', '${mark}', true)`);
+    await client.query({ name: `${name}-claim`, text: sql.claimNewInTransaction!, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] });
+    await business(client, key);
+    const completion = ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark];
+    await client.query({ name: `${name}-complete`, text: sql.completeInClaimTransaction, values: completion });
+    await client.query('COMMIT');
+  };
+}
+
+const flows: Record<string, Flow> = {
+  handwritten: async (client, key) => {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO ${records} (scope, key, fingerprint, fingerprint_version, status, fence, lease_expires_at, expires_at)
+       VALUES ('', $1, $2, 1, 'in_progress', 0, now() + interval '30 seconds', now() + interval '24 hours') ON CONFLICT (scope, key) DO NOTHING`,
+      [key, 'f'.repeat(64)],
+    );
+    await business(client, key);
+    await client.query(
+      `UPDATE ${records} SET status = 'completed', completed_at = now(), lease_expires_at = NULL, replayable = true,
+       response_status = 201, response_headers = $2, response_body = $3 WHERE scope = '' AND key = $1 AND fence = 0`,
+      [key, headers, body],
+    );
+    await client.query('COMMIT');
+  },
+  shipped: storeFlow('shipped', shipped),
+  alwaysNotify: storeFlow('always', alwaysNotify),
+};
+
+const clients = await Promise.all(
+  Array.from({ length: connections }, async () => {
+    const client = new pg.Client({ connectionString: postgres.url });
+    await client.connect();
+    return client;
+  }),
+);
+const backendCpuMs = () =>
+  clients.reduce((sum, client) => {
+    const stat = readFileSync(`/proc/${(client as unknown as { processID: number }).processID}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return sum + (Number(fields[11]) + Number(fields[12])) * 10;
+  }, 0);
+
+const run = Date.now().toString(36);
+let next = 0;
+const results = new Map(Object.keys(flows).map((name) => [name, { rate: [] as number[], cpuMs: [] as number[] }]));
+for (let round_ = 0; round_ <= rounds; round_++) {
+  for (const [name, flow] of Object.entries(flows)) {
+    const endAt = Date.now() + seconds * 1000;
+    const cpuBefore = backendCpuMs();
+    let done = 0;
+    await Promise.all(
+      clients.map(async (client) => {
+        while (Date.now() < endAt) {
+          await flow(client, `${name}-${run}-${next++}`);
+          done++;
+        }
+      }),
+    );
+    // Round 0 warms up plans, caches and the JIT.
+    if (round_ === 0) continue;
+    results.get(name)!.rate.push(done / seconds);
+    results.get(name)!.cpuMs.push((backendCpuMs() - cpuBefore) / done);
+  }
+}
+const handwrittenRate = median(results.get('handwritten')!.rate);
+console.log(
+  `${connections} connections, ${rounds} rounds of ${seconds} s (median)\n| version | sequences/s | × handwritten | Postgres CPU ms/sequence |\n|---|---:|---:|---:|`,
+);
+for (const [name, { rate, cpuMs }] of results) {
+  console.log(`| ${name} | ${round(median(rate), 0)} | ${round(median(rate) / handwrittenRate)} | ${round(median(cpuMs), 3)} |`);
+}
+await Promise.all(clients.map((client) => client.end()));
+await listener.end();
+await admin.end();
+await postgres.stop();
