@@ -35,15 +35,6 @@ export async function partitioningFor(db: SqlQueryable, table: TableName, flags:
 
 export type PartitionSettings = Required<Pick<PartitioningOptions, 'intervalSeconds' | 'premadePartitions'>>;
 
-/** The interval and premade count a store was built with (`true` takes the library's defaults). */
-export function partitionSettings(partitioning: PartitioningOptions | boolean): PartitionSettings {
-  const options = typeof partitioning === 'object' ? partitioning : {};
-  return {
-    intervalSeconds: options.intervalSeconds ?? DEFAULT_PARTITION_INTERVAL_SECONDS,
-    premadePartitions: options.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS,
-  };
-}
-
 /** The `partitioning` option of the store a command runs on: `migrate` follows its flags, the others the table. */
 export async function storePartitioning(
   invocation: Exclude<Invocation, { command: 'help' }>,

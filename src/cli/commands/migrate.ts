@@ -5,8 +5,7 @@ import type { Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
 import { CliError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { timePartitions } from '../../store/partition-maintenance.js';
-import { partitionSettings } from '../layout.js';
+import { resolvePartitioning, timePartitions } from '../../store/partition-maintenance.js';
 import type { CommandResult } from './result.js';
 
 type Migrate = Extract<Invocation, { command: 'migrate' }>;
@@ -29,7 +28,7 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
     return { exitCode: EXIT.OK, json: { migrated: true, schema, table, partitioned: false, durationMs }, text: upToDate };
   }
 
-  const { intervalSeconds, premadePartitions } = partitionSettings(connection.partitioning);
+  const { intervalSeconds, premadePartitions } = resolvePartitioning(connection.partitioning)!;
   const partitions = await timePartitions(connection.db, invocation.table);
   const catchAll = defaultPartition(invocation.table).table;
   const last = partitions.at(-1);

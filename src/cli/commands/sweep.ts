@@ -1,9 +1,9 @@
+import { resolvePartitioning } from '../../store/partition-maintenance.js';
 import { qualified } from '../../store/schema.js';
 import type { Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
 import { usageError } from '../errors.js';
 import { EXIT } from '../exit-codes.js';
-import { partitionSettings } from '../layout.js';
 import type { CommandResult } from './result.js';
 
 type Sweep = Extract<Invocation, { command: 'sweep' }>;
@@ -26,7 +26,8 @@ export async function sweep(invocation: Sweep, connection: Connection): Promise<
   const summary = `deleted ${deleted} expired record${deleted === 1 ? '' : 's'} in ${durationMs} ms\n`;
   if (!report) return { exitCode: EXIT.OK, json: { deleted, durationMs }, text: summary };
 
-  const interval = partitionSettings(connection.partitioning).intervalSeconds;
+  // A report comes from a partitioned table only: its store was built with partitioning.
+  const interval = resolvePartitioning(connection.partitioning)!.intervalSeconds;
   const skipped = report.skipped.length > 0 ? ` (${report.skipped.join(', ')}: left to the next sweep)` : '';
   return {
     exitCode: EXIT.OK,
