@@ -96,19 +96,7 @@ export class PostgresStore implements IdempotencyStore {
   async claim(request: ClaimRequest): Promise<ClaimResult> {
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
-    return timeStoreOperation(OPERATION.CLAIM, async () => {
-      const fence = newFence();
-      if (this.#sql.claimNew) {
-        const { rowCount } = await this.#db.query(this.#sql.claimNew, [...claimParams(request), fence]);
-        if (rowCount === 1) return claimedNew(request, fence);
-      }
-      for (let attempt = 1; ; attempt++) {
-        const { rows } = await this.#db.query<RecordRow>(this.#sql.claim, this.#fullClaimParams(request, fence));
-        const row = rows[0];
-        if (row) return this.#toClaimResult(row, request);
-        if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
-      }
-    });
+    return timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(this.#db, request, newFence(), 'lease'));
   }
 
   async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
@@ -120,7 +108,7 @@ export class PostgresStore implements IdempotencyStore {
       // The fence marks the transaction: random, and this claim's own.
       const mark = fence;
       await openClaimTransaction(tx, this.#lockTimeoutMs, mark);
-      const result = await timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence));
+      const result = await timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
       if (result.kind !== 'claimed') {
         await tx.rollback();
         return result;
@@ -218,19 +206,25 @@ export class PostgresStore implements IdempotencyStore {
     await this.#db.close();
   }
 
-  /** The transactional claim on `tx`: a new key in one statement, else the full claim (which may find it busy). */
-  async #claimOn(tx: SqlQueryable, request: ClaimRequest, fence: string): Promise<ClaimResult> {
-    if (this.#sql.claimNewInTransaction) {
-      const { rowCount } = await tx.query(this.#sql.claimNewInTransaction, [...claimParams(request), fence]);
+  /**
+   * The claim on `db` (the pool, or the claim's transaction): a new key in one statement, else the full claim,
+   * run again with a fresh snapshot until it finds the key free or the record in the way. In transactional
+   * mode the full claim may find the key's lock taken: busy.
+   */
+  async #claimOn(db: SqlQueryable, request: ClaimRequest, fence: string, mode: 'lease' | 'transactional'): Promise<ClaimResult> {
+    const [claimNew, claim] = mode === 'lease' ? [this.#sql.claimNew, this.#sql.claim] : [this.#sql.claimNewInTransaction, this.#sql.claimInTransaction];
+    if (claimNew) {
+      const { rowCount } = await db.query(claimNew, [...claimParams(request), fence]);
       if (rowCount === 1) return claimedNew(request, fence);
     }
-    for (let attempt = 1; ; attempt++) {
-      const { rows } = await tx.query<RecordRow & { acquired: boolean | null }>(this.#sql.claimInTransaction, this.#fullClaimParams(request, fence));
-      const row = rows[0]!; // the lock CTE always yields exactly one row
-      if (row.acquired === false) return { kind: 'busy' };
-      if (row.status !== null) return this.#toClaimResult(row, request);
-      if (attempt === CLAIM_ATTEMPTS) throw new Error('the claim found neither a free key nor a record after retries');
+    for (let attempt = 1; attempt <= CLAIM_ATTEMPTS; attempt++) {
+      // The transactional statement always yields one row (its lock CTE), with no record when none was found.
+      const { rows } = await db.query<RecordRow & { acquired?: boolean | null }>(claim, this.#fullClaimParams(request, fence));
+      const row = rows[0];
+      if (row?.acquired === false) return { kind: 'busy' };
+      if (row && row.status !== null) return this.#toClaimResult(row, request);
     }
+    throw new Error('the claim found neither a free key nor a record after retries');
   }
 
   /** The plain table's full claim takes the fence as $9; the partitioned claim function draws its own. */
