@@ -21,7 +21,9 @@ const quick = process.argv.includes('--quick');
 const settings = quick
   ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connectionCounts: [8], latencyRounds: 1, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
   : { rounds: 5, durationSeconds: 5, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 5, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
-if (process.argv.includes('--rounds=5s')) Object.assign(settings, { durationSeconds: 5 });
+// `--seconds=5` sets the length of each measured round (a quick run's 1 s rounds still carry JIT warm-up).
+const secondsArgument = process.argv.find((argument) => argument.startsWith('--seconds='));
+if (secondsArgument) settings.durationSeconds = Number(secondsArgument.slice('--seconds='.length));
 // `--connections=8,32` overrides the run's connection counts (to look at one of them quickly).
 const connectionsArgument = process.argv.find((argument) => argument.startsWith('--connections='));
 if (connectionsArgument) settings.connectionCounts = connectionsArgument.slice('--connections='.length).split(',').map(Number);

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { migrationStatements } from '../src/store/migration.js';
 import { buildStatements, type Statements } from '../src/store/statements.js';
+import { BackendCpu } from './cpu.js';
 import { median, round } from './stats.js';
 
 /**
@@ -33,8 +33,8 @@ await listener.query('LISTEN bench_statements');
 const body = Buffer.from('{"id":"1","amount":100}');
 const headers = '{"content-type":"application/json; charset=utf-8"}';
 const records = `${schema}.idempotency_records`;
-type Flow = (client: pg.Client, key: string) => Promise<void>;
-const business = (client: pg.Client, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
+type Flow = (client: pg.ClientBase, key: string) => Promise<void>;
+const business = (client: pg.ClientBase, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
 
 function storeFlow(name: string, sql: Statements): Flow {
   let fence = 0;
@@ -69,19 +69,10 @@ const flows: Record<string, Flow> = {
   alwaysNotify: storeFlow('always', alwaysNotify),
 };
 
-const clients = await Promise.all(
-  Array.from({ length: connections }, async () => {
-    const client = new pg.Client({ connectionString: postgres.url });
-    await client.connect();
-    return client;
-  }),
-);
-const backendCpuMs = () =>
-  clients.reduce((sum, client) => {
-    const stat = readFileSync(`/proc/${(client as unknown as { processID: number }).processID}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return sum + (Number(fields[11]) + Number(fields[12])) * 10;
-  }, 0);
+// One pool client per connection, held for the whole run; BackendCpu reads their backends' CPU time.
+const pool = new pg.Pool({ connectionString: postgres.url, max: connections });
+const backendCpu = new BackendCpu(pool);
+const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
 
 const run = Date.now().toString(36);
 let next = 0;
@@ -89,7 +80,7 @@ const results = new Map(Object.keys(flows).map((name) => [name, { rate: [] as nu
 for (let round_ = 0; round_ <= rounds; round_++) {
   for (const [name, flow] of Object.entries(flows)) {
     const endAt = Date.now() + seconds * 1000;
-    const cpuBefore = backendCpuMs();
+    const cpuBefore = backendCpu.totalMs();
     let done = 0;
     await Promise.all(
       clients.map(async (client) => {
@@ -102,7 +93,7 @@ for (let round_ = 0; round_ <= rounds; round_++) {
     // Round 0 warms up plans, caches and the JIT.
     if (round_ === 0) continue;
     results.get(name)!.rate.push(done / seconds);
-    results.get(name)!.cpuMs.push((backendCpuMs() - cpuBefore) / done);
+    results.get(name)!.cpuMs.push((backendCpu.totalMs() - cpuBefore) / done);
   }
 }
 const handwrittenRate = median(results.get('handwritten')!.rate);
@@ -112,7 +103,8 @@ console.log(
 for (const [name, { rate, cpuMs }] of results) {
   console.log(`| ${name} | ${round(median(rate), 0)} | ${round(median(rate) / handwrittenRate)} | ${round(median(cpuMs), 3)} |`);
 }
-await Promise.all(clients.map((client) => client.end()));
+for (const client of clients) client.release();
+await pool.end();
 await listener.end();
 await admin.end();
 await postgres.stop();
