@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, PostgresStore } from '../src/index.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -48,10 +48,7 @@ async function startApp(database: TestDatabase, store: PostgresStore, options: {
   return serve(app);
 }
 
-async function executions(database: TestDatabase, key: string): Promise<number> {
-  const { rows } = await database.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM "${database.schema}".executions WHERE key = $1`, [key]);
-  return Number(rows[0]!.count);
-}
+const executions = (database: TestDatabase, key: string) => rowsWithKey(database.sql, `"${database.schema}".executions`, key);
 
 describe.each(layouts)(`concurrent retries of a completed key on ${server.name}, $layout`, ({ table, partitioning }) => {
   it.each(modes)('are all replays in $mode, from a process whose replay cache is cold', async ({ mode, transactional }) => {

@@ -5,7 +5,7 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, PostgresStore, problemType, type IdempotencyOptions, type IdempotencyStore, type ProblemName } from '../src/index.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 
 /** Regressions of issue 14 (defects 1, 3, 5 and 9), each in the describe block named after it. */
@@ -88,10 +88,7 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
     return { url: `${server.url}/charges`, executions: () => executions };
   }
 
-  async function charges(key: string): Promise<number> {
-    const { rows } = await db.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM "${db.schema}".charges WHERE key = $1`, [key]);
-    return Number(rows[0]!.count);
-  }
+  const charges = (key: string) => rowsWithKey(db.sql, `"${db.schema}".charges`, key);
 
   /** A response written around Koa reaches the client before its record is completed: wait for that. */
   async function completed(key: string): Promise<void> {

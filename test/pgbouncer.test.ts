@@ -11,7 +11,7 @@ import { diag, DiagLogLevel } from '@opentelemetry/api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freePort } from '../examples/shared/free-port.js';
 import { idempotency, PostgresStore, type ClaimRequest, type PostgresStoreOptions } from '../src/index.js';
-import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -153,10 +153,7 @@ describe.skipIf(!binary)(`the store behind PgBouncer in transaction pooling${mis
     return store;
   }
 
-  async function chargesOf(key: string): Promise<number> {
-    const { rows } = await db.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${db.schema}".charges WHERE key = $1`, [key]);
-    return rows[0]!.n;
-  }
+  const chargesOf = (key: string) => rowsWithKey(db.sql, `"${db.schema}".charges`, key);
 
   /**
    * 20 concurrent identical requests, the duplicates waiting (polling) for the first: one execution, one

@@ -7,7 +7,7 @@ import { diag, DiagLogLevel } from '@opentelemetry/api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ATTR, idempotency, METRIC, PostgresStore, problemType, type ClaimRequest, type PartitioningOptions, type SqlQueryable } from '../src/index.js';
 import { transactionControlError } from '../src/store/transaction-control.js';
-import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 import { freshMetricsPerTest } from './telemetry-harness.js';
 
@@ -221,10 +221,7 @@ describe.each(databaseTargets())("a transactional handler that ends the claim's 
     return { store, server: await serve(koa), executions: () => executions };
   }
 
-  async function chargesOf(key: string): Promise<number> {
-    const { rows } = await db.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${charges} WHERE key = $1`, [key]);
-    return rows[0]!.n;
-  }
+  const chargesOf = (key: string) => rowsWithKey(db.sql, charges, key);
 
   it('refuses a COMMIT sent through ctx.idempotency.db: an error answer, and neither the charge nor the claim is committed', async () => {
     const { store, server } = await app(async (tx, key) => {

@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, type IdempotencyOptions, type PostgresStore } from '../src/index.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -49,10 +49,7 @@ describe.each(databaseTargets())('transactional mode on $name', (target) => {
     return { url: `${server.url}/charges`, executions: () => executions };
   }
 
-  async function charges(key: string): Promise<number> {
-    const { rows } = await db.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM "${db.schema}".charges WHERE key = $1`, [key]);
-    return Number(rows[0]!.count);
-  }
+  const charges = (key: string) => rowsWithKey(db.sql, `"${db.schema}".charges`, key);
 
   async function record(key: string) {
     return store.find('Bearer a', key);

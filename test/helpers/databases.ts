@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
-import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase } from '../../src/index.js';
+import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
 
 /**
  * The databases every store and middleware test runs against: a real Postgres server (the one at DATABASE_URL,
@@ -44,6 +44,12 @@ export function databaseTargets(): DatabaseTarget[] {
     { name: 'Postgres server', open: openPostgres },
     { name: 'PGlite', open: openPGlite },
   ];
+}
+
+/** How many rows of `table` (schema-qualified and quoted) carry `key`: how many times an operation ran. */
+export async function rowsWithKey(sql: SqlQueryable, table: string, key: string): Promise<number> {
+  const { rows } = await sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${table} WHERE key = $1`, [key]);
+  return Number(rows[0]!.count);
 }
 
 export function uniqueSchema(prefix: string): string {
