@@ -18,9 +18,8 @@ export const DEFAULT_WAIT_MS = 10_000;
  */
 export const DEFAULT_WAIT_RECHECK_MS = 250;
 /**
- * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress when no remaining
- * lease can be counted down: the key is held by another transaction that has not committed (transactional
- * mode, the store's `busy` claim), so its record is not visible yet.
+ * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress: a short hint, not
+ * the owner's remaining lease (see answerInProgress in duplicates.ts).
  */
 export const DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS = 1;
 export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
