@@ -78,11 +78,12 @@ async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>
 
 /**
  * The pause, cut to the owner's remaining lease: a crashed owner's key is taken over as soon as its lease
- * lapses (the re-read's claim does it), not a pause later. A `busy` claim shows no lease.
+ * lapses (the re-read's claim does it), not a pause later. A `busy` claim shows no lease, and a lapsed one
+ * that the claim did not take over (a record of another fingerprint version) keeps the whole pause.
  */
 function untilLeaseLapses(claim: AnyClaim, pauseMs: number): number {
-  if (claim.kind !== 'existing') return pauseMs;
-  return Math.min(pauseMs, Math.max(1, Math.ceil(claim.record.leaseRemainingMs)));
+  if (claim.kind !== 'existing' || claim.record.leaseRemainingMs <= 0) return pauseMs;
+  return Math.min(pauseMs, Math.ceil(claim.record.leaseRemainingMs));
 }
 
 /**
