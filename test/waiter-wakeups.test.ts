@@ -69,6 +69,35 @@ describe.each(databaseTargets())('a waiting duplicate on $name', (target) => {
   });
 });
 
+describe.each(databaseTargets())('a watcher on $name', (target) => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await target.open('wakeups_watch');
+  });
+  afterAll(() => db?.close());
+
+  // On PGlite, one session for everything, a duplicate cannot wait while a transaction is open (its own claim
+  // queues behind it); a watcher registered before the transaction opened is what can miss the failed COMMIT.
+  it(`learns of a transactional claim whose COMMIT failed (deferred unique violation) within ${WAKE_BOUND_MS} ms`, async () => {
+    const store = await db.store({ replayCacheEntries: 0 });
+    const key = newKey('watch-commit-fails');
+    const watch = await store.watch('', key);
+    closers.push(async () => watch.close());
+    const claim = await store.claimInTransaction({ scope: '', key, fingerprint: 'fp', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3_600 });
+    if (claim.kind !== 'claimed') throw new Error(`expected a claim, got ${claim.kind}`);
+    await claim.db.query('CREATE TEMP TABLE commit_fails (id int, UNIQUE (id) DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP');
+    await claim.db.query('INSERT INTO commit_fails VALUES (1), (1)');
+    const woken = watch.next(WAIT_MS);
+    // Measured from the COMMIT's start: an upper bound on the delay after its failure.
+    const committingAtMs = performance.now();
+    await expect(claim.commit({ replayable: true, response: { status: 201, headers: {}, body: null } })).rejects.toThrow();
+    expect(await woken).toBe('changed');
+    const wakeMs = performance.now() - committingAtMs;
+    report(`${target.name}, failed COMMIT: the watcher woken after the COMMIT started`, wakeMs);
+    expect(wakeMs).toBeLessThan(WAKE_BOUND_MS);
+  });
+});
+
 describe('a waiting duplicate on the Postgres server', () => {
   const schema = uniqueSchema('wakeups_pg');
   const applicationName = `i21-wakeups-${randomBytes(4).toString('hex')}`;
