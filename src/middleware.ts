@@ -216,7 +216,7 @@ function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimReques
 
 /**
  * A duplicate of a request still in progress, seen as the store's `busy` claim: it carries no record, so no
- * remaining lease to count down; the Retry-After is the documented default.
+ * remaining lease, and none is needed: the Retry-After is the documented default, as for any key in progress.
  */
 function inProgress(ctx: Context, telemetry: RequestTelemetry): Outcome {
   telemetry.inProgress();

@@ -12,6 +12,7 @@ import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 import { buildStatements, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
+import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
 import { openClaimTransaction } from './transaction-control.js';
 import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRecord, IdempotencyStore, Lease, StoreStats, TransactionalClaim } from './types.js';
 import { notifyId, Waiters } from './waiters.js';
@@ -54,11 +55,15 @@ export class PostgresStore implements IdempotencyStore {
       strategy: resolved.waitStrategy,
       pollIntervalMs: resolved.pollIntervalMs,
       table: this.table,
-      listen: (channel, onNotify) => this.#db.listen(channel, onNotify),
-      announcement: queryOnListener && {
-        announce: (scope, key) => queryOnListener(this.#sql.announceWaiter, [scope, key]),
-        withdraw: (scope, key) => queryOnListener(this.#sql.withdrawWaiter, [scope, key]),
+      listen: (channel, onNotify, onReconnect) => this.#db.listen(channel, onNotify, onReconnect),
+      announcer: queryOnListener && {
+        announce: async (scope, key, session) => {
+          const { rows } = await queryOnListener<{ session: number | null }>(this.#sql.announceWaiter, [scope, key, session]);
+          return rows[0]?.session ?? null;
+        },
+        withdraw: (scope, key, session) => queryOnListener(this.#sql.withdrawWaiter, [scope, key, session]),
       },
+      maxAnnouncedWaiters: resolved.maxAnnouncedWaiters,
     });
     this.#sweeper = new Sweeper({
       db: this.#db,
@@ -113,15 +118,17 @@ export class PostgresStore implements IdempotencyStore {
         await tx.rollback();
         return result;
       }
-      return claimedTransaction({
+      const claimed = claimedTransaction({
         tx,
         mark,
         lease: result.lease,
         record: result.record,
         complete: (db, lease, completion, claimMark) => this.#completeOn(db, lease, completion, claimMark),
-        notifyWaiters: (lease) => this.#db.query(this.#sql.notifyWaiters, [lease.scope, lease.key, this.#waiters.channel, notifyId(lease.scope, lease.key)]),
         db: this.#db,
       });
+      return wakingWaitersAtTheEnd(claimed, () =>
+        this.#db.query(this.#sql.notifyWaiters, [request.scope, request.key, this.#waiters.channel, notifyId(request.scope, request.key)]),
+      );
     } catch (error) {
       await tx.rollback().catch(() => undefined);
       throw error;
