@@ -140,6 +140,25 @@ describe('7. a client cannot set the correlation ID through inbound baggage', ()
     }
   });
 
+  it('removes a client’s correlation ID from the baggage an unkeyed request forwards downstream, unless trusted', async () => {
+    const forwarded = async (trustInboundCorrelationId: boolean | undefined) => {
+      const { server, seen } = await serveApp(trustInboundCorrelationId);
+      try {
+        const baggage = `${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`;
+        for (const method of ['GET', 'POST']) {
+          // A GET the middleware does not apply to, a POST without a key where none is required.
+          const response = await asUntracedClient(() => fetch(`${server.url}/orders`, { method, headers: { ...newTrace().headers, baggage } }));
+          expect(response.status).toBe(201);
+        }
+        return seen.map((request) => request.forwardedBaggage);
+      } finally {
+        await server.close();
+      }
+    };
+    expect(await forwarded(undefined)).toEqual(['tenant=t-1', 'tenant=t-1']);
+    expect(await forwarded(true)).toEqual([`${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`, `${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`]);
+  });
+
   describe('in the span processor', () => {
     let setUp: ReturnType<typeof processorUnderTest>;
     afterEach(() => setUp?.provider.shutdown());
