@@ -1,9 +1,10 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, TraceFlags, type Context, type Sampler } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { BasicTracerProvider, ParentBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { ParentBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { createComposableProbabilitySampler, createCompositeSampler } from '@opentelemetry/sampler-composite';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotencySampler, keyHashAttributes } from '../src/index.js';
+import { tracerProvider } from './helpers/otel-sdk.js';
 
 /**
  * Consistent sampling across services (OTEP 235): service A samples with the intent sampler at 0.5; it calls
@@ -19,7 +20,7 @@ const RATIO_B = 0.25;
 const propagator = new W3CTraceContextPropagator();
 
 function service(name: string, sampler: Sampler) {
-  const provider = new BasicTracerProvider({ sampler });
+  const provider = tracerProvider({ sampler });
   const tracer = provider.getTracer(name);
   return {
     provider,

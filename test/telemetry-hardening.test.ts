@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { context, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
-import { BasicTracerProvider, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { tracerProvider } from './helpers/otel-sdk.js';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, spansOfTrace, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, correlationIdFor, OUTCOME, type IdempotencyRecord, type PostgresStore } from '../src/index.js';
 import { withCorrelationBaggage } from '../src/telemetry/correlation.js';
@@ -41,7 +42,7 @@ function processorUnderTest(options: ConstructorParameters<typeof CorrelationSpa
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
-  const provider = new BasicTracerProvider({ spanProcessors: [processor, recorder] });
+  const provider = tracerProvider({ spanProcessors: [processor, recorder] });
   const tracer = provider.getTracer('hardening');
   const start = (name: string, parent: Context = ROOT_CONTEXT): Span => tracer.startSpan(name, {}, parent);
   const stamped = (name: string) => ended.get(name)?.attributes[ATTR.CORRELATION_ID];
