@@ -106,7 +106,9 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
         (r) => r.status,
         () => 'no answer',
       );
-      await sleep(150);
+      // Freeze it once its claim is visible (inside its 400 ms handler): a fixed wait froze it before it had
+      // claimed on a loaded machine, and the taker then made the first attempt.
+      while ((await store.find('acct', key)) === undefined) await sleep(10);
       zombie.process.kill('SIGSTOP'); // frozen: no lease renewals, no progress
       await sleep(1_000);
 
