@@ -60,6 +60,15 @@ app.use(async (ctx) => {
 const server = app.listen(0, '127.0.0.1', () => console.log('listening on http://127.0.0.1:' + server.address().port));
 `;
 
+/** The README's sampling set-up on SDK 3, typed against SDK 3's `Sampler` and the HTTP instrumentation's hook. */
+const SAMPLER = `import { ParentBasedSampler, type Sampler } from '@opentelemetry/sdk-trace';
+import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
+import { idempotencySampler, keyHashAttributes } from 'koa-idempotency';
+
+export const sampler: Sampler = new ParentBasedSampler({ root: idempotencySampler({ ratio: 0.1 }) });
+export const http = new HttpInstrumentation({ startIncomingSpanHook: (request) => keyHashAttributes(request) });
+`;
+
 /** An OTLP/HTTP receiver for traces: every span the app exports. */
 async function otlpReceiver(): Promise<{ server: Server; url: string; spans: OtlpSpan[] }> {
   const spans: OtlpSpan[] = [];
@@ -114,7 +123,12 @@ describe("README's OpenTelemetry SDK 3 set-up in a fresh app, from the packed li
     const metricsPort = await freePort();
     writeFileSync(join(appDir, 'telemetry.ts'), telemetry.replace('port: 9464', `port: ${metricsPort}`));
     writeFileSync(join(appDir, 'app.js'), APP);
-    const tsconfig = { compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: true, types: [], outDir: 'out' }, files: ['telemetry.ts'] };
+    // The sampler against SDK 3's Sampler interface, as the README's sampling section wires it (compiled, not run).
+    writeFileSync(join(appDir, 'sampler.ts'), SAMPLER);
+    const tsconfig = {
+      compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: true, types: [], outDir: 'out' },
+      files: ['telemetry.ts', 'sampler.ts'],
+    };
     writeFileSync(join(appDir, 'tsconfig.json'), JSON.stringify(tsconfig));
     execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: appDir, encoding: 'utf8' });
 
