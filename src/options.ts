@@ -51,7 +51,8 @@ export interface TelemetryOptions {
    * `ctx.idempotency.correlationId` then carry the caller's ID. Only for a service whose callers are all
    * inside your trust boundary (a downstream service called by your own services): at an edge, a client
    * could split its retries across IDs or adopt another intent's ID in dashboards.
-   * @default false (the ID is computed; inbound baggage for it is ignored)
+   * @default false (the ID is computed; inbound baggage for it is ignored, and removed from the baggage an
+   * unkeyed request forwards)
    */
   trustInboundCorrelationId?: boolean;
 }

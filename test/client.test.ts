@@ -1,8 +1,8 @@
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { context, diag, propagation, SpanKind, trace } from '@opentelemetry/api';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
+import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import {
@@ -34,7 +34,7 @@ const QUICK = { baseDelayMs: 1, maxDelayMs: 5 };
 // each attempt's client span and asks resendCountAttributes for its resend count. Default propagators
 // (tracecontext, baggage). This file is its own process, so the global registration stays here.
 const exporter = new InMemorySpanExporter();
-new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }).register();
+registerTracerProvider({ spanProcessors: [simpleSpanProcessor(exporter)] });
 registerInstrumentations({ instrumentations: [new UndiciInstrumentation({ startSpanHook: resendCountAttributes })] });
 
 let scripted: ScriptedServer;
