@@ -64,30 +64,6 @@ export async function isClaimTransaction(tx: SqlQueryable, mark: string): Promis
   return rows[0]?.mark === mark;
 }
 
-/**
- * `client`, with its `query()` refusing transaction control (a callback gets the error, else the promise
- * rejects); everything else is the client's own. A submittable (a cursor, a stream) goes through unread.
- */
-export function refusingTransactionControl<Client extends object>(client: Client): Client {
-  const query = (...args: unknown[]): unknown => {
-    const first = args[0] as { text?: unknown; submit?: unknown } | string | undefined;
-    const text = typeof first === 'string' ? first : typeof first?.submit === 'function' ? undefined : first?.text;
-    const refused = typeof text === 'string' ? transactionControlError(text) : undefined;
-    if (!refused) return (client as unknown as { query(...args: unknown[]): unknown }).query(...args);
-    const callback = args.at(-1);
-    if (typeof callback !== 'function') return Promise.reject(refused);
-    queueMicrotask(() => (callback as (error: Error) => void)(refused));
-    return undefined;
-  };
-  return new Proxy(client, {
-    get(target, property) {
-      if (property === 'query') return query;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
-
 /** Leading white space, comments (nested block comments too) and empty statements skipped, in linear time. */
 function firstStatementHead(text: string): string {
   let at = 0;
