@@ -52,6 +52,12 @@ export function claimTransactionEnded(): TransactionControlError {
  */
 export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 
+/**
+ * The largest lock_timeout Postgres accepts: an int of milliseconds (about 24.8 days). SET refuses anything
+ * larger (22023), which would fail every transaction that sets it: both lock timeout options stop here.
+ */
+export const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+
 /** The claim transaction's first statement (it travels with BEGIN): its lock timeout and its mark. */
 export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
   if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
