@@ -2,7 +2,7 @@ import { diag } from '@opentelemetry/api';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
-import { CompletionRolledBackError } from './completion-rolled-back.js';
+import { commitFailure, CompletionRolledBackError } from './completion-rolled-back.js';
 import type { SqlQueryable, SqlTransaction } from './sql-database.js';
 import { claimTransactionEnded, isClaimTransaction, TransactionControlError } from './transaction-control.js';
 import { transactionalDb } from './transactional-db.js';
@@ -45,7 +45,7 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
     db: handlerDb.db,
     commit: async (completion) => {
       handlerDb.revoke('at its commit');
-      // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a failed or lost COMMIT.
+      // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a lost COMMIT (see commitFailure).
       let committing = false;
       await timeStoreOperation(OPERATION.COMPLETE, async () => {
         try {
@@ -63,8 +63,9 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
         committing = true;
         await tx.commit();
       }).catch((error: unknown) => {
+        if (committing) throw commitFailure(error);
         // A TransactionControlError is no rollback: the handler committed its writes early (see there).
-        throw committing || error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
+        throw error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
       });
     },
     rollback: async () => {
