@@ -1,5 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
+import { eq } from 'drizzle-orm';
+import { integer, pgSchema, text } from 'drizzle-orm/pg-core';
+import { drizzle, type PgRemoteDatabase } from 'drizzle-orm/pg-proxy';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, TransactionControlError, type PostgresStore, type TransactionalDb } from '../src/index.js';
@@ -23,6 +26,14 @@ function kyselyOn<Database>(db: TransactionalDb): Kysely<Database> {
   const client = { query: (text: string, params: readonly unknown[]) => db.query(text, [...params]), release: () => undefined };
   const pool = { options: {}, connect: async () => client, end: async () => undefined };
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool: pool as unknown as PostgresPool }) });
+}
+
+/** The README's Drizzle set-up: its pg-proxy driver, rows of a select as arrays in column order. */
+function drizzleOn(db: TransactionalDb): PgRemoteDatabase {
+  return drizzle(async (sql, params, method) => {
+    const { rows } = await db.query(sql, params);
+    return { rows: method === 'all' ? rows.map((row) => Object.values(row)) : rows };
+  });
 }
 
 describe.each(databaseTargets())('ctx.idempotency.db, a capability over the claim transaction, on $name', (target) => {
@@ -134,6 +145,27 @@ describe.each(databaseTargets())('ctx.idempotency.db, a capability over the clai
     } finally {
       await server.close();
     }
+  });
+
+  describe('with Drizzle (its pg-proxy driver) on the capability', () => {
+    it('commits the row Drizzle inserted with the stored response, and reads it back through Drizzle in a later request', async () => {
+      const chargesTable = () => pgSchema(db.schema).table('charges', { key: text('key').notNull(), amount: integer('amount').notNull() });
+      const read: unknown[] = [];
+      const { server } = await app(async (tx, key) => {
+        const orm = drizzleOn(tx);
+        if (key === 'drizzle') await orm.insert(chargesTable()).values({ key, amount: 3 });
+        else read.push(...(await orm.select().from(chargesTable()).where(eq(chargesTable().key, 'drizzle'))));
+      });
+      try {
+        expect((await postJson(`${server.url}/charge`, { amount: 3 }, { key: 'drizzle' })).status).toBe(201);
+        expect((await postJson(`${server.url}/charge`, { amount: 3 }, { key: 'drizzle' })).headers.get('idempotent-replayed')).toBe('true');
+        expect(await chargesOf('drizzle')).toBe(1);
+        expect((await postJson(`${server.url}/charge`, {}, { key: 'drizzle-reader' })).status).toBe(201);
+        expect(read).toEqual([{ key: 'drizzle', amount: 3 }]);
+      } finally {
+        await server.close();
+      }
+    });
   });
 
   describe('with Kysely (its Postgres dialect) on the capability', () => {
