@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { CompletionRolledBackError } from '../store/completion-rolled-back.js';
 import { TransactionControlError } from '../store/transaction-control.js';
 import { claimInTransaction, type CaseContext } from './case-context.js';
 import { again, claimedOf, existingOf, newRequest, sampleResponse } from './fixtures.js';
@@ -35,6 +36,21 @@ export function transactionalDbCases({ test, capabilities }: CaseContext): void 
     await assert.rejects(claim.db.query('COMMIT'), TransactionControlError, 'db.query("COMMIT") rejects');
     await claim.commit({ replayable: true, response: sampleResponse() });
     existingOf(await again(scope.store, request), 'the key after the commit');
+  });
+
+  test('commit() rejects with a CompletionRolledBackError (atCommit) when Postgres refuses the COMMIT, and leaves the key free', async (scope) => {
+    const request = newRequest();
+    const claim = claimedOf(await claimInTransaction(scope, request), 'a new key');
+    // A deferred constraint is checked by COMMIT; the temporary table goes with the transaction.
+    await claim.db.query('CREATE TEMPORARY TABLE conformance_deferred (id int, UNIQUE (id) DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP');
+    await claim.db.query('INSERT INTO conformance_deferred (id) VALUES (1), (1)');
+    const refused = await claim.commit({ replayable: true, response: sampleResponse() }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    assert.ok(refused instanceof CompletionRolledBackError, `commit() rejects with a CompletionRolledBackError; got ${String(refused)}`);
+    assert.equal(refused.atCommit, true, 'atCommit: Postgres answered the COMMIT itself');
+    claimedOf(await again(scope.store, request), 'the key after the refused COMMIT');
   });
 
   for (const ending of ['commit', 'rollback'] as const) {
