@@ -24,7 +24,7 @@ export function answerNotStored(ctx: Context, outcome: Exclude<HandlerOutcome, {
   return OUTCOME.RELEASED;
 }
 
-/** A transactional completion failed: known rolled back before COMMIT, or a COMMIT failed or lost. */
+/** A transactional completion failed: known rolled back (before COMMIT, or by Postgres at COMMIT), or a COMMIT failed or lost. */
 export function answerCommitFailed(ctx: Context, config: ResolvedOptions, telemetry: RequestTelemetry, error: unknown): Outcome {
   telemetry.storeFailure(error instanceof CompletionRolledBackError ? error.cause : error, OPERATION.COMMIT);
   if (!(error instanceof CompletionRolledBackError)) {
@@ -44,8 +44,18 @@ export function answerCommitFailed(ctx: Context, config: ResolvedOptions, teleme
     );
     return OUTCOME.RELEASED;
   }
+  if (error.constraintViolated) {
+    answerRequestFailed(
+      ctx,
+      error.cause,
+      'A constraint checked when the transaction of this request committed (a deferred constraint) failed, so Postgres rolled it back and nothing was committed. A retry with the same Idempotency-Key runs the request again.',
+    );
+    return OUTCOME.RELEASED;
+  }
   sendProblem(ctx, 'storeUnavailable', {
-    detail: 'The response could not be stored, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.',
+    detail: error.atCommit
+      ? 'Postgres could not commit the transaction of this request (a serialization failure or a deadlock) and rolled it back, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.'
+      : 'The response could not be stored, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.',
     retryAfterSeconds: config.storeRetryAfterSeconds,
   });
   return OUTCOME.STORE_UNAVAILABLE;

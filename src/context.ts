@@ -1,4 +1,4 @@
-import type { SqlQueryable } from './store/sql-database.js';
+import type { TransactionalDb } from './store/transactional-db.js';
 import type { IdempotencyStore, Lease } from './store/types.js';
 import { deriveKey } from './derived-key.js';
 
@@ -14,13 +14,14 @@ export interface IdempotencyContext {
   /** 1 for the first execution, more after a takeover of a crashed worker's record. */
   readonly attempt: number;
   /**
-   * Transactional mode only: the connection of the claim's transaction. Business writes made through it
-   * commit together with the stored response, or not at all. With node-postgres, `db.client` is the
-   * `pg.PoolClient` (for a query builder), whose `query()`, like `db.query()`, refuses BEGIN, COMMIT,
-   * ROLLBACK and the like with a TransactionControlError: only the middleware ends this transaction, and a
-   * nested one must use savepoints. Undefined in lease mode.
+   * Transactional mode only: runs statements in the claim's transaction, so business writes made through it
+   * commit together with the stored response, or not at all. A capability, not a connection: `query()` only
+   * (a query builder runs on it through a small adapter, see the README), refusing BEGIN, COMMIT, ROLLBACK
+   * and the like, and `commit()`, `rollback()`, `release()`, with a TransactionControlError: only the
+   * middleware ends this transaction, and a nested one must use savepoints. Revoked when the claim ends: a
+   * reference kept past the handler rejects every call. Undefined in lease mode.
    */
-  readonly db: SqlQueryable | undefined;
+  readonly db: TransactionalDb | undefined;
   /**
    * Runs a recovery step once per request intent: a step completed before a crash is not run again
    * after the takeover; its stored result is returned instead. Results must be JSON-serialisable and
@@ -45,7 +46,7 @@ export interface ContextParts {
   scope: string;
   correlationId: string;
   attempt: number;
-  db: SqlQueryable | undefined;
+  db: TransactionalDb | undefined;
   lease: Lease;
   completedSteps: Record<string, unknown>;
   store: IdempotencyStore;

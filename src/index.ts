@@ -45,6 +45,7 @@ export type {
   StoreStats,
 } from './store/types.js';
 export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './store/sql-database.js';
+export type { TransactionalDb } from './store/transactional-db.js';
 
 export { ATTR, EVENT, METRIC, OUTCOME, OPERATION, MODE, NOT_REPLAYABLE_REASON, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
 export type { Outcome, Operation, Mode, NotReplayableReason } from './telemetry/names.js';

@@ -47,29 +47,41 @@ function originalPath(ctx: Context): string {
 }
 
 /**
- * Which body goes into the fingerprint. @koa/bodyparser leaves `ctx.request.body` as `{}` for a media
- * type it does not parse (text, XML, octet-stream, multipart, merge-patch+json by default) and sets
- * `ctx.request.rawBody` only for the types it parses; so `{}` without raw bytes is a placeholder, not a body.
+ * Which body goes into the fingerprint. A parser's `{}` is ambiguous: @koa/bodyparser (and koa-body) leave
+ * `ctx.request.body` as `{}` for a media type they do not parse (text, XML, octet-stream, multipart,
+ * merge-patch+json by default; form too when not enabled), without reading it, and a JSON `{}` parses to the
+ * same value. Trusting it made every body of such a type look the same under a key: a different amount was
+ * answered with the first request's stored response.
  *
- * - a parsed body: fingerprinted as before (JSON canonicalised, text as sent), so stored fingerprints hold;
- * - else the raw bytes, where something kept them in `ctx.request.rawBody`;
- * - else, when the request has a body (Content-Length > 0, or a Transfer-Encoding such as chunked): unread;
- * - else what the parser left (a placeholder `{}` of a bodyless request, or undefined), as before.
+ * - a parsed body other than `{}`: fingerprinted as before (JSON canonicalised, text as sent), so stored
+ *   fingerprints hold;
+ * - `{}` with the raw bytes kept in `ctx.request.rawBody`: the bytes, unless they are an empty object or
+ *   nothing (then `{}` as before); so whatever the parser made of them, different bytes never match;
+ * - `{}` without raw bytes: a parse only if the request has no body, or has a JSON one that was read to its
+ *   end (koa-body keeps no raw bytes); a parser that left a type alone leaves its stream unread;
+ * - no parsed body: the raw bytes where kept; else unread when the request has a body (Content-Length > 0,
+ *   or a Transfer-Encoding such as chunked); else none.
  */
 function requestBody(ctx: Context): Pick<FingerprintInput, 'body' | 'rawBody'> | 'unread' {
   const body = (ctx.request as { body?: unknown }).body;
   const raw = (ctx.request as { rawBody?: unknown }).rawBody;
   const rawBody = typeof raw === 'string' || raw instanceof Uint8Array ? raw : undefined;
-  const parsed = body !== undefined && !(rawBody === undefined && isEmptyPlainObject(body));
-  if (parsed) return { body };
-  if (rawBody !== undefined) return { body: undefined, rawBody };
-  if (hasBody(ctx)) return 'unread';
-  return { body };
+  if (body !== undefined && !isEmptyPlainObject(body)) return { body };
+  if (rawBody !== undefined) return body !== undefined && isEmptyObjectText(rawBody) ? { body } : { body: undefined, rawBody };
+  if (!hasBody(ctx)) return { body };
+  if (body !== undefined && ctx.req.readableEnded && Boolean(ctx.request.is('json', '+json'))) return { body };
+  return 'unread';
 }
 
 function hasBody(ctx: Context): boolean {
   const length = ctx.req.headers['content-length'];
   return (length !== undefined && Number(length) > 0) || ctx.req.headers['transfer-encoding'] !== undefined;
+}
+
+/** Bytes that parse to `{}` or to nothing: only braces and JSON white space. */
+function isEmptyObjectText(raw: string | Uint8Array): boolean {
+  const text = typeof raw === 'string' ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('latin1');
+  return /^[ \t\n\r]*(\{[ \t\n\r]*\})?[ \t\n\r]*$/.test(text);
 }
 
 function isEmptyPlainObject(value: unknown): boolean {

@@ -126,6 +126,18 @@ const brokenStores: { broken: string; caseName: string; message: RegExp; breakin
     breaking: () => ({ renewLease: async () => true }),
   },
   {
+    broken: "claimInTransaction() hands out a db whose commit() commits the claim's transaction",
+    caseName: 'db.commit() throws a TransactionControlError',
+    message: /db\.commit\(\) throws a TransactionControlError/,
+    breaking: (store) => ({
+      claimInTransaction: async (request) => {
+        const claim = await store.claimInTransaction(request);
+        if (claim.kind !== 'claimed') return claim;
+        return { ...claim, db: { ...claim.db, commit: () => claim.commit({ replayable: false, status: 200 }) } as unknown as typeof claim.db };
+      },
+    }),
+  },
+  {
     broken: 'watch() never wakes before its timeout',
     caseName: 'wakes a watcher within',
     message: /woken by the release/,

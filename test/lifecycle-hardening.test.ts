@@ -285,18 +285,24 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
       expect(await charges(key)).toBe(1);
     });
 
-    it('still answers 503 "could not be confirmed" when the COMMIT itself fails', async () => {
-      // A deferred constraint is checked by COMMIT: the completion succeeds and the COMMIT fails.
+    it('answers a 500 problem saying nothing was committed, not 503 "could not be confirmed", when a deferred constraint fails the COMMIT; the key runs again', async () => {
+      // A deferred constraint is checked by COMMIT: the completion succeeds, then Postgres refuses the COMMIT
+      // and rolls the transaction back: a known outcome.
       await db.sql.query(`CREATE TABLE "${db.schema}".deferred (id int, CONSTRAINT once UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)`);
-      const { url } = await start({
+      const { url, executions } = await start({
         transactional: true,
-        respond: (ctx) => ctx.idempotency!.db!.query(`INSERT INTO "${db.schema}".deferred (id) VALUES (1), (1)`).then(() => undefined),
+        respond: (ctx, n) => ctx.idempotency!.db!.query(`INSERT INTO "${db.schema}".deferred (id) VALUES (1)${n === 1 ? ', (1)' : ''}`).then(() => undefined),
       });
-      const key = newKey('commit-fails');
+      const key = newKey('commit-refused');
       const first = await post(url, key);
-      expectProblem(first, 503, 'storeUnavailable');
-      expect(JSON.parse(first.text).detail).toMatch(/could not be confirmed/);
+      expectProblem(first, 500, 'requestFailed');
+      expect(JSON.parse(first.text).detail).toMatch(/nothing was committed/);
+      expect(JSON.parse(first.text).detail).not.toMatch(/could not be confirmed/);
       expect(await store.find('', key)).toBeUndefined();
+
+      const retry = await post(url, key, {}, AT_ONCE_MS);
+      expect(retry.status).toBe(201);
+      expect(executions()).toBe(2);
     });
   });
 });

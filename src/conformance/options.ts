@@ -15,7 +15,8 @@ export interface OpenedStore {
 /** What the store under test can do; every flag defaults to the demanding answer. */
 export interface StoreCapabilities {
   /**
-   * The store supports transactional mode: `claimInTransaction()` opens a transaction whose `db` runs SQL.
+   * The store supports transactional mode: `claimInTransaction()` opens a transaction whose `db` runs SQL
+   * (and refuses to end it, and is revoked once the claim's commit() or rollback() begins: the handler's capability).
    * `false` for a store without one; the suite then requires that `claimInTransaction()` rejects (the
    * middleware answers `503` and never runs the handler) instead of returning a claim it cannot honour.
    * @default true

@@ -4,6 +4,7 @@ import { completionCases } from './completion-cases.js';
 import { leaseCases } from './lease-cases.js';
 import { DEFAULT_CASE_TIMEOUT_MS, DEFAULT_SUITE_NAME, resolveCapabilities, type ConformanceSuite, type OpenedStore } from './options.js';
 import { transactionCases } from './transaction-cases.js';
+import { transactionalDbCases } from './transactional-db-cases.js';
 import { watchCases } from './watch-cases.js';
 
 /**
@@ -35,6 +36,7 @@ export function storeConformance(suite: ConformanceSuite): void {
     suite.describe('complete() and release()', () => completionCases(context));
     suite.describe('leases and fencing: renewLease(), saveStep() and takeovers', () => leaseCases(context));
     suite.describe('claimInTransaction()', () => transactionCases(context));
+    suite.describe("claimInTransaction(): the handler's db", () => transactionalDbCases(context));
     suite.describe('watch()', () => watchCases(context));
   });
 }

@@ -5,9 +5,18 @@ import { IdempotencyError } from '../errors.js';
 const IN_FAILED_SQL_TRANSACTION = '25P02';
 
 /**
- * A transactional completion failed before its COMMIT was sent, and the transaction was rolled back:
- * nothing committed, the key is free again. Unlike a failed or lost COMMIT, the outcome is known, so
- * the middleware need not answer "could not be confirmed".
+ * SQLSTATE classes with which Postgres refuses a COMMIT and rolls the transaction back: integrity constraint
+ * violation (23, a deferred constraint checked at COMMIT) and transaction rollback (40: serialization
+ * failure, deadlock). An answer of Postgres' own, so the outcome is known. Any other failure of a COMMIT (the
+ * connection lost, the server shutting down, an answer that never came) leaves the outcome unknown.
+ */
+const ROLLED_BACK_BY_COMMIT = ['23', '40'];
+const INTEGRITY_CONSTRAINT_VIOLATION = '23';
+
+/**
+ * A transactional completion failed and the transaction was rolled back: nothing committed, the key is free
+ * again. It failed before its COMMIT was sent, or Postgres answered the COMMIT with a rollback. Unlike a lost
+ * COMMIT, the outcome is known, so the middleware need not answer "could not be confirmed".
  */
 export class CompletionRolledBackError extends IdempotencyError {
   override name = 'CompletionRolledBackError';
@@ -17,9 +26,34 @@ export class CompletionRolledBackError extends IdempotencyError {
    * of the request, not of the store: retrying later does not help unless the handler behaves otherwise.
    */
   readonly transactionAborted: boolean;
+  /** The COMMIT was sent, and Postgres answered it by rolling the transaction back. */
+  readonly atCommit: boolean;
+  /**
+   * A constraint failed the transaction (a deferred one, checked by COMMIT): a fault of the handler's writes,
+   * which a retry of the same request repeats unless the data changed meanwhile.
+   */
+  readonly constraintViolated: boolean;
 
-  constructor(cause: unknown) {
-    super('The completion failed before COMMIT, so the transaction was rolled back and nothing was committed.', { cause });
-    this.transactionAborted = sqlstateOf(cause) === IN_FAILED_SQL_TRANSACTION;
+  constructor(cause: unknown, { atCommit = false }: { atCommit?: boolean } = {}) {
+    super(
+      atCommit
+        ? 'Postgres refused the COMMIT and rolled the transaction back, so nothing was committed.'
+        : 'The completion failed before COMMIT, so the transaction was rolled back and nothing was committed.',
+      { cause },
+    );
+    const sqlstate = sqlstateOf(cause);
+    this.transactionAborted = sqlstate === IN_FAILED_SQL_TRANSACTION;
+    this.atCommit = atCommit;
+    this.constraintViolated = sqlstate?.startsWith(INTEGRITY_CONSTRAINT_VIOLATION) ?? false;
   }
+}
+
+/**
+ * The failure of a COMMIT, told apart: a CompletionRolledBackError when Postgres answered it with a rollback,
+ * else the error itself (the outcome is unknown: the retry finds out).
+ */
+export function commitFailure(error: unknown): unknown {
+  const sqlstate = sqlstateOf(error);
+  const rolledBack = sqlstate !== undefined && ROLLED_BACK_BY_COMMIT.some((sqlClass) => sqlstate.startsWith(sqlClass));
+  return rolledBack ? new CompletionRolledBackError(error, { atCommit: true }) : error;
 }

@@ -1,7 +1,8 @@
 import { sqlstateOf } from '../error-code.js';
-import { integerAtLeast } from '../validation.js';
+import { integerAtLeast, integerInRange } from '../validation.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
+import { MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
 
 export const DEFAULT_PARTITION_INTERVAL_SECONDS = 86_400;
 export const DEFAULT_PREMADE_PARTITIONS = 2;
@@ -26,6 +27,7 @@ export interface PartitioningOptions {
   /**
    * Longest wait for the table lock that creating or dropping a partition takes. Claims queue behind a
    * waiting lock, so this bounds the pause they see; on a timeout the step is left to the next sweep.
+   * An integer from 1 to 2147483647 (the largest lock_timeout Postgres accepts).
    * @default 200
    */
   lockTimeoutMs?: number;
@@ -55,7 +57,7 @@ export function resolvePartitioning(value: boolean | PartitioningOptions | undef
   return {
     intervalSeconds: integerAtLeast(options.intervalSeconds ?? DEFAULT_PARTITION_INTERVAL_SECONDS, 'partitioning.intervalSeconds', 1),
     premadePartitions: integerAtLeast(options.premadePartitions ?? DEFAULT_PREMADE_PARTITIONS, 'partitioning.premadePartitions', 0),
-    lockTimeoutMs: integerAtLeast(options.lockTimeoutMs ?? DEFAULT_PARTITION_LOCK_TIMEOUT_MS, 'partitioning.lockTimeoutMs', 1),
+    lockTimeoutMs: integerInRange(options.lockTimeoutMs ?? DEFAULT_PARTITION_LOCK_TIMEOUT_MS, 'partitioning.lockTimeoutMs', 1, MAX_LOCK_TIMEOUT_MS),
   };
 }
 

@@ -3,7 +3,7 @@ import { diag } from '@opentelemetry/api';
 import { sqlstateOf } from '../error-code.js';
 import type { Client, Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
-import { assertNoTransactionControl, refusingTransactionControl } from './transaction-control.js';
+import { assertNoTransactionControl } from './transaction-control.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -201,7 +201,6 @@ class PgDatabase implements SqlDatabase {
 class PgTransaction implements SqlTransaction {
   readonly #client: PoolClient;
   readonly #statements: Statements;
-  #guardedClient: PoolClient | undefined;
   /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
   #beginning: Promise<unknown> | undefined;
   #begun = false;
@@ -227,17 +226,6 @@ class PgTransaction implements SqlTransaction {
     return this.#statements.run(this.#client, text, params);
   }
 
-  /**
-   * The underlying `pg.PoolClient`, for handlers that want node-postgres itself (or a query builder on
-   * it). Whatever is sent on it directly is queued behind the transaction's BEGIN. Its `query()` refuses
-   * BEGIN, COMMIT, ROLLBACK and the like (TransactionControlError): a query builder nests with savepoints.
-   */
-  get client(): PoolClient {
-    this.#beginAlone();
-    this.#guardedClient ??= refusingTransactionControl(this.#client);
-    return this.#guardedClient;
-  }
-
   async commit(): Promise<void> {
     await this.#end('COMMIT');
   }
@@ -246,7 +234,7 @@ class PgTransaction implements SqlTransaction {
     await this.#end('ROLLBACK');
   }
 
-  /** Queues BEGIN on the client, ahead of anything sent after it; its failure surfaces at the next await. */
+  /** Sends BEGIN on its own; its failure surfaces at the next await. */
   #beginAlone(): void {
     if (this.#begun) return;
     this.#begun = true;

@@ -3,13 +3,14 @@ import type { Pool } from 'pg';
 import type { PGliteInterface } from '@electric-sql/pglite';
 import { IdempotencyConfigError } from '../errors.js';
 import { callHook } from '../hooks.js';
-import { nonNegativeInteger, nonNegativeNumber, numberAtLeast, optionalFunction, positiveNumber } from '../validation.js';
+import { nonNegativeInteger, nonNegativeNumber, numberInRange, optionalFunction, positiveNumber } from '../validation.js';
 import { tableNameOf } from './migration.js';
 import { resolvePartitioning, type PartitioningOptions, type ResolvedPartitioning } from './partition-maintenance.js';
 import { fromPgPool } from './pg-database.js';
 import { fromPGlite } from './pglite-database.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase } from './sql-database.js';
+import { MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
 
 export const DEFAULT_POLL_INTERVAL_MS = 100;
 /** One session holding as many locks as Postgres sizes its shared lock table for per connection (see maxAnnouncedWaiters). */
@@ -77,7 +78,8 @@ export interface PostgresStoreOptions {
   replayCacheBytes?: number;
   /**
    * Transactional mode: longest wait for a row lock before the claim fails (then 503, retryable),
-   * so a stuck transaction cannot pin pool clients indefinitely.
+   * so a stuck transaction cannot pin pool clients indefinitely. From 1 to 2147483647 (the largest
+   * lock_timeout Postgres accepts).
    * @default 5000
    */
   lockTimeoutMs?: number;
@@ -145,8 +147,9 @@ export function resolveStoreOptions(options: PostgresStoreOptions): ResolvedStor
     maxAnnouncedWaiters: nonNegativeInteger(options.maxAnnouncedWaiters ?? DEFAULT_MAX_ANNOUNCED_WAITERS, 'maxAnnouncedWaiters'),
     replayCacheEntries: nonNegativeNumber(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
     replayCacheBytes: nonNegativeNumber(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
-    // SET lock_timeout takes whole milliseconds and reads 0 as "no timeout": a value below 1 would round to it.
-    lockTimeoutMs: numberAtLeast(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs', 1, 'at least 1 (lock_timeout = 0 would turn the timeout off)'),
+    // SET lock_timeout takes whole milliseconds, reads 0 as "no timeout" (a value below 1 would round to it)
+    // and refuses more than MAX_LOCK_TIMEOUT_MS.
+    lockTimeoutMs: numberInRange(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs', 1, MAX_LOCK_TIMEOUT_MS),
     sweepIntervalMs: nonNegativeNumber(options.sweepIntervalMs ?? 0, 'sweepIntervalMs'),
     sweepBatchSize: positiveNumber(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize'),
     sweepPauseMs: nonNegativeNumber(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs'),

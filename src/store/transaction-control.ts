@@ -52,6 +52,12 @@ export function claimTransactionEnded(): TransactionControlError {
  */
 export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 
+/**
+ * The largest lock_timeout Postgres accepts: an int of milliseconds (about 24.8 days). SET refuses anything
+ * larger (22023), which would fail every transaction that sets it: both lock timeout options stop here.
+ */
+export const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+
 /** The claim transaction's first statement (it travels with BEGIN): its lock timeout and its mark. */
 export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
   if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
@@ -62,30 +68,6 @@ export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: numb
 export async function isClaimTransaction(tx: SqlQueryable, mark: string): Promise<boolean> {
   const { rows } = await tx.query<{ mark: string | null }>(`SELECT current_setting('${CLAIM_MARK}', true) AS mark`);
   return rows[0]?.mark === mark;
-}
-
-/**
- * `client`, with its `query()` refusing transaction control (a callback gets the error, else the promise
- * rejects); everything else is the client's own. A submittable (a cursor, a stream) goes through unread.
- */
-export function refusingTransactionControl<Client extends object>(client: Client): Client {
-  const query = (...args: unknown[]): unknown => {
-    const first = args[0] as { text?: unknown; submit?: unknown } | string | undefined;
-    const text = typeof first === 'string' ? first : typeof first?.submit === 'function' ? undefined : first?.text;
-    const refused = typeof text === 'string' ? transactionControlError(text) : undefined;
-    if (!refused) return (client as unknown as { query(...args: unknown[]): unknown }).query(...args);
-    const callback = args.at(-1);
-    if (typeof callback !== 'function') return Promise.reject(refused);
-    queueMicrotask(() => (callback as (error: Error) => void)(refused));
-    return undefined;
-  };
-  return new Proxy(client, {
-    get(target, property) {
-      if (property === 'query') return query;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
 }
 
 /** Leading white space, comments (nested block comments too) and empty statements skipped, in linear time. */

@@ -1,9 +1,10 @@
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
-import { CompletionRolledBackError } from './completion-rolled-back.js';
+import { commitFailure, CompletionRolledBackError } from './completion-rolled-back.js';
 import type { SqlQueryable, SqlTransaction } from './sql-database.js';
 import { claimTransactionEnded, isClaimTransaction, TransactionControlError } from './transaction-control.js';
+import { transactionalDb } from './transactional-db.js';
 import type { Completion, IdempotencyRecord, Lease, TransactionalClaim } from './types.js';
 
 export interface ClaimTransactionParts {
@@ -20,11 +21,13 @@ export interface ClaimTransactionParts {
 
 /**
  * A claim held in its own transaction: the handler writes through `db`, then either `commit()` stores the
- * completion and commits everything at once, or `rollback()` undoes the claim with every write. A handler
- * that ended the transaction itself is detected at either end, and its record kept as executed.
+ * completion and commits everything at once, or `rollback()` undoes the claim with every write. `db` is a
+ * capability revoked as either begins, so a handle the handler kept cannot run in a later transaction of the
+ * connection. A handler that ended the transaction itself is detected at either end, and its record kept as executed.
  */
 export function claimedTransaction(parts: ClaimTransactionParts): Extract<TransactionalClaim, { kind: 'claimed' }> {
   const { tx, mark, lease } = parts;
+  const handlerDb = transactionalDb(tx);
   /**
    * The handler committed the claim early, and its writes with it: keep the record as executed, not
    * replayable, so that a retry answers 409 instead of running the operation a second time (a takeover
@@ -36,9 +39,10 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
     kind: 'claimed',
     lease,
     record: parts.record,
-    db: tx,
+    db: handlerDb.db,
     commit: async (completion) => {
-      // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a failed or lost COMMIT.
+      handlerDb.revoke('at its commit');
+      // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a lost COMMIT (see commitFailure).
       let committing = false;
       await timeStoreOperation(OPERATION.COMPLETE, async () => {
         try {
@@ -56,11 +60,13 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
         committing = true;
         await tx.commit();
       }).catch((error: unknown) => {
+        if (committing) throw commitFailure(error);
         // A TransactionControlError is no rollback: the handler committed its writes early (see there).
-        throw committing || error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
+        throw error instanceof TransactionControlError ? error : new CompletionRolledBackError(error);
       });
     },
     rollback: async () => {
+      handlerDb.revoke('at its rollback');
       await timeStoreOperation(OPERATION.ROLLBACK, async () => {
         // A check that fails finds the claim's transaction aborted by a failed statement: still open.
         const ended = !(await isClaimTransaction(tx, mark).catch(() => true));

@@ -1,5 +1,6 @@
 import type { StoredResponse } from '../response.js';
 import type { SqlQueryable } from './sql-database.js';
+import type { TransactionalDb } from './transactional-db.js';
 
 export const RECORD_STATUS = { IN_PROGRESS: 'in_progress', COMPLETED: 'completed' } as const;
 export type RecordStatus = (typeof RECORD_STATUS)[keyof typeof RECORD_STATUS];
@@ -68,8 +69,11 @@ export type TransactionalClaim =
       kind: 'claimed';
       lease: Lease;
       record: IdempotencyRecord;
-      /** The transaction's connection, for the handler's business writes. */
-      db: SqlQueryable;
+      /**
+       * The handler's business writes run through this, in the claim's transaction: `query()` only, refusing
+       * transaction control, and revoked once `commit()` or `rollback()` begins.
+       */
+      db: TransactionalDb;
       /** Stores the completion and commits everything in one transaction. */
       commit(completion: Completion): Promise<void>;
       /** Rolls back the claim together with every write of the handler. */
