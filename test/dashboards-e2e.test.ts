@@ -5,13 +5,13 @@ import { promQueries, substitute, variableQueries } from '../dashboards/src/pane
 import type { PostgresStore } from '../src/index.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
-import { PROMETHEUS_BINARY, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
+import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
 import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
 
 /**
  * The overview dashboard against a real Prometheus: the library's metrics, exported by the JS
  * PrometheusExporter and scraped every second, must give every panel query data. Needs Debian's
- * `prometheus` binary (`bash scripts/install-prometheus.sh`); skipped, saying so, without it.
+ * `prometheus` binary, installed on import of its support module; skipped, saying why, where it cannot be.
  */
 
 const JOB = 'koa-idempotency-e2e';
@@ -31,10 +31,8 @@ const MACROS = {
 const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-overview.json', import.meta.url), 'utf8')) as Dashboard;
 const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
 
-describe.skipIf(!PROMETHEUS_BINARY)(
-  PROMETHEUS_BINARY
-    ? 'Overview dashboard on a real Prometheus'
-    : 'Overview dashboard on a real Prometheus (skipped: no prometheus binary; run scripts/install-prometheus.sh)',
+describe.skipIf(!PROMETHEUS.binary)(
+  PROMETHEUS.binary ? 'Overview dashboard on a real Prometheus' : `Overview dashboard on a real Prometheus (skipped: ${PROMETHEUS.skipReason})`,
   () => {
     let db: TestDatabase;
     let store: PostgresStore;

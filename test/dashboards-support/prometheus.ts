@@ -1,21 +1,23 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../examples/shared/free-port.js';
 import { terminate, until } from '../helpers/child-processes.js';
+import { debianPackageUnavailable, firstRunnable, prepareTool } from '../helpers/system-tools.js';
 
 /**
  * A real Prometheus server for the dashboard e2e test: Debian's `prometheus` binary with a temporary
  * config and TSDB, scraping one loopback target every second, listening on a free loopback port.
+ * Importing this module installs the binary when it is missing (scripts/install-prometheus.sh).
  */
 
-export const PROMETHEUS_BINARY = findBinary();
-
-function findBinary(): string | undefined {
-  const found = spawnSync('sh', ['-c', 'command -v prometheus'], { encoding: 'utf8' });
-  return found.status === 0 ? found.stdout.trim() || undefined : undefined;
-}
+export const PROMETHEUS = await prepareTool({
+  name: 'prometheus',
+  script: 'install-prometheus.sh',
+  find: () => firstRunnable(['prometheus', '/usr/bin/prometheus'], ['--version']),
+  cannotInstall: () => debianPackageUnavailable('prometheus'),
+});
 
 export interface PrometheusServer {
   url: string;
@@ -29,7 +31,7 @@ export interface PrometheusServer {
 }
 
 export async function startPrometheus(options: { job: string; target: string; scrapeIntervalSeconds: number }): Promise<PrometheusServer> {
-  if (!PROMETHEUS_BINARY) throw new Error('prometheus is not installed');
+  if (!PROMETHEUS.binary) throw new Error(`Prometheus cannot be installed: ${PROMETHEUS.skipReason}`);
   const dir = mkdtempSync(join(tmpdir(), 'koa-idempotency-prometheus-'));
   const config = join(dir, 'prometheus.yml');
   writeFileSync(
@@ -48,7 +50,7 @@ export async function startPrometheus(options: { job: string; target: string; sc
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(
-    PROMETHEUS_BINARY,
+    PROMETHEUS.binary,
     [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
