@@ -59,7 +59,7 @@ stop_heartbeat() { if [ -n "$HEARTBEAT_PID" ]; then kill "$HEARTBEAT_PID" 2>/dev
 trap stop_heartbeat EXIT
 STARTED_S=$SECONDS
 echo "jaeger: building Jaeger ${RELEASE_VERSION} from source, once per machine (cached in ${CACHE_DIR});" \
-  "with a cold Go cache this usually takes 6 to 10 minutes on 2 cores, about 1 s with the binary cached"
+  "with cold Go caches this takes 5 to 15 minutes on 2 cores (15 when the machine is busy), seconds once cached"
 
 # `go install …@version` refuses modules with replace directives, which Jaeger's has: build it as a tool
 # dependency of a scratch module instead.
@@ -78,7 +78,7 @@ if ! go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@${MODULE_VERSION}"
   exit 1
 fi
 stop_heartbeat
-echo "jaeger: step 2 of 2: compiling (about 5 to 8 minutes with a cold Go build cache, seconds with a warm one)"
+echo "jaeger: step 2 of 2: compiling (4 to 13 minutes with a cold Go build cache, under a minute with a warm one)"
 heartbeat 'compiling' 9>&- &
 HEARTBEAT_PID=$!
 

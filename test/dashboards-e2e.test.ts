@@ -1,11 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
-import { promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
+import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
+import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
+import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
 import type { PostgresStore } from '../src/index.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
+import { gatherPreview } from './dashboards-support/preview.js';
+import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
 import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
 
 /**
@@ -40,6 +44,7 @@ describe.skipIf(!PROMETHEUS.binary)(
     let exporter: Awaited<ReturnType<typeof serveMetrics>>;
     let prometheus: PrometheusServer;
     const traffic: TrafficLog = {};
+    let trafficStartMs: number;
 
     beforeAll(async () => {
       db = await database.open('dashboards_e2e');
@@ -48,6 +53,7 @@ describe.skipIf(!PROMETHEUS.binary)(
       app = await serve(createTrafficApp(store));
       prometheus = await startPrometheus({ job: JOB, target: exporter.target, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS });
       await prometheus.scrapedAfter(Date.now());
+      trafficStartMs = Date.now();
 
       // Two rounds with scrapes in between, so every counter is seen before and after it grows.
       for (const round of [1, 2]) {
@@ -91,6 +97,22 @@ describe.skipIf(!PROMETHEUS.binary)(
       console.info(`[${query.panel} / ${query.refId}] ${expr}\n  now:  ${show(now)}\n  peak: ${show(peaks)}`);
       expect(now.length, expr).toBeGreaterThan(0);
       expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
+    });
+
+    it('draws every panel, under its title, with the series it returned, into the preview docs/images/dashboard-overview.svg', async () => {
+      const preview = await gatherPreview(prometheus, overview, {
+        macros: MACROS,
+        startMs: trafficStartMs - 2_000,
+        endMs: Date.now(),
+        subtitle: 'After the demo traffic of test/dashboards-e2e.test.ts: every panel query run on a real Prometheus scraping every second',
+      });
+      const svg = await renderSvg(dashboardPreviewSpec(preview));
+      const texts = svgTexts(svg);
+      for (const panel of panelsOf(overview)) expect(texts, panel.title).toContain(panel.title);
+      expect(preview.panels.filter((panel) => panel.series.length === 0).map((panel) => panel.title)).toEqual([]);
+      // Legends and table rows: the outcomes and routes the traffic produced.
+      expect(texts).toEqual(expect.arrayContaining(['executed', 'replayed', 'conflict', 'mismatch', ROUTES.ORDERS, 'Duplicates']));
+      maybeUpdatePicture(imageFile('dashboard-overview.svg'), svg);
     });
 
     it('lists the service and every route in the variables', async () => {

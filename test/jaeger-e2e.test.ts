@@ -6,6 +6,10 @@ import { postJson } from './helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersion, startJaeger, type JaegerServer } from './jaeger-support/jaeger.js';
 import { jaegerPanelQueries } from './jaeger-support/dashboard-queries.js';
 import { startExample, EXAMPLE_START_TIMEOUT_MS, type RunningExample } from './jaeger-support/example.js';
+import { duplicatePicture } from './jaeger-support/trace-picture.js';
+import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
+import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
+import { rowLabel, tracePictureSpec } from '../scripts/pictures/trace-picture.js';
 import { findTracesV3, getTrace, getTraceV3, otlpAttribute, searchTraces, serverSpan, servicesOf, tag, type JaegerTrace } from './jaeger-support/jaeger-api.js';
 
 /**
@@ -131,6 +135,19 @@ describe.skipIf(!JAEGER_BINARY)(
         expect(server.links?.map((link) => [link.traceId, link.spanId])).toEqual([[original.traceID, originalSpan.spanID]]);
         expect(server.events?.map((event) => event.name)).toContain(EVENT.DUPLICATE);
       }
+    });
+
+    it('draws the first retry beside its original, with the duplicate event and the link, into docs/images/duplicate-trace.svg', async () => {
+      const original = byOutcome(traces.replay!, OUTCOME.EXECUTED)[0]!;
+      const [retry] = byOutcome(traces.replay!, OUTCOME.REPLAYED).sort((a, b) => serverSpan(a, 'payments')!.startTime - serverSpan(b, 'payments')!.startTime);
+      const picture = duplicatePicture(original, retry!, 'payments');
+      const svg = await renderSvg(tracePictureSpec(picture));
+      const texts = svgTexts(svg);
+      // Every span of both traces is drawn under its name, the event and the link are labelled.
+      expect(picture.spans).toHaveLength(original.spans.length + retry!.spans.length);
+      expect(texts).toEqual(expect.arrayContaining([...picture.spans.map(rowLabel), `${EVENT.DUPLICATE} (reason=${OUTCOME.REPLAYED})`, picture.links[0]!.label]));
+      expect(picture.links.map((link) => link.toSpanId)).toEqual([serverSpan(original, 'payments')!.spanID]);
+      maybeUpdatePicture(imageFile('duplicate-trace.svg'), svg);
     });
 
     it('returns the same traces of the intent from the /api/v3 search as from the /api/traces tag search', async () => {

@@ -23,6 +23,8 @@ export interface PrometheusServer {
   url: string;
   /** An instant query (`/api/v1/query`); throws on an API error. */
   query(expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>>;
+  /** A range query (`/api/v1/query_range`), as a Grafana time series panel runs it; times in epoch seconds. */
+  queryRange(expr: string, range: { startS: number; endS: number; stepS: number }): Promise<Array<{ metric: Record<string, string>; values: Array<[number, string]> }>>;
   /** The series matching a selector (`/api/v1/series`), as Grafana's `label_values()` reads them. */
   series(selector: string): Promise<Array<Record<string, string>>>;
   /** Resolves once the target was scraped (successfully) after `afterMs` (epoch ms). */
@@ -83,6 +85,15 @@ export async function startPrometheus(options: { job: string; target: string; sc
   return {
     url,
     query: async (expr) => (await api<{ result: Array<{ metric: Record<string, string>; value: [number, string] }> }>('/api/v1/query', { query: expr })).result,
+    queryRange: async (expr, range) =>
+      (
+        await api<{ result: Array<{ metric: Record<string, string>; values: Array<[number, string]> }> }>('/api/v1/query_range', {
+          query: expr,
+          start: String(range.startS),
+          end: String(range.endS),
+          step: String(range.stepS),
+        })
+      ).result,
     series: (selector) => api<Array<Record<string, string>>>('/api/v1/series', { 'match[]': selector, start: String(Date.now() / 1000 - 600) }),
     scrapedAfter: (afterMs, timeoutMs = 15_000) =>
       until(
