@@ -7,6 +7,8 @@ import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersi
 import { jaegerPanelQueries } from './jaeger-support/dashboard-queries.js';
 import { startExample, EXAMPLE_START_TIMEOUT_MS, type RunningExample } from './jaeger-support/example.js';
 import { duplicatePicture } from './jaeger-support/trace-picture.js';
+import { gatherJaegerPreview } from './jaeger-support/dashboard-preview.js';
+import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
 import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
 import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
 import { rowLabel, tracePictureSpec } from '../scripts/pictures/trace-picture.js';
@@ -199,6 +201,19 @@ describe.skipIf(!JAEGER_BINARY)(
         summary.push(`${query.title}: GET /api/traces?${new URLSearchParams(params).toString()} -> ${found.length} traces`);
       }
       console.log(summary.join('\n'));
+    });
+
+    it('draws every panel of dashboards/duplicate-traces.json with the traces its search returns into docs/images/dashboard-duplicate-traces.svg', async () => {
+      const variables = { jaeger_service: 'payments', correlation_id: ID.replay, jaeger: 'jaeger' };
+      const preview = await gatherJaegerPreview(jaeger, DASHBOARD, variables, { fromMs: startedMs - 60_000, toMs: Date.now() });
+      const svg = await renderSvg(dashboardPreviewSpec(preview));
+      const texts = svgTexts(svg);
+      for (const panel of preview.panels) expect(texts, panel.title).toContain(panel.title);
+      // The correlation ID's table lists the intent's three traces, by the first half of their IDs.
+      const intent = preview.panels.find((panel) => panel.title.includes(ID.replay))!;
+      expect(new Set(intent.series.map((row) => row.name))).toEqual(new Set(traces.replay!.map((trace) => trace.traceID.slice(0, 16))));
+      expect(texts).toEqual(expect.arrayContaining([...intent.series.map((row) => row.name), 'payments: POST /payments']));
+      maybeUpdatePicture(imageFile('dashboard-duplicate-traces.svg'), svg);
     });
 
     it('never shows the raw key in anything Jaeger returns, only its hash', async () => {

@@ -54,6 +54,23 @@ describe('dashboard preview (scripts/pictures/dashboard-preview.ts)', () => {
     for (const panel of preview.panels.filter((candidate) => candidate.type === 'timeseries')) expect(texts).toContain(panel.series[0]!.name);
   });
 
+  it('draws a text panel as its lines, a table of text cells, and a table without rows as "No data"', async () => {
+    const preview: DashboardPreview = {
+      title: 'traces',
+      subtitle: 'panels made up for the test',
+      durationSeconds: 60,
+      panels: [
+        { title: 'Reading these traces', type: 'text', series: [], content: 'Every span carries `idempotency.correlation_id`.' },
+        { title: 'Replayed', type: 'table', series: [{ name: '0123456789abcdef', column: 'Trace name', text: 'payments: POST /payments', points: [] }] },
+        { title: 'Conflicts', type: 'table', series: [] },
+      ],
+    };
+    const texts = svgTexts(await renderSvg(dashboardPreviewSpec(preview)));
+    expect(texts).toEqual(
+      expect.arrayContaining(['Every span carries idempotency.correlation_id.', '0123456789abcdef', 'payments: POST /payments', 'Trace name', 'No data']),
+    );
+  });
+
   it("fills a legendFormat with the series' labels, as Grafana does", () => {
     expect(legendOf('{{idempotency_outcome}} p95', { idempotency_outcome: 'replayed' }, 'A')).toBe('replayed p95');
     expect(legendOf(undefined, {}, 'B')).toBe('B');
@@ -89,6 +106,7 @@ describe('the committed pictures', () => {
   const pictures = {
     'bench.svg': ['README.md', 'docs/performance.md'],
     'dashboard-overview.svg': ['README.md', 'docs/dashboards.md'],
+    'dashboard-duplicate-traces.svg': ['docs/dashboards.md'],
     'duplicate-trace.svg': ['README.md', 'docs/telemetry.md'],
   };
 

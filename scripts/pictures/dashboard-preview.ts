@@ -13,17 +13,21 @@ export interface PreviewSeries {
   column?: string;
   /** A table column's own unit (a field override), e.g. percentunit. */
   unit?: string;
+  /** A table cell that is text (a trace name), shown as it is instead of the number. */
+  text?: string;
   /** [seconds since the start of the traffic, value]. */
   points: Array<[number, number]>;
 }
 
 export interface PreviewPanel {
   title: string;
-  /** Grafana's panel type: timeseries and table draw as lines and bars; stat as its last value. */
+  /** Grafana's panel type: timeseries as lines, table as a table, stat as its last value, text as its text. */
   type: string;
   /** Grafana's unit of the panel (reqps, s, percentunit, short). */
   unit?: string;
   series: PreviewSeries[];
+  /** A text panel's content (markdown, shown as plain lines). */
+  content?: string;
 }
 
 export interface DashboardPreview {
@@ -52,6 +56,7 @@ export function dashboardPreviewSpec(preview: DashboardPreview): TopLevelSpec {
 function panelChart(panel: PreviewPanel, durationSeconds: number): ConcatPart {
   if (panel.type === 'stat') return statChart(panel);
   if (panel.type === 'table') return tableChart(panel);
+  if (panel.type === 'text') return textChart(panel);
   const values = panel.series.flatMap((series) => series.points.map(([seconds, value]) => ({ series: series.name, seconds, value })));
   const legend = { orient: 'right' as const, title: null, labelLimit: 0, symbolSize: 60 };
   return {
@@ -69,21 +74,63 @@ function panelChart(panel: PreviewPanel, durationSeconds: number): ConcatPart {
 
 /** A table panel: a row per series, a column per query, each cell its instant value. */
 function tableChart(panel: PreviewPanel): ConcatPart {
+  if (panel.series.length === 0) return noData(panel);
   const cells = panel.series.map((series) => ({
     row: series.name,
     column: series.column ?? '',
-    text: formatStat(series.points.at(-1)?.[1], series.unit === 'percentunit'),
+    text: series.text ?? formatStat(series.points.at(-1)?.[1], series.unit === 'percentunit'),
   }));
   return {
     title: panel.title,
-    width: CHART.width,
+    // Wider than a chart: a cell's text is centred in its column and would run into the row labels.
+    width: CHART.width + 120,
     data: { values: cells },
     mark: { type: 'text', fontSize: 12 },
     encoding: {
-      x: { field: 'column', type: 'nominal', title: null, axis: { orient: 'top', labelAngle: 0 } },
-      y: { field: 'row', type: 'nominal', title: null, axis: { labelLimit: 0 } },
+      // sort null: columns and rows in the order the panel gives them, as Grafana shows a table.
+      x: { field: 'column', type: 'nominal', sort: null, title: null, axis: { orient: 'top', labelAngle: 0 } },
+      y: { field: 'row', type: 'nominal', sort: null, title: null, axis: { labelLimit: 0 } },
       text: { field: 'text' },
     },
+  };
+}
+
+/** A text panel: its content as plain lines, wrapped to the chart's width. */
+function textChart(panel: PreviewPanel): ConcatPart {
+  // Only the markup that would show as stray characters: an underscore is part of attribute names here.
+  const plain = (panel.content ?? '').replace(/`|\*\*/g, '');
+  const lines = plain.split('\n').flatMap((paragraph) => (paragraph.trim() ? wrap(paragraph, TEXT_LINE_CHARS) : ['']));
+  return {
+    title: panel.title,
+    ...CHART,
+    data: { values: lines.map((line, index) => ({ line, index })) },
+    mark: { type: 'text', align: 'left', baseline: 'top', fontSize: 10, x: 0 },
+    encoding: { y: { field: 'index', type: 'quantitative', axis: null, scale: { domain: [0, Math.max(lines.length, 10)], reverse: true } }, text: { field: 'line' } },
+  };
+}
+
+const TEXT_LINE_CHARS = 62;
+
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + word.length + 1 > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return line ? [...lines, line] : lines;
+}
+
+/** A panel whose queries returned nothing, as Grafana says it. */
+function noData(panel: PreviewPanel): ConcatPart {
+  return {
+    title: panel.title,
+    ...CHART,
+    data: { values: [{ text: 'No data' }] },
+    mark: { type: 'text', fontSize: 16, color: '#888' },
+    encoding: { text: { field: 'text' } },
   };
 }
 

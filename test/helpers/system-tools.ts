@@ -60,7 +60,8 @@ function runScript(tool: SystemTool): Promise<void> {
   const relay = (chunk: Buffer) => {
     const text = chunk.toString();
     tail = (tail + text).slice(-4_000);
-    process.stderr.write(text.replace(/^(?=.)/gm, `[${tool.name}] `));
+    // The script's own lines already start with the tool's name; the others get it, so a reader knows whose they are.
+    process.stderr.write(text.replace(new RegExp(`^(?!${tool.name}:)(?=.)`, 'gm'), `[${tool.name}] `));
   };
   child.stdout.on('data', relay);
   child.stderr.on('data', relay);
