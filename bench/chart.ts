@@ -70,6 +70,7 @@ function barChart(title: string, values: Array<{ label: string; series: string; 
   return {
     title,
     width: 300,
+    height: 300,
     data: { values },
     encoding: {
       // labelLimit 0: headless text measurement overestimates widths and would cut the labels short.
