@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 export interface SystemTool {
   /** As the progress lines and errors name it. */
   name: string;
-  /** The install script, under scripts/. */
+  /** The install script, relative to scripts/ (or an absolute path). */
   script: string;
   /** The executable when it is there, without installing anything. */
   find(): string | undefined;
@@ -55,7 +56,7 @@ export async function prepareTool(tool: SystemTool): Promise<PreparedTool> {
 function runScript(tool: SystemTool): Promise<void> {
   process.stderr.write(`[${tool.name}] not found: preparing it with scripts/${tool.script} (once per machine)\n`);
   // stdin closed: CI runs without one, and nothing here may wait for an answer.
-  const child = spawn('bash', [SCRIPTS + tool.script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', [resolve(SCRIPTS, tool.script)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let tail = '';
   const relay = (chunk: Buffer) => {
     const text = chunk.toString();
