@@ -1,4 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { writeBenchChart } from './chart.js';
 import type { BurstResult } from './duplicates.js';
 import type { Environment } from './environment.js';
 import type { LoadResult } from './load.js';
@@ -67,7 +69,11 @@ export async function writeResults(results: RunResults, resultsDir: URL): Promis
     scaleOut: results.scaleOut,
   };
   await mkdir(resultsDir, { recursive: true });
-  if (!results.quick) await writeFile(new URL('latest.json', resultsDir), `${JSON.stringify(latest, null, 2)}\n`);
+  if (!results.quick) {
+    await writeFile(new URL('latest.json', resultsDir), `${JSON.stringify(latest, null, 2)}\n`);
+    // The README's chart is drawn from latest.json: redrawn with it, it never shows an older run than the tables.
+    console.log(`redrew ${fileURLToPath(await writeBenchChart())}`);
+  }
   const detailsFile = results.quick ? 'quick.json' : 'details.json';
   await writeFile(new URL(detailsFile, resultsDir), `${JSON.stringify(results.quick ? { latest, details } : details, null, 2)}\n`);
   for (const connections of results.settings.connectionCounts) printTable(connections, results.byConnections[connections]!);

@@ -1,17 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
-import { promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
+import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
+import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
+import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
 import type { PostgresStore } from '../src/index.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
-import { PROMETHEUS_BINARY, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
+import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
+import { gatherPreview } from './dashboards-support/preview.js';
+import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
 import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
 
 /**
  * The overview dashboard against a real Prometheus: the library's metrics, exported by the JS
  * PrometheusExporter and scraped every second, must give every panel query data. Needs Debian's
- * `prometheus` binary (`bash scripts/install-prometheus.sh`); skipped, saying so, without it.
+ * `prometheus` binary, installed on import of its support module; skipped, saying why, where it cannot be.
  */
 
 const JOB = 'koa-idempotency-e2e';
@@ -31,10 +35,8 @@ const MACROS = {
 const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-overview.json', import.meta.url), 'utf8')) as Dashboard;
 const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
 
-describe.skipIf(!PROMETHEUS_BINARY)(
-  PROMETHEUS_BINARY
-    ? 'Overview dashboard on a real Prometheus'
-    : 'Overview dashboard on a real Prometheus (skipped: no prometheus binary; run scripts/install-prometheus.sh)',
+describe.skipIf(!PROMETHEUS.binary)(
+  PROMETHEUS.binary ? 'Overview dashboard on a real Prometheus' : `Overview dashboard on a real Prometheus (skipped: ${PROMETHEUS.skipReason})`,
   () => {
     let db: TestDatabase;
     let store: PostgresStore;
@@ -42,6 +44,7 @@ describe.skipIf(!PROMETHEUS_BINARY)(
     let exporter: Awaited<ReturnType<typeof serveMetrics>>;
     let prometheus: PrometheusServer;
     const traffic: TrafficLog = {};
+    let trafficStartMs: number;
 
     beforeAll(async () => {
       db = await database.open('dashboards_e2e');
@@ -50,6 +53,7 @@ describe.skipIf(!PROMETHEUS_BINARY)(
       app = await serve(createTrafficApp(store));
       prometheus = await startPrometheus({ job: JOB, target: exporter.target, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS });
       await prometheus.scrapedAfter(Date.now());
+      trafficStartMs = Date.now();
 
       // Two rounds with scrapes in between, so every counter is seen before and after it grows.
       for (const round of [1, 2]) {
@@ -93,6 +97,22 @@ describe.skipIf(!PROMETHEUS_BINARY)(
       console.info(`[${query.panel} / ${query.refId}] ${expr}\n  now:  ${show(now)}\n  peak: ${show(peaks)}`);
       expect(now.length, expr).toBeGreaterThan(0);
       expect(Math.max(...peaks.map((sample) => Number(sample.value[1])).filter((value) => !Number.isNaN(value))), expr).toBeGreaterThan(0);
+    });
+
+    it('draws every panel, under its title, with the series it returned, into the preview docs/images/dashboard-overview.svg', async () => {
+      const preview = await gatherPreview(prometheus, overview, {
+        macros: MACROS,
+        startMs: trafficStartMs - 2_000,
+        endMs: Date.now(),
+        subtitle: 'After the demo traffic of test/dashboards-e2e.test.ts: every panel query run on a real Prometheus scraping every second',
+      });
+      const svg = await renderSvg(dashboardPreviewSpec(preview));
+      const texts = svgTexts(svg);
+      for (const panel of panelsOf(overview)) expect(texts, panel.title).toContain(panel.title);
+      expect(preview.panels.filter((panel) => panel.series.length === 0).map((panel) => panel.title)).toEqual([]);
+      // Legends and table rows: the outcomes and routes the traffic produced.
+      expect(texts).toEqual(expect.arrayContaining(['executed', 'replayed', 'conflict', 'mismatch', ROUTES.ORDERS, 'Duplicates']));
+      maybeUpdatePicture(imageFile('dashboard-overview.svg'), svg);
     });
 
     it('lists the service and every route in the variables', async () => {

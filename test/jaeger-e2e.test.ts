@@ -6,6 +6,12 @@ import { postJson } from './helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersion, startJaeger, type JaegerServer } from './jaeger-support/jaeger.js';
 import { jaegerPanelQueries } from './jaeger-support/dashboard-queries.js';
 import { startExample, EXAMPLE_START_TIMEOUT_MS, type RunningExample } from './jaeger-support/example.js';
+import { duplicatePicture } from './jaeger-support/trace-picture.js';
+import { gatherJaegerPreview } from './jaeger-support/dashboard-preview.js';
+import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
+import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
+import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
+import { rowLabel, tracePictureSpec } from '../scripts/pictures/trace-picture.js';
 import { findTracesV3, getTrace, getTraceV3, otlpAttribute, searchTraces, serverSpan, servicesOf, tag, type JaegerTrace } from './jaeger-support/jaeger-api.js';
 
 /**
@@ -133,6 +139,19 @@ describe.skipIf(!JAEGER_BINARY)(
       }
     });
 
+    it('draws the first retry beside its original, with the duplicate event and the link, into docs/images/duplicate-trace.svg', async () => {
+      const original = byOutcome(traces.replay!, OUTCOME.EXECUTED)[0]!;
+      const [retry] = byOutcome(traces.replay!, OUTCOME.REPLAYED).sort((a, b) => serverSpan(a, 'payments')!.startTime - serverSpan(b, 'payments')!.startTime);
+      const picture = duplicatePicture(original, retry!, 'payments');
+      const svg = await renderSvg(tracePictureSpec(picture));
+      const texts = svgTexts(svg);
+      // Every span of both traces is drawn under its name, the event and the link are labelled.
+      expect(picture.spans).toHaveLength(original.spans.length + retry!.spans.length);
+      expect(texts).toEqual(expect.arrayContaining([...picture.spans.map(rowLabel), `${EVENT.DUPLICATE} (reason=${OUTCOME.REPLAYED})`, picture.links[0]!.label]));
+      expect(picture.links.map((link) => link.toSpanId)).toEqual([serverSpan(original, 'payments')!.spanID]);
+      maybeUpdatePicture(imageFile('duplicate-trace.svg'), svg);
+    });
+
     it('returns the same traces of the intent from the /api/v3 search as from the /api/traces tag search', async () => {
       const { spans, raw } = await findTracesV3(jaeger, 'payments', startedMs - 60_000);
       returned.push(raw);
@@ -182,6 +201,19 @@ describe.skipIf(!JAEGER_BINARY)(
         summary.push(`${query.title}: GET /api/traces?${new URLSearchParams(params).toString()} -> ${found.length} traces`);
       }
       console.log(summary.join('\n'));
+    });
+
+    it('draws every panel of dashboards/duplicate-traces.json with the traces its search returns into docs/images/dashboard-duplicate-traces.svg', async () => {
+      const variables = { jaeger_service: 'payments', correlation_id: ID.replay, jaeger: 'jaeger' };
+      const preview = await gatherJaegerPreview(jaeger, DASHBOARD, variables, { fromMs: startedMs - 60_000, toMs: Date.now() });
+      const svg = await renderSvg(dashboardPreviewSpec(preview));
+      const texts = svgTexts(svg);
+      for (const panel of preview.panels) expect(texts, panel.title).toContain(panel.title);
+      // The correlation ID's table lists the intent's three traces, by the first half of their IDs.
+      const intent = preview.panels.find((panel) => panel.title.includes(ID.replay))!;
+      expect(new Set(intent.series.map((row) => row.name))).toEqual(new Set(traces.replay!.map((trace) => trace.traceID.slice(0, 16))));
+      expect(texts).toEqual(expect.arrayContaining([...intent.series.map((row) => row.name), 'payments: POST /payments']));
+      maybeUpdatePicture(imageFile('dashboard-duplicate-traces.svg'), svg);
     });
 
     it('never shows the raw key in anything Jaeger returns, only its hash', async () => {

@@ -13,10 +13,11 @@ import { freePort } from '../examples/shared/free-port.js';
 import { idempotency, PostgresStore, type ClaimRequest, type PostgresStoreOptions } from '../src/index.js';
 import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
+import { debianPackageUnavailable, firstRunnable, prepareTool } from './helpers/system-tools.js';
 
 /**
  * The store behind a real PgBouncer in transaction pooling (Debian's `pgbouncer`, 1.18 on bookworm;
- * scripts/install-pgbouncer.sh installs it, and CI runs it). The test starts its own PgBouncer on a free
+ * scripts/install-pgbouncer.sh installs it when this file loads and it is missing). The test starts its own PgBouncer on a free
  * loopback port, in front of the test server, with the settings the README names for it.
  */
 
@@ -27,10 +28,15 @@ const BEHIND_PGBOUNCER: Pick<PostgresStoreOptions, 'preparedStatements' | 'waitS
   pollIntervalMs: 50,
 };
 
-const binary = ['pgbouncer', '/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((candidate) => spawnSync(candidate, ['--version']).status === 0);
+const { binary, skipReason } = await prepareTool({
+  name: 'pgbouncer',
+  script: 'install-pgbouncer.sh',
+  find: () => firstRunnable(['pgbouncer', '/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'], ['--version']),
+  cannotInstall: () => debianPackageUnavailable('pgbouncer'),
+});
 const version = binary ? /PgBouncer (\d+)\.(\d+)/.exec(spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout) : null;
 const before121 = version !== null && (Number(version[1]) < 1 || (Number(version[1]) === 1 && Number(version[2]) < 21));
-const missing = binary ? '' : ' (skipped: no pgbouncer binary; scripts/install-pgbouncer.sh installs it)';
+const missing = binary ? '' : ` (skipped: ${skipReason})`;
 
 /** The library's diag warnings. */
 const warnings: string[] = [];

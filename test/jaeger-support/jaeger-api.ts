@@ -14,6 +14,9 @@ export interface JaegerSpan {
   traceID: string;
   spanID: string;
   operationName: string;
+  /** Microseconds since the epoch, and the span's length in microseconds. */
+  startTime: number;
+  duration: number;
   /** CHILD_OF for the parent; an OTel span link is a FOLLOWS_FROM reference. */
   references: { refType: 'CHILD_OF' | 'FOLLOWS_FROM'; traceID: string; spanID: string }[];
   tags: JaegerTag[];

@@ -4,6 +4,7 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../examples/shared/free-port.js';
 import { terminate, until } from '../helpers/child-processes.js';
+import { firstRunnable, prepareTool } from '../helpers/system-tools.js';
 
 /**
  * A real Jaeger v2 for the Jaeger end-to-end test: the binary scripts/install-jaeger.sh builds, started with a
@@ -16,9 +17,19 @@ const MODULE_VERSION = /^MODULE_VERSION='(v[\d.]+)'$/m.exec(INSTALLER)![1]!;
 /** The release, without the v (`2.13.0`), as the image tag spells it. */
 export const JAEGER_RELEASE = /^RELEASE_VERSION='v([\d.]+)'$/m.exec(INSTALLER)![1]!;
 
-/** Where scripts/install-jaeger.sh caches the binary, or JAEGER_BINARY; undefined when neither is there. */
-export const JAEGER_BINARY = findBinary();
-export const JAEGER_MISSING_REASON = `the Jaeger binary is missing (run scripts/install-jaeger.sh, which needs Go, or set JAEGER_BINARY)`;
+/**
+ * Where scripts/install-jaeger.sh caches the binary, or JAEGER_BINARY. Importing this module builds it when it is
+ * missing (minutes, once per machine); undefined, with JAEGER_MISSING_REASON, only where Go is not installed.
+ */
+const JAEGER = await prepareTool({
+  name: 'jaeger',
+  script: 'install-jaeger.sh',
+  find: findBinary,
+  cannotInstall: () =>
+    firstRunnable(['go', '/usr/local/go/bin/go'], ['version']) ? undefined : 'no Go toolchain to build the Jaeger binary from source (or set JAEGER_BINARY)',
+});
+export const JAEGER_BINARY = JAEGER.binary;
+export const JAEGER_MISSING_REASON = JAEGER.skipReason ?? '';
 
 function findBinary(): string | undefined {
   const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
