@@ -11,8 +11,9 @@ import { callAsyncHook } from './hooks.js';
 import { readKey, type KeyReading } from './key.js';
 import { completeLeased, keepLeaseAlive } from './lease.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
-import { answerRequestFailed, sendProblem, type ProblemName } from './problems.js';
+import { answerRequestFailed, noteProblemSubject, sendProblem, type ProblemName } from './problems.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
+import { markReplayAliases } from './response.js';
 import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
 import { countRejectedKey } from './telemetry/metrics.js';
 import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from './telemetry/names.js';
@@ -36,12 +37,14 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       return;
     }
 
+    if (reading.kind === 'valid' && config.includeKeyInProblems) noteProblemSubject(ctx, { key: reading.key });
     const claim = reading.kind === 'valid' ? await readClaimRequest(ctx, config, reading.key) : keyRejection(reading, config);
     if (claim.kind !== 'request') return answerRejection(ctx, config, claim);
     const { request } = claim;
     const telemetry = new RequestTelemetry(request.scope, request.key, { route: config.routeName(ctx), method: ctx.method, mode }, config.telemetry);
     request.correlationId = telemetry.correlationId;
     request.traceparent = telemetry.traceparent();
+    noteProblemSubject(ctx, { correlationId: telemetry.correlationId });
     await telemetry.run(async () => {
       // A handler that throws has had its claim released (or rolled back) before the error propagates.
       let outcome: Outcome = OUTCOME.RELEASED;
@@ -121,7 +124,7 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
   const claim = await settleClaim(() => config.store.claim(request), request, config, telemetry);
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
-  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);
 
   const { lease, record } = claim;
   const release = () => config.store.release(lease).catch(reportStoreError(OPERATION.RELEASE, telemetry));
@@ -144,7 +147,7 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
   const claim = await settleClaim(() => config.store.claimInTransaction(request), request, config, telemetry);
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
-  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);
 
   const rollback = () => claim.rollback().catch(reportStoreError(OPERATION.ROLLBACK, telemetry));
   return holdingClaim(rollback, telemetry, async () => {
@@ -208,8 +211,9 @@ function executedOutcome(record: IdempotencyRecord, telemetry: RequestTelemetry)
   return OUTCOME.TAKEOVER;
 }
 
-function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, telemetry: RequestTelemetry): Outcome {
+function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Outcome {
   const outcome = answerDuplicate(ctx, record, request.fingerprint);
+  if (outcome === OUTCOME.REPLAYED) markReplayAliases(ctx, config.replayedHeaderAliases);
   telemetry.duplicate(outcome, record);
   return outcome;
 }

@@ -37,6 +37,13 @@ export const ATTR = {
    * NOT_REPLAYABLE_REASON. Its retries get `409 response-not-replayable`; this says why.
    */
   NOT_REPLAYABLE_REASON: 'idempotency.not_replayable.reason',
+  /**
+   * The `instance` (a `urn:uuid:` occurrence ID) of the problem the request was answered with, on the request's
+   * span: the Jaeger tag search that finds the trace from a client's error.
+   */
+  PROBLEM_INSTANCE: 'idempotency.problem.instance',
+  /** The problem's name (`key-reused`, `request-in-progress`, ...), beside PROBLEM_INSTANCE. */
+  PROBLEM_TYPE: 'idempotency.problem.type',
   /** Standard attributes reused on metrics. */
   HTTP_ROUTE: 'http.route',
   HTTP_METHOD: 'http.request.method',
