@@ -2,6 +2,8 @@ import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
+import { FORGET_PREFIX, ForgetNotices } from './forget-notices.js';
+import { findByCorrelationTag, forgetRecord, type ForgetResult } from './operator-records.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -18,6 +20,7 @@ import { notifyId, Waiters } from './waiters.js';
 
 export type { PostgresStoreOptions } from './postgres-store-options.js';
 export type { SweepOptions, SweepReport } from './sweeper.js';
+export type { ForgetResult } from './operator-records.js';
 
 /** A fresh snapshot sees a row committed a moment after the previous one was taken; a few tries suffice. */
 const CLAIM_ATTEMPTS = 5;
@@ -36,6 +39,7 @@ export class PostgresStore implements IdempotencyStore {
   readonly #lockTimeoutMs: number;
   readonly #partitioned: boolean;
   readonly #sweeper: Sweeper;
+  readonly #forgets: ForgetNotices;
 
   constructor(options: PostgresStoreOptions) {
     const resolved = resolveStoreOptions(options);
@@ -60,6 +64,8 @@ export class PostgresStore implements IdempotencyStore {
         withdraw: (scope, key) => queryOnListener(this.#sql.withdrawWaiter, [scope, key]),
       },
     });
+    const listenForNotices = resolved.waitStrategy === 'notify' ? (onNotify: (payload: string) => void) => this.#db.listen(this.#waiters.channel, onNotify) : undefined;
+    this.#forgets = new ForgetNotices(listenForNotices, (id) => this.#cache.evict((record) => notifyId(record.scope, record.key) === id));
     this.#sweeper = new Sweeper({
       db: this.#db,
       sweepStatement: this.#sql.sweep,
@@ -165,6 +171,23 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
+   * Removes a completed record (an operator's support case: the customer must resubmit), or with `force` an
+   * in-progress one whose lease has lapsed; never a live lease. See operator-records.ts.
+   */
+  async forget(scope: string, key: string, options: { force?: boolean } = {}): Promise<ForgetResult> {
+    const id = notifyId(scope, key);
+    // The same statement notifies every process to drop the key from its replay cache (forget-notices.ts).
+    const result = await forgetRecord(this.#db, this.table, { scope, key, force: options.force ?? false, channel: this.#waiters.channel, notice: FORGET_PREFIX + id });
+    this.#cache.evict((record) => notifyId(record.scope, record.key) === id);
+    return result;
+  }
+
+  /** The records a problem's occurrence ID points to (`inspect --instance`): a full scan, for operators. */
+  findByCorrelationTag(tag: string): Promise<IdempotencyRecord[]> {
+    return findByCorrelationTag(this.#db, this.table, tag);
+  }
+
+  /**
    * Deletes expired records in bounded batches; returns how many were deleted. A partitioned table first
    * creates the partitions ahead and drops those whose records have all expired, then sweeps its catch-all
    * partition row by row. When the partition maintenance fails (42501 for a role that does not own the
@@ -201,6 +224,7 @@ export class PostgresStore implements IdempotencyStore {
   /** Stops the sweeper and closes the listening connection. The pool or PGlite instance is the caller's. */
   async close(): Promise<void> {
     this.#sweeper.stop();
+    this.#forgets.close();
     this.#waiters.close();
     this.#cache.clear();
     await this.#db.close();
@@ -235,7 +259,7 @@ export class PostgresStore implements IdempotencyStore {
   #toClaimResult(row: RecordRow, request: ClaimRequest): ClaimResult {
     const record = toRecord(row);
     if (!row.claimed) {
-      if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
+      if (record.status === 'completed' && this.#forgets.canCache()) this.#cache.set(record, Number(row.expires_in_ms));
       return { kind: 'existing', record };
     }
     return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence, ttlSeconds: request.ttlSeconds }, record };

@@ -15,7 +15,7 @@ const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() A
 const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
 
 /** Columns of a record as the store reads them; the same list for the claim and for find(). */
-const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
+export const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
   r.attempt, r.steps, r.replayable, r.response_status, r.response_headers, r.response_body,
   r.correlation_id, r.traceparent, r.created_at, r.completed_at, r.expires_at,
   greatest(0, extract(epoch FROM r.lease_expires_at - now()) * 1000)::float8 AS lease_remaining_ms,

@@ -44,6 +44,8 @@ export const ATTR = {
   PROBLEM_INSTANCE: 'idempotency.problem.instance',
   /** The problem's name (`key-reused`, `request-in-progress`, ...), beside PROBLEM_INSTANCE. */
   PROBLEM_TYPE: 'idempotency.problem.type',
+  /** Status of a record an operator removed (`forget` event attribute): `completed` or `in_progress`. */
+  RECORD_STATUS: 'idempotency.record.status',
   /** Standard attributes reused on metrics. */
   HTTP_ROUTE: 'http.route',
   HTTP_METHOD: 'http.request.method',
@@ -124,6 +126,8 @@ export const EVENT = {
   DUPLICATE: 'idempotency.duplicate',
   /** The lease of a crashed or stalled owner lapsed and this request took over. */
   TAKEOVER: 'idempotency.takeover',
+  /** An operator removed a record (`koa-idempotency forget`, `store.forget()`): its next request runs afresh. */
+  FORGET: 'idempotency.forget',
 } as const;
 
 export const METRIC = {
