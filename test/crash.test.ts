@@ -2,8 +2,7 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../src/index.js';
 import { openChargesSchema, type ChargesSchema } from './helpers/charges-schema.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { until } from './helpers/child-processes.js';
 
 const layouts = [
   { layout: 'a plain table', partitionedTable: undefined },
@@ -48,6 +47,15 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
     return rows[0]!.n;
   }
 
+  /** Resolves once the record's lease has run out by the database's clock: a retry can take over. */
+  function leaseLapsed(key: string): Promise<void> {
+    return until(
+      async () => (await store.find('acct', key))?.leaseRemainingMs === 0,
+      10_000,
+      () => `the lease on ${key} never lapsed`,
+    );
+  }
+
   describe('transactional mode', () => {
     it.each([
       ['before-claim', false],
@@ -89,7 +97,7 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
       const early = await charge(healthy.url, key);
       // Until the dead worker's lease runs out the key is still in progress.
       expect([201, 409]).toContain(early.status);
-      await sleep(1_100);
+      if (early.status === 409) await leaseLapsed(key);
       const retry = early.status === 201 ? early : await charge(healthy.url, key);
       expect(retry.status).toBe(201);
       expect(await count('step_runs', key, `AND step = 'reserve'`)).toBe(1);
@@ -101,14 +109,19 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
 
     it('refuses the late completion of a frozen worker after another took over (fencing)', async () => {
       const key = `zombie-${Date.now()}`;
-      const zombie = await server({ MODE: 'lease', LEASE_MS: '600', HANDLER_DELAY_MS: '400' });
+      // The handler's delay outlasts the wait for its claim to be seen, however loaded the machine is.
+      const zombie = await server({ MODE: 'lease', LEASE_MS: '600', HANDLER_DELAY_MS: '3000' });
       const zombieAnswer = charge(zombie.url, key).then(
         (r) => r.status,
         () => 'no answer',
       );
-      await sleep(150);
+      await until(
+        async () => (await store.find('acct', key))?.status === 'in_progress',
+        3_000,
+        () => `the zombie never claimed ${key}`,
+      );
       zombie.process.kill('SIGSTOP'); // frozen: no lease renewals, no progress
-      await sleep(1_000);
+      await leaseLapsed(key);
 
       const taker = await server({ MODE: 'lease', LEASE_MS: '600' });
       const takeover = await charge(taker.url, key);
