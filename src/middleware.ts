@@ -6,6 +6,7 @@ import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
+import { differences, fingerprintParts, withParts, type Differences } from './fingerprint-parts.js';
 import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
 import { callAsyncHook } from './hooks.js';
 import { readKey, type KeyReading } from './key.js';
@@ -92,14 +93,17 @@ async function readClaimRequest(ctx: Context, config: ResolvedOptions, key: stri
   const scope = await callAsyncHook('scope', async () => scopeString(await config.scope(ctx)), 'the request is answered 500 request-failed');
   if (!scope.ok) return { kind: 'scopeFailed', error: scope.error };
   try {
+    const { input } = reading;
+    const salt = `${scope.value.length}:${scope.value}\n${key}`;
     const request = {
       scope: scope.value,
       key,
-      fingerprint: fingerprint(reading.input),
+      fingerprint: withParts(fingerprint(input), fingerprintParts(input, salt)),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,
       ttlSeconds: config.ttlSeconds,
     };
+    reuseDescriptions.set(request, (stored) => differences(stored, input, salt));
     return { kind: 'request', request };
   } catch (error) {
     if (!(error instanceof UnfingerprintableBodyError)) throw error;
@@ -211,8 +215,11 @@ function executedOutcome(record: IdempotencyRecord, telemetry: RequestTelemetry)
   return OUTCOME.TAKEOVER;
 }
 
+/** How a request differs from the one a record was written for (fingerprint-parts.ts), for its 422. */
+const reuseDescriptions = new WeakMap<ClaimRequest, (stored: string) => Differences | undefined>();
+
 function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Outcome {
-  const outcome = answerDuplicate(ctx, record, request.fingerprint);
+  const outcome = answerDuplicate(ctx, record, request.fingerprint, reuseDescriptions.get(request));
   if (outcome === OUTCOME.REPLAYED) markReplayAliases(ctx, config.replayedHeaderAliases);
   telemetry.duplicate(outcome, record);
   return outcome;

@@ -1,3 +1,4 @@
+import { MAX_POINTER_DEPTH, MAX_POINTERS } from './fingerprint-parts.js';
 import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from './options.js';
 import { PROBLEMS, problemType, type ProblemName } from './problems.js';
 import { REPLAYED_HEADER } from './response.js';
@@ -24,7 +25,7 @@ const EXAMPLE_DETAILS: Record<ProblemName, string> = {
   bodyNotRead: 'This endpoint does not read a application/xml body before checking the Idempotency-Key, so a retry could not be told apart from a different request.',
   inProgress: 'A request with this Idempotency-Key is still being processed. Retry after the Retry-After delay.',
   notReplayable: 'The request was executed, but its response could not be stored. Fetch the resulting resource instead of retrying.',
-  keyReused: 'This Idempotency-Key was first used with a different request. Use a new key for a new request.',
+  keyReused: 'This Idempotency-Key was first used with a different request (it differs in: /amount). Use a new key for a new request.',
   storeUnavailable: 'The idempotency store could not be reached, so the request was not processed. Retry later with the same Idempotency-Key.',
   requestFailed: 'The response could not be stored. Nothing was kept for this Idempotency-Key: a retry with the same key runs the request again.',
 };
@@ -58,16 +59,37 @@ const PROBLEM_SCHEMA = {
   },
 };
 
+/** The 422's extension member (fingerprint-parts.ts): what differed, never a value. */
+const DIFFERENCES_SCHEMA = {
+  type: 'object',
+  description: 'What differs from the request the key was first used for; absent for a record written before this was stored. Never holds a value.',
+  required: ['parts'],
+  properties: {
+    parts: {
+      type: 'array',
+      items: { type: 'string', pattern: '^(method|path|query|content-type|body|header:[a-z0-9-]+)$' },
+      description: 'method, path, query, content-type, header:<name> (a fingerprinted header), body.',
+    },
+    members: {
+      type: 'array',
+      maxItems: MAX_POINTERS,
+      items: { type: 'string', format: 'json-pointer' },
+      description: `JSON Pointers of the body members that differ (added, removed or changed), down to depth ${MAX_POINTER_DEPTH}; absent when the body is not JSON or has too many members.`,
+    },
+  },
+};
+
 function problemComponents() {
   const schemas: Record<string, unknown> = { Problem: PROBLEM_SCHEMA };
   const responses: Record<string, unknown> = {};
   for (const name of Object.keys(PROBLEMS) as ProblemName[]) {
     const { slug, status, title, retryable } = PROBLEMS[name];
     const component = componentName(name);
+    const properties = { type: { const: problemType(name) }, title: { const: title }, status: { const: status }, retryable: { const: retryable } };
     schemas[`${component}Problem`] = {
       allOf: [
         { $ref: '#/components/schemas/Problem' },
-        { type: 'object', properties: { type: { const: problemType(name) }, title: { const: title }, status: { const: status }, retryable: { const: retryable } } },
+        { type: 'object', properties: name === 'keyReused' ? { ...properties, differences: DIFFERENCES_SCHEMA } : properties },
       ],
     };
     const example = {
@@ -77,6 +99,7 @@ function problemComponents() {
       detail: EXAMPLE_DETAILS[name],
       instance: 'urn:uuid:0b1c9a4e-7f3d-8a21-9c4b-5e6f7a8b9c0d',
       retryable,
+      ...(name === 'keyReused' ? { differences: { parts: ['body'], members: ['/amount'] } } : {}),
     };
     responses[component] = {
       description: `${status} ${slug}: ${title}.${retryable ? ' Retry with the same Idempotency-Key.' : ' Retrying with the same key does not change this answer.'}`,

@@ -109,6 +109,8 @@ describe('the middleware answers as the components say', () => {
       }).then(async (response) => ({ status: response.status, body: await response.json() }));
     const key = `openapi-${Date.now()}`;
     await post({ 'idempotency-key': key }, { amount: 1 });
+    const reused = await post({ 'idempotency-key': key }, { amount: 2 });
+    expect(reused.body).toMatchObject({ differences: { parts: ['body'], members: ['/amount'] } });
     const answers: Array<[string, { status: number; body: unknown }]> = [
       ['KeyMissingProblem', await post({}, { amount: 1 })],
       ['KeyInvalidProblem', await post({ 'idempotency-key': 'a,b' }, { amount: 1 })],

@@ -6,10 +6,10 @@ import type { Unsubscribe } from './sql-database.js';
  * from its replay cache: the next request of the key must run again. The forget sends a NOTIFY on the
  * store's channel, payload `forget:<notifyId>`, which the waiters of the channel ignore.
  *
- * A process keeps completed records in its cache only while it listens for these notices: the first cacheable
- * record starts the LISTEN and is not cached, so no entry is ever held that a forget could miss. A store that
- * cannot LISTEN (`waitStrategy: 'poll'`, behind a transaction-pooling PgBouncer) keeps caching as before:
- * there a forgotten key may be replayed from another process's cache until the entry expires (README).
+ * A store starts listening at its first claim (the listening session is opened when first needed, as for
+ * waiters), so only a forget in the few milliseconds before that LISTEN is in place can be missed. A store that
+ * cannot LISTEN (`waitStrategy: 'poll'`, behind a transaction-pooling PgBouncer) is not told: there a forgotten
+ * key may be replayed from another process's cache until the entry expires (README).
  */
 export const FORGET_PREFIX = 'forget:';
 
@@ -28,11 +28,9 @@ export class ForgetNotices {
     this.#onForget = onForget;
   }
 
-  /** Whether a completed record may be cached now; the first ask starts listening. */
-  canCache(): boolean {
-    if (!this.#listen || this.#state === 'listening') return true;
-    if (this.#state === 'idle') this.#start(this.#listen);
-    return false;
+  /** Starts listening, once; called at every claim, so a failed LISTEN is tried again at the next one. */
+  listen(): void {
+    if (this.#listen && this.#state === 'idle') this.#start(this.#listen);
   }
 
   close(): void {
@@ -51,9 +49,8 @@ export class ForgetNotices {
         this.#state = 'listening';
       },
       (error: unknown) => {
-        // Not caching is always safe: the next cacheable record tries again.
         if (this.#state === 'starting') this.#state = 'idle';
-        diag.warn('koa-idempotency: could not listen for forgotten records; replays are not cached meanwhile', error);
+        diag.warn('koa-idempotency: could not listen for forgotten records; a record forgotten meanwhile may be replayed from this process until it expires', error);
       },
     );
   }

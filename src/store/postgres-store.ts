@@ -64,7 +64,9 @@ export class PostgresStore implements IdempotencyStore {
         withdraw: (scope, key) => queryOnListener(this.#sql.withdrawWaiter, [scope, key]),
       },
     });
-    const listenForNotices = resolved.waitStrategy === 'notify' ? (onNotify: (payload: string) => void) => this.#db.listen(this.#waiters.channel, onNotify) : undefined;
+    // Only a store that caches replays has anything to forget, and only one that can LISTEN can hear of it.
+    const hearsForgets = resolved.waitStrategy === 'notify' && resolved.replayCacheEntries > 0;
+    const listenForNotices = hearsForgets ? (onNotify: (payload: string) => void) => this.#db.listen(this.#waiters.channel, onNotify) : undefined;
     this.#forgets = new ForgetNotices(listenForNotices, (id) => this.#cache.evict((record) => notifyId(record.scope, record.key) === id));
     this.#sweeper = new Sweeper({
       db: this.#db,
@@ -100,12 +102,14 @@ export class PostgresStore implements IdempotencyStore {
    * cache mostly answers) runs the full claim, which takes over an expired or lapsed record, or returns it.
    */
   async claim(request: ClaimRequest): Promise<ClaimResult> {
+    this.#forgets.listen();
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
     return timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(this.#db, request, newFence(), 'lease'));
   }
 
   async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
+    this.#forgets.listen();
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
     const fence = newFence();
@@ -259,7 +263,7 @@ export class PostgresStore implements IdempotencyStore {
   #toClaimResult(row: RecordRow, request: ClaimRequest): ClaimResult {
     const record = toRecord(row);
     if (!row.claimed) {
-      if (record.status === 'completed' && this.#forgets.canCache()) this.#cache.set(record, Number(row.expires_in_ms));
+      if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
       return { kind: 'existing', record };
     }
     return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence, ttlSeconds: request.ttlSeconds }, record };

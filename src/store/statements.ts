@@ -9,8 +9,12 @@ import { CLAIM_MARK } from './transaction-control.js';
 
 /** The record has outlived its TTL: it is as if it did not exist. */
 const EXPIRED = 'r.expires_at <= now()';
-/** The owner's lease ran out without a completion (a crash, a hang): the same request may take over. */
-const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND r.fingerprint = EXCLUDED.fingerprint`;
+/**
+ * The owner's lease ran out without a completion (a crash, a hang): the same request may take over. "The same"
+ * compares the fingerprints' first words: the per-part digests after them (fingerprint-parts.ts) are not part
+ * of the identity, and a record written before they existed still matches its retry.
+ */
+const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND split_part(r.fingerprint, ' ', 1) = split_part(EXCLUDED.fingerprint, ' ', 1)`;
 /** LEASE_LAPSED, judged before the insert: against the request's fingerprint parameter. */
 const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
 

@@ -1,5 +1,6 @@
 import type { IdempotencyRecord } from '../../store/types.js';
 import { parseTraceparent } from '../../telemetry/traceparent.js';
+import { fingerprintHead } from '../../fingerprint-parts.js';
 import { correlationTagOf } from '../../problem-instance.js';
 import type { InspectTarget, Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';
@@ -57,7 +58,7 @@ function toJson(record: IdempotencyRecord, traceId: string | null, jaegerUrl: st
     leaseRemainingMs: Math.round(record.leaseRemainingMs),
     attempt: record.attempt,
     fence: record.fence,
-    fingerprint: record.fingerprint,
+    fingerprint: fingerprintHead(record.fingerprint),
     fingerprintVersion: record.fingerprintVersion,
     replayable: record.replayable,
     responseStatus: record.response?.status ?? null,
@@ -77,7 +78,7 @@ function toText(record: IdempotencyRecord, traceId: string | null, jaegerUrl: st
     ['age', `${formatDuration(record.ageMs)} (created ${record.createdAt.toISOString()})`],
     ['expires', record.expiresAt.toISOString()],
     ['attempt', String(record.attempt)],
-    ['fingerprint', `${record.fingerprint} (version ${record.fingerprintVersion})`],
+    ['fingerprint', `${fingerprintHead(record.fingerprint)} (version ${record.fingerprintVersion})`],
   ];
   const steps = Object.keys(record.steps);
   if (steps.length > 0) fields.push(['steps done', steps.join(', ')]);
