@@ -13,6 +13,9 @@ export interface StoreUnavailable {
   kind: 'unavailable';
 }
 
+/** The first pause between two re-reads of a waiting duplicate; each next one doubles, up to `waitRecheckMs`. */
+const FIRST_RECHECK_MS = 25;
+
 /**
  * Claims the key and, in `'wait'` mode, holds a duplicate of a request still in progress until that
  * request completes (or is released), then returns the claim as it stands: usually the completed record
@@ -42,10 +45,12 @@ async function waitForTurn<C extends AnyClaim>(claimOnce: () => Promise<C>, requ
   const watch = await config.store.watch(request.scope, request.key);
   try {
     let current = await claimOnce();
-    while (isInProgress(current, request)) {
+    // The store's notification only hastens the wake-up: a waiter also re-reads on this schedule, so a
+    // notification that never comes (a lost connection, a failed COMMIT) delays it by one pause at most.
+    for (let pauseMs = Math.min(FIRST_RECHECK_MS, config.waitRecheckMs); isInProgress(current, request); pauseMs = Math.min(2 * pauseMs, config.waitRecheckMs)) {
       const remainingMs = deadlineMs - performance.now();
       if (remainingMs <= 0) break;
-      const woken = await watch.next(remainingMs);
+      const woken = await watch.next(Math.min(remainingMs, untilLeaseLapses(current, pauseMs)));
       current = await claimOnce();
       if (woken === 'changed') current = await settleAfterCommit(claimOnce, current);
     }
@@ -69,6 +74,16 @@ async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>
     current = await claimOnce();
   }
   return current;
+}
+
+/**
+ * The pause, cut to the owner's remaining lease: a crashed owner's key is taken over as soon as its lease
+ * lapses (the re-read's claim does it), not a pause later. A `busy` claim shows no lease, and a lapsed one
+ * that the claim did not take over (a record of another fingerprint version) keeps the whole pause.
+ */
+function untilLeaseLapses(claim: AnyClaim, pauseMs: number): number {
+  if (claim.kind !== 'existing' || claim.record.leaseRemainingMs <= 0) return pauseMs;
+  return Math.min(pauseMs, Math.ceil(claim.record.leaseRemainingMs));
 }
 
 /**

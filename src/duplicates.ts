@@ -36,7 +36,7 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
     });
     return OUTCOME.NOT_REPLAYABLE;
   }
-  return answerInProgress(ctx, record.leaseRemainingMs / 1000);
+  return answerInProgress(ctx);
 }
 
 /**
@@ -55,10 +55,11 @@ function answerKeyReused(ctx: Context, found: Differences | undefined): void {
 }
 
 /**
- * 409 to a duplicate of a request still in progress, with Retry-After: the remaining lease of the record in
- * the way, or, when none is visible (the store's `busy` claim: another transaction holds the key and has not
- * committed its record yet), `DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS`. A lease about to lapse still gets
- * at least one second (`sendProblem` never sends `Retry-After: 0`).
+ * 409 to a duplicate of a request still in progress, with Retry-After `DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS`
+ * (1 s), whether a record with a lease is visible or not (the store's `busy` claim). Not the owner's remaining
+ * lease: that is when a crashed owner's key may be taken over, not when a live owner is likely done (usually
+ * well within it), and a client that honoured up to 30 s of it gave up on operations that completed moments
+ * later. A retry of an in-progress key costs one read.
  */
 export function answerInProgress(ctx: Context, retryAfterSeconds: number = DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS): Outcome {
   sendProblem(ctx, 'inProgress', {

@@ -54,8 +54,10 @@ export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './teleme
 export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';
 export { idempotencyTracing, REQUIRED_PROPAGATORS } from './telemetry/sdk-setup.js';
 export type { IdempotencyTracing } from './telemetry/sdk-setup.js';
-export { idempotencySampler, keyHashAttributes } from './telemetry/idempotency-sampler.js';
+export { idempotencySampler } from './telemetry/idempotency-sampler.js';
 export type { IdempotencySamplerOptions } from './telemetry/idempotency-sampler.js';
+export { keyHashAttributes } from './telemetry/key-hash-attributes.js';
+export type { KeyHashAttributesOptions } from './telemetry/key-hash-attributes.js';
 
 export { idempotentFetch, IdempotentFetchError } from './client/idempotent-fetch.js';
 export type { IdempotentFetchResult } from './client/idempotent-fetch.js';

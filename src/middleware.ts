@@ -1,4 +1,4 @@
-import { diag } from '@opentelemetry/api';
+import { context, diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
 import { settleClaim } from './claim-settling.js';
 import { answerCommitFailed, answerNotStored } from './completion-failures.js';
@@ -19,6 +19,7 @@ import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
 import { countRejectedKey } from './telemetry/metrics.js';
 import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from './telemetry/names.js';
 import { RequestTelemetry } from './telemetry/request-telemetry.js';
+import { withoutInboundCorrelationId } from './telemetry/correlation.js';
 
 /**
  * The Koa middleware. Per request: read the key, claim it, then either run the handler and store its
@@ -34,7 +35,8 @@ export function idempotency(options: IdempotencyOptions): Middleware {
   return async function idempotencyMiddleware(ctx: Context, next: Next): Promise<void> {
     const reading = config.methods.has(ctx.method) ? readKey(ctx.req.headers[header], config) : undefined;
     if (reading === undefined || (reading.kind === 'absent' && !config.required(ctx))) {
-      await next(); // not ours: a method the middleware does not apply to, or no key where none is required
+      // Not ours: a method the middleware does not apply to, or no key where none is required.
+      await (config.telemetry.trustInboundCorrelationId ? next() : nextWithoutInboundCorrelationId(next));
       return;
     }
 
@@ -56,6 +58,13 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       }
     });
   };
+}
+
+/** Runs the rest of an unkeyed request without the caller's correlation ID in the baggage it forwards. */
+function nextWithoutInboundCorrelationId(next: Next): Promise<unknown> {
+  const active = context.active();
+  const cleaned = withoutInboundCorrelationId(active);
+  return cleaned === active ? next() : context.with(cleaned, next);
 }
 
 /**
@@ -227,7 +236,7 @@ function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimReques
 
 /**
  * A duplicate of a request still in progress, seen as the store's `busy` claim: it carries no record, so no
- * remaining lease to count down; the Retry-After is the documented default.
+ * remaining lease, and none is needed: the Retry-After is the documented default, as for any key in progress.
  */
 function inProgress(ctx: Context, telemetry: RequestTelemetry): Outcome {
   telemetry.inProgress();

@@ -14,9 +14,13 @@ export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const DEFAULT_WAIT_MS = 10_000;
 /**
- * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress when no remaining
- * lease can be counted down: the key is held by another transaction that has not committed (transactional
- * mode, the store's `busy` claim), so its record is not visible yet.
+ * Longest pause between two re-reads of a waiting duplicate: a few hundred milliseconds bound its wake-up
+ * when no notification comes (lost with a connection, discarded by a failed COMMIT), at one cheap read per pause.
+ */
+export const DEFAULT_WAIT_RECHECK_MS = 250;
+/**
+ * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress: a short hint, not
+ * the owner's remaining lease (see answerInProgress in duplicates.ts).
  */
 export const DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS = 1;
 export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
@@ -48,7 +52,8 @@ export interface TelemetryOptions {
    * `ctx.idempotency.correlationId` then carry the caller's ID. Only for a service whose callers are all
    * inside your trust boundary (a downstream service called by your own services): at an edge, a client
    * could split its retries across IDs or adopt another intent's ID in dashboards.
-   * @default false (the ID is computed; inbound baggage for it is ignored)
+   * @default false (the ID is computed; inbound baggage for it is ignored, and removed from the baggage an
+   * unkeyed request forwards)
    */
   trustInboundCorrelationId?: boolean;
 }
@@ -143,6 +148,14 @@ export interface IdempotencyOptions {
    */
   waitMs?: number;
   /**
+   * Longest pause between two re-reads of the record by a waiting duplicate (`'wait'` mode). A waiter is
+   * woken early by the store's notification; these re-reads (25 ms, then doubling up to this cap, and at
+   * the owner's lease expiry) bound its wake-up when none comes, and take over a crashed owner's key
+   * as soon as its lease lapses.
+   * @default 250
+   */
+  waitRecheckMs?: number;
+  /**
    * Retry-After (seconds) sent when the store is unavailable (503).
    * @default 5
    */
@@ -193,6 +206,7 @@ export interface ResolvedOptions {
   transactional: boolean;
   onInProgress: 'reject' | 'wait';
   waitMs: number;
+  waitRecheckMs: number;
   storeRetryAfterSeconds: number;
   routeName: (ctx: Context) => string;
   includeKeyInProblems: boolean;
@@ -263,6 +277,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     transactional: options.transactional ?? false,
     onInProgress,
     waitMs: nonNegativeInteger(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs'),
+    waitRecheckMs: positiveInteger(options.waitRecheckMs ?? DEFAULT_WAIT_RECHECK_MS, 'waitRecheckMs'),
     storeRetryAfterSeconds: positiveInteger(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds'),
     routeName: routeName ? guardRouteName(routeName) : defaultRouteName,
     includeKeyInProblems: options.includeKeyInProblems ?? false,

@@ -63,8 +63,11 @@ describe('the retry schedule, on a simulated clock', () => {
           }
           const capMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (schedule.attempts - 1));
           expect(decision.delayMs).toBeGreaterThanOrEqual(0);
+          const halfLeftMs = Math.floor((deadlineMs - nowMs) / 2);
           if (attempt.retryAfterMs === undefined) expect(decision.delayMs).toBeLessThanOrEqual(capMs);
-          else expect(decision.delayMs).toBe(attempt.retryAfterMs); // the server's wait, even above the cap
+          // The server's wait, capped at maxDelayMs and at half of what is left.
+          else expect(decision.delayMs).toBe(Math.min(attempt.retryAfterMs, policy.maxDelayMs, halfLeftMs));
+          expect(decision.delayMs).toBeLessThanOrEqual(halfLeftMs);
           nowMs += decision.delayMs;
           expect(nowMs).toBeLessThan(deadlineMs); // a wait ends before the deadline, leaving time to try
           nowMs += attempt.lateMs;

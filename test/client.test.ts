@@ -1,8 +1,8 @@
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { context, diag, propagation, SpanKind, trace } from '@opentelemetry/api';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
+import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import {
@@ -34,7 +34,7 @@ const QUICK = { baseDelayMs: 1, maxDelayMs: 5 };
 // each attempt's client span and asks resendCountAttributes for its resend count. Default propagators
 // (tracecontext, baggage). This file is its own process, so the global registration stays here.
 const exporter = new InMemorySpanExporter();
-new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }).register();
+registerTracerProvider({ spanProcessors: [simpleSpanProcessor(exporter)] });
 registerInstrumentations({ instrumentations: [new UndiciInstrumentation({ startSpanHook: resendCountAttributes })] });
 
 let scripted: ScriptedServer;
@@ -178,9 +178,9 @@ describe('what is retried', () => {
 });
 
 describe('waits and limits', () => {
-  it('waits what Retry-After says in seconds, over its own shorter backoff', async () => {
+  it('waits what Retry-After says in seconds (up to maxDelayMs), over its own shorter backoff', async () => {
     scripted.script([notNow(503, '1'), { status: 201 }]);
-    const result = await idempotentFetch(scripted.url, post(), QUICK);
+    const result = await idempotentFetch(scripted.url, post(), { ...QUICK, maxDelayMs: 5_000 });
     const [first, second] = scripted.requests;
     expect(second!.atMs - first!.atMs).toBeGreaterThanOrEqual(990);
     expect(result.history[0]).toMatchObject({ retryAfterMs: 1_000, nextDelayMs: 1_000 });
@@ -188,7 +188,7 @@ describe('waits and limits', () => {
 
   it('waits until the HTTP date Retry-After gives', async () => {
     scripted.script([notNow(429, new Date(Date.now() + 2_000).toUTCString()), { status: 201 }]);
-    const result = await idempotentFetch(scripted.url, post(), QUICK);
+    const result = await idempotentFetch(scripted.url, post(), { ...QUICK, maxDelayMs: 5_000 });
     const [first, second] = scripted.requests;
     // The date has whole seconds: the wait is between one and two seconds.
     expect(second!.atMs - first!.atMs).toBeGreaterThanOrEqual(900);
@@ -204,11 +204,19 @@ describe('waits and limits', () => {
     expect(result.history.at(-1)!.nextDelayMs).toBeUndefined();
   });
 
-  it('does not wait for a Retry-After that ends past the deadline: it returns that answer at once', async () => {
+  it('keeps retrying within its deadline when a Retry-After ends past it: the wait is cut to half of what is left', async () => {
     scripted.script([libraryProblem('inProgress', '60'), { status: 201 }]);
     const result = await idempotentFetch(scripted.url, post(), { deadlineMs: 2_000 });
-    expect([result.status, result.attempts, result.stoppedBy]).toEqual([409, 1, 'deadline']);
-    expect(result.elapsedMs).toBeLessThan(1_000);
+    expect([result.status, result.attempts, result.stoppedBy]).toEqual([201, 2, 'answer']);
+    expect(result.history[0]!.nextDelayMs).toBeLessThanOrEqual(1_000);
+    expect(result.elapsedMs).toBeLessThan(2_000);
+  });
+
+  it('caps a long Retry-After at maxDelayMs and retries, instead of stopping on it', async () => {
+    scripted.script([libraryProblem('inProgress', '29'), { status: 201 }]);
+    const result = await idempotentFetch(scripted.url, post(), { maxDelayMs: 300, deadlineMs: 10_000 });
+    expect([result.status, result.attempts]).toEqual([201, 2]);
+    expect(result.history[0]).toMatchObject({ retryAfterMs: 29_000, nextDelayMs: 300 });
   });
 
   it('gives up at the deadline when no attempt gets an answer, with every attempt in the error', async () => {

@@ -267,7 +267,7 @@ describe.each(databaseTargets())('input hardening on $name', (target) => {
     });
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const row = readme.split('\n').find((line) => line.includes('problem `request-in-progress`'));
-    expect(row).toContain(`\`${DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS}\` when another transaction holds the key`);
+    expect(row).toContain(`\`Retry-After: ${DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS}\``);
   });
 });
 

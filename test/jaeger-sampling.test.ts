@@ -117,9 +117,9 @@ describe.skipIf(!JAEGER_BINARY)(
       }
     });
 
-    it("decides on the key's hash: the kept intents are those whose hash falls under the ratio", () => {
-      const bound = Math.floor(RATIO * 0xffff_ffff);
-      const predicted = KEYS.filter((key) => parseInt(keyHash(key).slice(0, 8), 16) < bound);
+    it("decides on the key's hash: the kept intents are those whose randomness (the hash's first 56 bits) reaches the ratio's threshold", () => {
+      const threshold = 2n ** 56n - BigInt(Math.round(RATIO * 2 ** 56));
+      const predicted = KEYS.filter((key) => BigInt(`0x${keyHash(key).slice(0, 14)}`) >= threshold);
       expect(KEYS.filter((key) => tracesByIntent.has(correlationIdFor(ACCOUNT, key)))).toEqual(predicted);
     });
 

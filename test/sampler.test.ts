@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { ROOT_CONTEXT, SamplingDecision, SpanKind, type Attributes } from '@opentelemetry/api';
-import { SamplingDecision as SdkSamplingDecision, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { createComposableProbabilitySampler, createCompositeSampler } from '@opentelemetry/sampler-composite';
 import { describe, expect, it } from 'vitest';
 import { ATTR, IdempotencyConfigError, idempotencySampler, keyHashAttributes } from '../src/index.js';
 import { keyHash } from '../src/telemetry/correlation.js';
@@ -29,15 +29,28 @@ describe('idempotencySampler', () => {
     expect(kept / 4_000).toBeLessThan(0.28);
   });
 
-  it('decides a request without a key exactly as TraceIdRatioBasedSampler does', () => {
+  it("decides a request without a key exactly as the SDK's consistent ProbabilitySampler does, tracestate included", () => {
     for (const ratio of [0, 0.1, 0.5, 0.9, 1]) {
       const ours = idempotencySampler({ ratio });
-      const sdk = new TraceIdRatioBasedSampler(ratio);
+      const sdk = createCompositeSampler(createComposableProbabilitySampler(ratio));
       for (let i = 0; i < 500; i++) {
         const id = traceId();
-        expect(sampled(ours, id)).toBe(sdk.shouldSample(ROOT_CONTEXT, id).decision === SdkSamplingDecision.RECORD_AND_SAMPLED);
+        const expected = sdk.shouldSample(ROOT_CONTEXT, id, 'POST', SpanKind.SERVER, {}, []);
+        const actual = ours.shouldSample(ROOT_CONTEXT, id, 'POST', SpanKind.SERVER, {}, []);
+        expect(Number(actual.decision)).toBe(Number(expected.decision));
+        expect(actual.traceState?.get('ot')).toBe(expected.traceState?.get('ot'));
       }
     }
+  });
+
+  it('writes the key hash as the randomness (ot rv) on every keyed request, and the threshold (ot th) on a kept one', () => {
+    const attributes = keyHashAttributes({ headers: { 'idempotency-key': 'order-rv' } });
+    const rv = keyHash('order-rv').slice(0, 14);
+    const stateAt = (ratio: number) => idempotencySampler({ ratio }).shouldSample(ROOT_CONTEXT, traceId(), 'POST', SpanKind.SERVER, attributes, []).traceState;
+    expect(stateAt(1)?.get('ot')).toBe(`th:0;rv:${rv}`);
+    expect(stateAt(0)?.get('ot')).toBe(`rv:${rv}`);
+    const half = BigInt(`0x${rv}`) >= 1n << 55n;
+    expect(stateAt(0.5)?.get('ot')).toBe(half ? `th:8;rv:${rv}` : `rv:${rv}`);
   });
 
   it('keeps everything at ratio 1 (the default) and nothing at ratio 0, keyed or not', () => {
@@ -68,7 +81,20 @@ describe('keyHashAttributes (for the HTTP instrumentation startIncomingSpanHook)
     expect(keyHashAttributes({ headers: { 'idempotency-key': 'x'.repeat(1_000) } })).toEqual({});
   });
 
+  it('hashes a key longer than 255 characters that the middleware accepts (maxKeyLength), so its retries are sampled together', () => {
+    const longKey = `order-${'k'.repeat(400)}`;
+    const request = { headers: { 'idempotency-key': longKey } };
+    expect(keyHashAttributes(request, { maxKeyLength: 1_000 })).toEqual({ [ATTR.KEY_HASH]: keyHash(longKey) });
+    const sampler = idempotencySampler({ ratio: 0.5 });
+    for (let intent = 0; intent < 20; intent++) {
+      const attributes = keyHashAttributes({ headers: { 'idempotency-key': `${longKey}-${intent}` } }, { maxKeyLength: 1_000 });
+      expect(new Set(Array.from({ length: 10 }, () => sampled(sampler, traceId(), attributes))).size).toBe(1);
+    }
+    expect(keyHashAttributes(request, { maxKeyLength: 300 })).toEqual({});
+  });
+
   it('reads a custom header name', () => {
     expect(keyHashAttributes({ headers: { 'x-request-key': 'k-1' } }, 'X-Request-Key')).toEqual({ [ATTR.KEY_HASH]: keyHash('k-1') });
+    expect(keyHashAttributes({ headers: { 'x-request-key': 'k-1' } }, { headerName: 'X-Request-Key' })).toEqual({ [ATTR.KEY_HASH]: keyHash('k-1') });
   });
 });

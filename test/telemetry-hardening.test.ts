@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { context, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
-import { BasicTracerProvider, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { tracerProvider } from './helpers/otel-sdk.js';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, spansOfTrace, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, correlationIdFor, OUTCOME, type IdempotencyRecord, type PostgresStore } from '../src/index.js';
 import { withCorrelationBaggage } from '../src/telemetry/correlation.js';
@@ -41,7 +42,7 @@ function processorUnderTest(options: ConstructorParameters<typeof CorrelationSpa
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
-  const provider = new BasicTracerProvider({ spanProcessors: [processor, recorder] });
+  const provider = tracerProvider({ spanProcessors: [processor, recorder] });
   const tracer = provider.getTracer('hardening');
   const start = (name: string, parent: Context = ROOT_CONTEXT): Span => tracer.startSpan(name, {}, parent);
   const stamped = (name: string) => ended.get(name)?.attributes[ATTR.CORRELATION_ID];
@@ -138,6 +139,25 @@ describe('7. a client cannot set the correlation ID through inbound baggage', ()
     } finally {
       await server.close();
     }
+  });
+
+  it('removes a client’s correlation ID from the baggage an unkeyed request forwards downstream, unless trusted', async () => {
+    const forwarded = async (trustInboundCorrelationId: boolean | undefined) => {
+      const { server, seen } = await serveApp(trustInboundCorrelationId);
+      try {
+        const baggage = `${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`;
+        for (const method of ['GET', 'POST']) {
+          // A GET the middleware does not apply to, a POST without a key where none is required.
+          const response = await asUntracedClient(() => fetch(`${server.url}/orders`, { method, headers: { ...newTrace().headers, baggage } }));
+          expect(response.status).toBe(201);
+        }
+        return seen.map((request) => request.forwardedBaggage);
+      } finally {
+        await server.close();
+      }
+    };
+    expect(await forwarded(undefined)).toEqual(['tenant=t-1', 'tenant=t-1']);
+    expect(await forwarded(true)).toEqual([`${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`, `${BAGGAGE_CORRELATION_ID}=${FORGED_ID},tenant=t-1`]);
   });
 
   describe('in the span processor', () => {

@@ -3,8 +3,7 @@ import { afterAll, beforeEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, SpanKind, type Attributes } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
@@ -13,6 +12,7 @@ import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { idempotencyTracing, type IdempotencyTracing } from '../src/index.js';
 import { resetInstruments } from '../src/telemetry/metrics.js';
+import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 
 /**
  * A real OpenTelemetry SDK for the telemetry tests: the library's span processor first, then an
@@ -59,9 +59,9 @@ export function freshMetricsPerTest(): () => OnDemandMetricReader {
 export function startTestTelemetry(): TestTelemetry {
   const tracing = idempotencyTracing();
   const exporter = new InMemorySpanExporter();
-  // Typed as the SDK's SpanProcessor: proves the structural implementation fits sdk-trace-base 2.x.
-  const spanProcessors: SpanProcessor[] = [tracing.spanProcessor, new SimpleSpanProcessor(exporter)];
-  new NodeTracerProvider({ spanProcessors }).register();
+  // Typed as the SDK's SpanProcessor: proves the structural implementation fits sdk-trace-base 2.x (the SDK 3 leg runs it on 3.x).
+  const spanProcessors: SpanProcessor[] = [tracing.spanProcessor, simpleSpanProcessor(exporter)];
+  registerTracerProvider({ spanProcessors });
   const metricReader = new OnDemandMetricReader();
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [metricReader] }));
   registerInstrumentations({

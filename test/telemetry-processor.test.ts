@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { diag, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, type BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { simpleSpanProcessor, tracerProvider } from './helpers/otel-sdk.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, idempotencyTracing } from '../src/index.js';
 import { requestSpanOf, stampActiveRequest } from '../src/telemetry/span-stamping.js';
 
@@ -23,8 +24,8 @@ describe('CorrelationSpanProcessor', () => {
     exporter = new InMemorySpanExporter();
     processor = new CorrelationSpanProcessor(options);
     // Typed as the SDK's interface: the structural implementation must satisfy sdk-trace-base 2.x.
-    const spanProcessors: SpanProcessor[] = [processor, new SimpleSpanProcessor(exporter)];
-    provider = new BasicTracerProvider({ spanProcessors });
+    const spanProcessors: SpanProcessor[] = [processor, simpleSpanProcessor(exporter)];
+    provider = tracerProvider({ spanProcessors });
   }
 
   beforeEach(() => setUp());

@@ -55,7 +55,8 @@ export interface IdempotentFetchOptions {
    */
   baseDelayMs?: number;
   /**
-   * Cap on one backoff wait. A `Retry-After` from the server is honoured even when longer, within the deadline.
+   * Cap on one wait, the server's `Retry-After` included: a longer hint is waited this long, then the call
+   * tries again (it stops at `deadlineMs`, not at a hint that ends past it).
    * @default 5000
    */
   maxDelayMs?: number;

@@ -21,8 +21,8 @@ export type Decision = { retry: true; delayMs: number } | { retry: false; stoppe
  * caller passes the clock), so the deadline arithmetic is tested with a simulated clock.
  *
  * The invariant: with attempts that end within their budget and waits that last what was asked, nothing
- * runs past `startMs + deadlineMs`. Each attempt's budget is its timeout cut to what is left, and a wait is
- * only started when it ends before the deadline, leaving time for the attempt after it.
+ * runs past `startMs + deadlineMs`. Each attempt's budget is its timeout cut to what is left, and a wait
+ * ends halfway to the deadline at the latest, leaving the attempt after it the other half.
  */
 export class RetrySchedule {
   readonly deadlineAtMs: number;
@@ -51,13 +51,19 @@ export class RetrySchedule {
     return Math.min(this.policy.attemptTimeoutMs, leftMs);
   }
 
-  /** What follows an attempt: `failure` undefined means an answer retrying cannot change. */
+  /**
+   * What follows an attempt: `failure` undefined means an answer retrying cannot change. The server's
+   * Retry-After replaces our backoff, capped like it at `maxDelayMs`, and any wait is cut to half of what
+   * is left of the deadline: a long hint (a 409 used to carry the owner's whole remaining lease, up to 30 s)
+   * must not end the call while the operation completes moments later. The call stops at the deadline only
+   * when not even a millisecond's wait is left.
+   */
   afterAttempt(failure: RetryableFailure | undefined, nowMs: number): Decision {
     if (!failure) return { retry: false, stoppedBy: 'answer' };
     if (this.#attempts >= this.policy.maxAttempts) return { retry: false, stoppedBy: 'attempts' };
-    // The server's Retry-After wins over our backoff, even above maxDelayMs: it knows when it will be back.
-    const delayMs = failure.retryAfterMs ?? fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
-    if (nowMs + delayMs >= this.deadlineAtMs) return { retry: false, stoppedBy: 'deadline' };
-    return { retry: true, delayMs };
+    const wantedMs = failure.retryAfterMs ?? fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
+    const leftMs = this.deadlineAtMs - nowMs;
+    if (leftMs < 2) return { retry: false, stoppedBy: 'deadline' };
+    return { retry: true, delayMs: Math.min(wantedMs, this.policy.maxDelayMs, Math.floor(leftMs / 2)) };
   }
 }

@@ -78,6 +78,23 @@ export function transactionCases({ test, capabilities }: CaseContext): void {
     });
   }
 
+  test(`wakes a watcher of the key within ${capabilities.wakeWithinMs} ms of a COMMIT that fails (a deferred constraint), and leaves the key free`, async (scope) => {
+    const request = newRequest();
+    const watch = await trackedWatch(scope, request.scope, request.key);
+    const claim = claimedOf(await claimInTransaction(scope, request), 'a new key');
+    // A write whose constraint is only checked at COMMIT: the completion is written, then the COMMIT fails
+    // and takes with it any notification the completion had queued.
+    await claim.db.query('CREATE TEMP TABLE conformance_deferred (id int, UNIQUE (id) DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP');
+    await claim.db.query('INSERT INTO conformance_deferred VALUES (1), (1)');
+    const woken = watch.next(5_000);
+    const failedAtMs = performance.now();
+    await assert.rejects(claim.commit({ replayable: true, response: sampleResponse() }), 'the COMMIT fails');
+    assert.equal(await woken, 'changed', 'the watcher is woken by the failed COMMIT');
+    assert.ok(since(failedAtMs) < capabilities.wakeWithinMs, `woken ${Math.round(since(failedAtMs))} ms after the failed COMMIT`);
+    claimedOf(await again(scope.store, request), 'the key after the failed COMMIT');
+    watch.close();
+  });
+
   if (!capabilities.concurrentTransactions) return;
 
   test(`answers busy within ${BUSY_WITHIN_MS} ms to a second transactional claim of a key whose claim is not committed, and existing once it is`, async (scope) => {

@@ -15,6 +15,11 @@ const SHORT_WAIT_MS = 300;
 /** How early a timeout may come (timers) and how much later than asked it may come. */
 const EARLY_MS = 20;
 const LATE_MS = 500;
+/**
+ * Keys waited for at once in one case: more than PostgresStore announces by default (64 waiters, each a lock
+ * in Postgres' shared lock table); the others must still learn of their change.
+ */
+const MANY_KEYS = 100;
 
 export function watchCases({ test, capabilities }: CaseContext): void {
   const { wakeWithinMs } = capabilities;
@@ -92,6 +97,25 @@ export function watchCases({ test, capabilities }: CaseContext): void {
     },
     2 * SHORT_WAIT_MS + 2 * LATE_MS,
   );
+
+  test(`wakes the watchers of ${MANY_KEYS} keys waiting at once, each within ${wakeWithinMs} ms of the completions (past what a store announces, by polling)`, async (scope) => {
+    const { store } = scope;
+    const requests = Array.from({ length: MANY_KEYS }, () => newRequest());
+    const owners = [];
+    for (const request of requests) owners.push(claimedOf(await store.claim(request), 'a new key'));
+    const watches = [];
+    for (const request of requests) watches.push(await trackedWatch(scope, request.scope, request.key));
+    for (const owner of owners) await store.complete(owner.lease, { replayable: true, response: sampleResponse() });
+    const completedAtMs = performance.now();
+    const woken = await Promise.all(watches.map((watch) => watch.next(LONG_WAIT_MS)));
+    assert.deepEqual(
+      woken,
+      Array.from({ length: MANY_KEYS }, () => 'changed'),
+      'every watcher learns of its completion',
+    );
+    assert.ok(since(completedAtMs) < wakeWithinMs, `the last watcher woken ${Math.round(since(completedAtMs))} ms after the completions`);
+    for (const watch of watches) watch.close();
+  });
 
   test(`close() is idempotent: closing a watcher twice neither throws nor withdraws another watcher of the same key (woken within ${wakeWithinMs} ms)`, async (scope) => {
     const { store } = scope;

@@ -73,17 +73,12 @@ type Listener = (payload: string) => void;
 /** Pause between attempts to LISTEN again after the listening connection was lost. */
 const RELISTEN_DELAY_MS = 1_000;
 
-/**
- * Longest wait of a statement on the listening session for a lock. A waiter's lock waits there only while a
- * completion of its key commits; a bound keeps a stalled commit from holding up every waiter of the process
- * (one that gives up is woken by its own timeout instead of a notification).
- */
-const LISTENER_LOCK_TIMEOUT_MS = 1_000;
-
 class PgDatabase implements SqlDatabase {
   readonly #pool: Pool;
   readonly #statements: Statements;
   readonly #listeners = new Map<string, Set<Listener>>();
+  /** Told when the listening connection was replaced (see SqlDatabase.listen). */
+  readonly #onReconnect = new Set<() => void>();
   #listenClient: Promise<Client> | undefined;
   /** The statements of the listening session, one at a time (node-postgres deprecates overlapping queries on a client). */
   #listenerTurn: Promise<unknown> = Promise.resolve();
@@ -109,7 +104,7 @@ class PgDatabase implements SqlDatabase {
     return new PgTransaction(client, this.#statements);
   }
 
-  async listen(channel: string, onNotify: Listener): Promise<Unsubscribe> {
+  async listen(channel: string, onNotify: Listener, onReconnect?: () => void): Promise<Unsubscribe> {
     const client = await this.#connectListener();
     let callbacks = this.#listeners.get(channel);
     if (!callbacks) {
@@ -118,8 +113,10 @@ class PgDatabase implements SqlDatabase {
       await this.#onListener(client, `LISTEN ${quoteChannel(channel)}`);
     }
     callbacks.add(onNotify);
+    if (onReconnect) this.#onReconnect.add(onReconnect);
     return async () => {
       callbacks.delete(onNotify);
+      if (onReconnect) this.#onReconnect.delete(onReconnect);
     };
   }
 
@@ -165,6 +162,7 @@ class PgDatabase implements SqlDatabase {
         const client = await this.#connectListener();
         for (const channel of this.#listeners.keys()) await this.#onListener(client, `LISTEN ${quoteChannel(channel)}`);
         this.#relistening = false;
+        for (const onReconnect of this.#onReconnect) onReconnect();
       } catch {
         setTimeout(() => void attempt(), RELISTEN_DELAY_MS).unref();
       }
@@ -180,14 +178,15 @@ class PgDatabase implements SqlDatabase {
       for (const callback of this.#listeners.get(message.channel) ?? []) callback(message.payload ?? '');
     });
     client.on('error', () => {
-      // The connection is gone: forget it and LISTEN again on a new one, or waiters would never be woken
-      // again (each would wait out its full waitMs). Until then they fall back to their timeout.
+      // The connection is gone: forget it and LISTEN again on a new one, then tell the subscribers (their
+      // announcements went with the old session). Until then waiters learn of changes by re-reading.
       this.#listenClient = undefined;
       client.end().catch(() => undefined);
       this.#relisten();
     });
+    // No lock_timeout: nothing on this session ever waits for a lock (a waiter's announcement only tries
+    // its lock), since one statement in a lock wait would hold up every waiter of the process.
     await client.connect();
-    await client.query(`SET lock_timeout = ${LISTENER_LOCK_TIMEOUT_MS}`);
     return client;
   }
 }

@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import type { PGliteInterface } from '@electric-sql/pglite';
 import { IdempotencyConfigError } from '../errors.js';
 import { callHook } from '../hooks.js';
-import { nonNegativeNumber, numberAtLeast, optionalFunction, positiveNumber } from '../validation.js';
+import { nonNegativeInteger, nonNegativeNumber, numberAtLeast, optionalFunction, positiveNumber } from '../validation.js';
 import { tableNameOf } from './migration.js';
 import { resolvePartitioning, type PartitioningOptions, type ResolvedPartitioning } from './partition-maintenance.js';
 import { fromPgPool } from './pg-database.js';
@@ -12,6 +12,8 @@ import type { TableName } from './schema.js';
 import type { SqlDatabase } from './sql-database.js';
 
 export const DEFAULT_POLL_INTERVAL_MS = 100;
+/** One session holding as many locks as Postgres sizes its shared lock table for per connection (see maxAnnouncedWaiters). */
+export const DEFAULT_MAX_ANNOUNCED_WAITERS = 64;
 export const DEFAULT_REPLAY_CACHE_ENTRIES = 1_000;
 export const DEFAULT_REPLAY_CACHE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SWEEP_BATCH_SIZE = 1_000;
@@ -54,6 +56,15 @@ export interface PostgresStoreOptions {
    * @default 100
    */
   pollIntervalMs?: number;
+  /**
+   * Most waiting duplicates of this store that announce themselves at once, each with a shared advisory
+   * lock on the listening session (completions notify only while one is held). Past it, a waiter re-reads
+   * the record every `pollIntervalMs` instead. Every held lock takes a slot of Postgres' shared lock table,
+   * sized `max_locks_per_transaction` (64) x `max_connections` for the whole cluster: uncapped, a process
+   * with ~1,000 waiting keys made every session fail with 53200 "out of shared memory". 0 announces none.
+   * @default 64
+   */
+  maxAnnouncedWaiters?: number;
   /**
    * Completed records kept in memory to answer replays without SQL. 0 turns the cache off.
    * @default 1000
@@ -111,6 +122,7 @@ export interface ResolvedStoreOptions {
   partitioning: ResolvedPartitioning | undefined;
   waitStrategy: 'notify' | 'poll';
   pollIntervalMs: number;
+  maxAnnouncedWaiters: number;
   replayCacheEntries: number;
   replayCacheBytes: number;
   lockTimeoutMs: number;
@@ -130,6 +142,7 @@ export function resolveStoreOptions(options: PostgresStoreOptions): ResolvedStor
     partitioning: resolvePartitioning(options.partitioning),
     waitStrategy,
     pollIntervalMs: positiveNumber(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, 'pollIntervalMs'),
+    maxAnnouncedWaiters: nonNegativeInteger(options.maxAnnouncedWaiters ?? DEFAULT_MAX_ANNOUNCED_WAITERS, 'maxAnnouncedWaiters'),
     replayCacheEntries: nonNegativeNumber(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
     replayCacheBytes: nonNegativeNumber(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
     // SET lock_timeout takes whole milliseconds and reads 0 as "no timeout": a value below 1 would round to it.

@@ -2,8 +2,8 @@ import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
-import { FORGET_PREFIX, ForgetNotices } from './forget-notices.js';
-import { findByCorrelationTag, forgetRecord, type ForgetResult } from './operator-records.js';
+import { ForgetNotices } from './forget-notices.js';
+import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -14,6 +14,7 @@ import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 import { buildStatements, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
+import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
 import { openClaimTransaction } from './transaction-control.js';
 import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRecord, IdempotencyStore, Lease, StoreStats, TransactionalClaim } from './types.js';
 import { notifyId, Waiters } from './waiters.js';
@@ -58,16 +59,19 @@ export class PostgresStore implements IdempotencyStore {
       strategy: resolved.waitStrategy,
       pollIntervalMs: resolved.pollIntervalMs,
       table: this.table,
-      listen: (channel, onNotify) => this.#db.listen(channel, onNotify),
-      announcement: queryOnListener && {
-        announce: (scope, key) => queryOnListener(this.#sql.announceWaiter, [scope, key]),
-        withdraw: (scope, key) => queryOnListener(this.#sql.withdrawWaiter, [scope, key]),
+      listen: (channel, onNotify, onReconnect) => this.#db.listen(channel, onNotify, onReconnect),
+      announcer: queryOnListener && {
+        announce: async (scope, key, session) => {
+          const { rows } = await queryOnListener<{ session: number | null }>(this.#sql.announceWaiter, [scope, key, session]);
+          return rows[0]?.session ?? null;
+        },
+        withdraw: (scope, key, session) => queryOnListener(this.#sql.withdrawWaiter, [scope, key, session]),
       },
+      maxAnnouncedWaiters: resolved.maxAnnouncedWaiters,
     });
     // Only a store that caches replays has anything to forget, and only one that can LISTEN can hear of it.
-    const hearsForgets = resolved.waitStrategy === 'notify' && resolved.replayCacheEntries > 0;
-    const listenForNotices = hearsForgets ? (onNotify: (payload: string) => void) => this.#db.listen(this.#waiters.channel, onNotify) : undefined;
-    this.#forgets = new ForgetNotices(listenForNotices, (id) => this.#cache.evict((record) => notifyId(record.scope, record.key) === id));
+    const listens = resolved.waitStrategy === 'notify' && resolved.replayCacheEntries > 0;
+    this.#forgets = new ForgetNotices({ db: this.#db, table: this.table, channel: this.#waiters.channel, cache: this.#cache, listens });
     this.#sweeper = new Sweeper({
       db: this.#db,
       sweepStatement: this.#sql.sweep,
@@ -123,15 +127,17 @@ export class PostgresStore implements IdempotencyStore {
         await tx.rollback();
         return result;
       }
-      return claimedTransaction({
+      const claimed = claimedTransaction({
         tx,
         mark,
         lease: result.lease,
         record: result.record,
         complete: (db, lease, completion, claimMark) => this.#completeOn(db, lease, completion, claimMark),
-        notifyWaiters: (lease) => this.#db.query(this.#sql.notifyWaiters, [lease.scope, lease.key, this.#waiters.channel, notifyId(lease.scope, lease.key)]),
         db: this.#db,
       });
+      return wakingWaitersAtTheEnd(claimed, () =>
+        this.#db.query(this.#sql.notifyWaiters, [request.scope, request.key, this.#waiters.channel, notifyId(request.scope, request.key)]),
+      );
     } catch (error) {
       await tx.rollback().catch(() => undefined);
       throw error;
@@ -178,12 +184,8 @@ export class PostgresStore implements IdempotencyStore {
    * Removes a completed record (an operator's support case: the customer must resubmit), or with `force` an
    * in-progress one whose lease has lapsed; never a live lease. See operator-records.ts.
    */
-  async forget(scope: string, key: string, options: { force?: boolean } = {}): Promise<ForgetResult> {
-    const id = notifyId(scope, key);
-    // The same statement notifies every process to drop the key from its replay cache (forget-notices.ts).
-    const result = await forgetRecord(this.#db, this.table, { scope, key, force: options.force ?? false, channel: this.#waiters.channel, notice: FORGET_PREFIX + id });
-    this.#cache.evict((record) => notifyId(record.scope, record.key) === id);
-    return result;
+  forget(scope: string, key: string, options: { force?: boolean } = {}): Promise<ForgetResult> {
+    return this.#forgets.forget(scope, key, options.force ?? false);
   }
 
   /** The records a problem's occurrence ID points to (`inspect --instance`): a full scan, for operators. */

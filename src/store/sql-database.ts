@@ -30,9 +30,11 @@ export interface SqlDatabase extends SqlQueryable {
   begin(): Promise<SqlTransaction>;
   /**
    * Subscribes to a notification channel. Implementations share one listening connection, however
-   * many channels and callbacks there are.
+   * many channels and callbacks there are. `onReconnect` (optional) is called once the subscription was
+   * renewed on a new connection after the old one was lost: notifications sent in between were missed, and
+   * whatever the old session held (waiters' announcements) is gone.
    */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe>;
+  listen(channel: string, onNotify: (payload: string) => void, onReconnect?: () => void): Promise<Unsubscribe>;
   /**
    * Runs a statement on the listening session: a waiting duplicate holds a lock there for as long as it
    * waits, and completions notify only while such a lock is held. Optional: without it (PGlite, whose one

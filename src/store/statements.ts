@@ -74,8 +74,14 @@ export interface Statements {
   saveStep: string;
   /** Wakes the waiters of a key whose claim was rolled back ($1 scope, $2 key, $3 channel, $4 payload). */
   notifyWaiters: string;
-  /** Held on the listening session by a duplicate waiting for a key, released by withdrawWaiter. */
+  /**
+   * Announces a duplicate waiting for a key ($1 scope, $2 key) on the listening session: a shared lock on the
+   * key, taken without waiting. Returns that session's backend pid as `session` when the lock is held, or
+   * NULL when a completion of the key holds it right now (the waiter then re-reads on its own schedule).
+   * With $3 the session the waiter holds it on already, nothing is taken twice (a re-announcement).
+   */
   announceWaiter: string;
+  /** Releases an announcement, only on the session that took it ($3): a new session never holds it. */
   withdrawWaiter: string;
   find: string;
   sweep: string;
@@ -120,8 +126,9 @@ CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
 /**
  * NOTIFY of one key's waiters ($1 scope, $2 key; channel and payload as given), or, with `'whenWaited'`, only
  * if a waiter holds the key's waiter lock. Taking that lock instead holds it until the transaction ends, so
- * a waiter arriving in between blocks on it until the change is committed and visible to its re-read: no
- * change goes unnoticed. One row either way.
+ * a waiter arriving in between fails to announce itself (it never waits for the lock: the listening session
+ * serves every waiter of the process) and re-reads on its own schedule. One row either way. The NOTIFY
+ * only hastens a wake-up; a waiter's bounded re-reads are what guarantee it (claim-settling.ts).
  */
 function notifyExpression(name: TableName, notify: StatementOptions['notify'], channel: string, payload: string): string {
   if (notify === 'always') return `pg_notify(${channel}, ${payload})`;
@@ -222,8 +229,10 @@ SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
 
     // The key's two parameters typed here: the 'always' expression does not read them.
     notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')} FROM (VALUES ($1::text, $2::text)) AS waited (scope, key)`,
-    announceWaiter: `SELECT pg_advisory_lock_shared(${waiterLockExpression(name, '$1', '$2')})`,
-    withdrawWaiter: `SELECT pg_advisory_unlock_shared(${waiterLockExpression(name, '$1', '$2')})`,
+    // CASE evaluates its branches in order: the lock is only tried when this session does not hold it yet.
+    announceWaiter: `SELECT CASE WHEN pg_backend_pid() = $3::int THEN pg_backend_pid()
+  WHEN pg_try_advisory_lock_shared(${waiterLockExpression(name, '$1', '$2')}) THEN pg_backend_pid() END AS session`,
+    withdrawWaiter: `SELECT CASE WHEN pg_backend_pid() = $3::int THEN pg_advisory_unlock_shared(${waiterLockExpression(name, '$1', '$2')}) END`,
 
     renewLease: `UPDATE ${table} SET
     lease_expires_at = now() + make_interval(secs => $4::float8 / 1000),

@@ -1,4 +1,3 @@
-import { diag } from '@opentelemetry/api';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
@@ -15,8 +14,6 @@ export interface ClaimTransactionParts {
   record: IdempotencyRecord;
   /** Completes the owned record on `db`; with a mark, only while the claim's transaction is open. */
   complete(db: SqlQueryable, lease: Lease, completion: Completion, mark?: string): Promise<void>;
-  /** Wakes the waiters of the key (a rollback sends no notification of its own). */
-  notifyWaiters(lease: Lease): Promise<unknown>;
   /** The pool, outside the claim's transaction. */
   db: SqlQueryable;
 }
@@ -72,8 +69,6 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
         await keepAsExecuted(500);
         throw claimTransactionEnded();
       });
-      // The rollback stands; waiters not woken fall back to their timeout.
-      await parts.notifyWaiters(lease).catch((error: unknown) => diag.warn('koa-idempotency: waking the waiters of a rolled-back claim failed', error));
     },
   };
 }

@@ -2,25 +2,30 @@ import { createHash } from 'node:crypto';
 import { diag } from '@opentelemetry/api';
 import type { TableName } from './schema.js';
 import type { Unsubscribe } from './sql-database.js';
+import { Announcements, type Announcer } from './announcements.js';
 import type { ChangeWatch } from './types.js';
 
 /**
  * Wakes duplicates that wait for the first request of their key. With the `'notify'` strategy every
  * waiter of the process shares ONE subscription (one LISTEN connection per store) and is woken by the
- * NOTIFY that the completing or releasing statement sends; nobody polls. The `'poll'` strategy is the
- * fallback for connections that cannot LISTEN (transaction-pooling PgBouncer): it just sleeps.
+ * NOTIFY that the completing or releasing statement sends. A NOTIFY only hastens a wake-up: the caller
+ * re-reads on a bounded schedule whatever happens (claim-settling.ts), and a waiter that cannot be
+ * notified (no subscription, not announced) answers `'changed'` every `pollIntervalMs`. The `'poll'`
+ * strategy is that alone, for connections that cannot LISTEN (transaction-pooling PgBouncer).
  */
 export interface WaitersOptions {
   strategy: 'notify' | 'poll';
   pollIntervalMs: number;
   /** The records table, whose completions notify on a channel of their own. */
   table: TableName;
-  listen(channel: string, onNotify: (payload: string) => void): Promise<Unsubscribe>;
+  listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<Unsubscribe>;
   /**
    * With `'notify'`: announces a waiter of one key where completions look for it (completions notify only
    * while one is announced), and withdraws it. Without it, completions always notify.
    */
-  announcement?: { announce(scope: string, key: string): Promise<unknown>; withdraw(scope: string, key: string): Promise<unknown> };
+  announcer?: Announcer;
+  /** Most waiters announced at once (PostgresStoreOptions.maxAnnouncedWaiters); the others poll. */
+  maxAnnouncedWaiters: number;
 }
 
 export class Waiters {
@@ -28,46 +33,42 @@ export class Waiters {
   readonly strategy: 'notify' | 'poll';
   readonly #options: WaitersOptions;
   readonly #byId = new Map<string, Set<() => void>>();
+  readonly #announcements: Announcements | undefined;
   #subscription: Promise<Unsubscribe> | undefined;
 
   constructor(options: WaitersOptions) {
     this.#options = options;
     this.channel = notifyChannel(options.table);
     this.strategy = options.strategy;
+    this.#announcements = options.strategy === 'notify' && options.announcer ? new Announcements(options.announcer, options.maxAnnouncedWaiters) : undefined;
   }
 
   /**
    * Registers interest in one record BEFORE the caller re-reads it, so a completion that lands between
    * the read and the wait is not missed: subscribed, then announced (when completions look for waiters).
-   * A waiter that cannot announce itself is woken by its timeout instead.
+   * A waiter that cannot subscribe or announce itself polls instead: never an error, never a lost wake-up.
    */
   async watch(scope: string, key: string): Promise<ChangeWatch> {
-    const watch = await this.#watchId(notifyId(scope, key));
-    const announcement = this.strategy === 'notify' ? this.#options.announcement : undefined;
-    if (!announcement) return watch;
-    const announced = await announcement.announce(scope, key).then(
-      () => true,
-      (error: unknown) => {
-        diag.warn('koa-idempotency: a waiting duplicate could not announce itself; it will be woken by its timeout', error);
-        return false;
-      },
-    );
-    // Withdrawn once only: the announcements of one key share the listening session, and a second unlock
-    // would release another waiter's lock (its completion would then send no notification).
-    let withdrawn = !announced;
+    const { pollIntervalMs } = this.#options;
+    if (this.strategy === 'poll') return pollWatch(pollIntervalMs);
+    const watch = await this.#watchId(notifyId(scope, key)).catch((error: unknown) => {
+      diag.warn('koa-idempotency: a waiting duplicate could not subscribe to notifications (LISTEN); it re-reads the record every pollIntervalMs', error);
+      return undefined;
+    });
+    if (!watch) return pollWatch(pollIntervalMs);
+    if (!this.#announcements) return watch;
+    const withdraw = await this.#announcements.announce(scope, key);
+    if (!withdraw) return polling(watch, pollIntervalMs);
     return {
       next: (timeoutMs) => watch.next(timeoutMs),
       close: () => {
         watch.close();
-        if (withdrawn) return;
-        withdrawn = true;
-        void announcement.withdraw(scope, key).catch(() => undefined);
+        withdraw();
       },
     };
   }
 
   async #watchId(id: string): Promise<ChangeWatch> {
-    if (this.#options.strategy === 'poll') return pollWatch(this.#options.pollIntervalMs);
     await this.#subscribe();
     let wake: (() => void) | undefined;
     let changed = false;
@@ -114,15 +115,36 @@ export class Waiters {
 
   #subscribe(): Promise<Unsubscribe> {
     this.#subscription ??= this.#options
-      .listen(this.channel, (payload) => {
-        for (const onChange of this.#byId.get(payload) ?? []) onChange();
-      })
+      .listen(
+        this.channel,
+        (payload) => {
+          for (const onChange of this.#byId.get(payload) ?? []) onChange();
+        },
+        () => this.#reconnected(),
+      )
       .catch((error: unknown) => {
         this.#subscription = undefined;
         throw error;
       });
     return this.#subscription;
   }
+
+  /** The listening connection was replaced: announce again, and wake everyone (a NOTIFY may have been missed). */
+  #reconnected(): void {
+    this.#announcements?.reannounce();
+    for (const set of this.#byId.values()) for (const onChange of set) onChange();
+  }
+}
+
+/** A subscribed watch that is not announced (completions may not notify it): it also answers every `pollIntervalMs`. */
+function polling(watch: ChangeWatch, pollIntervalMs: number): ChangeWatch {
+  return {
+    next: async (timeoutMs) => {
+      const woken = await watch.next(Math.min(timeoutMs, pollIntervalMs));
+      return woken === 'timeout' && timeoutMs > pollIntervalMs ? 'changed' : woken;
+    },
+    close: () => watch.close(),
+  };
 }
 
 function pollWatch(pollIntervalMs: number): ChangeWatch {

@@ -46,3 +46,14 @@ export function withCorrelationBaggage(context: OtelContext, correlationId: stri
   const withBaggage = propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
   return withBaggage.setValue(LOCAL_CORRELATION_ID, correlationId);
 }
+
+/**
+ * The context without a correlation ID that came from the caller's baggage, for a request the middleware
+ * does not key: forwarded unchanged, a client's forged ID would reach downstream services that trust their
+ * callers (`trustInboundCorrelationId`) and be adopted there. An ID this process decided stays.
+ */
+export function withoutInboundCorrelationId(context: OtelContext): OtelContext {
+  const baggage = propagation.getBaggage(context);
+  if (baggage?.getEntry(BAGGAGE_CORRELATION_ID) === undefined || localCorrelationId(context) !== undefined) return context;
+  return propagation.setBaggage(context, baggage.removeEntry(BAGGAGE_CORRELATION_ID));
+}

@@ -1,17 +1,22 @@
-import type { IncomingHttpHeaders } from 'node:http';
-import { SamplingDecision, isValidTraceId, type Attributes, type Sampler, type SamplingResult } from '@opentelemetry/api';
-import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from '../options.js';
-import { readKey } from '../key.js';
+import { SamplingDecision, isValidTraceId, trace, type Attributes, type Context, type Sampler, type SamplingResult } from '@opentelemetry/api';
 import { numberInRange } from '../validation.js';
-import { keyHash } from './correlation.js';
+import { inboundRandomness, keeps, randomnessOfHex, randomnessOfTraceId, thresholdOf, withSamplingState } from './consistent-sampling.js';
 import { ATTR } from './names.js';
 
 /**
- * Head sampling that keeps or drops every request of one intent together. With trace-ID ratio sampling the
- * original and a retry are both kept only ratio² of the time, so most kept retries would point (by their
- * `idempotency.original_trace_id` and span link) at an original that was dropped. This sampler decides a keyed
- * request on the hash of its Idempotency-Key instead: the original and every retry carry the same key, so they
- * get the same decision. Requests without a key fall back to a trace-ID ratio, as `TraceIdRatioBasedSampler`.
+ * Head sampling that keeps or drops every request of one intent together, and tells every sampler after it
+ * why. With trace-ID ratio sampling the original and a retry are both kept only ratio² of the time, so most
+ * kept retries would point (by their `idempotency.original_trace_id` and span link) at an original that was
+ * dropped. This sampler decides a keyed request on the hash of its Idempotency-Key instead: the original and
+ * every retry carry the same key, so they get the same decision.
+ *
+ * It speaks consistent probability sampling (OTEP 235): the randomness of a keyed request is the key hash's
+ * first 56 bits, written to the tracestate as `ot=rv:…`, and a kept span carries the threshold it was kept
+ * at (`ot=th:…`). A downstream service or Collector running a consistent sampler (the SDK's
+ * ProbabilitySampler, a Collector's probabilistic sampler in proportional mode) reads that same `rv`, so at
+ * its own ratio it too keeps or drops whole intents, and it computes adjusted counts from `th`. A request
+ * without a key uses the caller's `rv` if it sent one, else the trace ID's last 56 bits, exactly as the
+ * SDK's consistent ProbabilitySampler does.
  *
  * The server span starts before Koa runs, so the sampler cannot see the middleware's scope: the decision uses
  * the key alone. Keys are chosen per principal, so two principals who happen to send the same key share a
@@ -32,40 +37,26 @@ export interface IdempotencySamplerOptions {
   ratio?: number;
 }
 
-/** Both hashes are read as 32-bit values, as TraceIdRatioBasedSampler reads trace IDs. */
-const ALL_32_BIT_VALUES = 0x1_0000_0000;
-
 export function idempotencySampler(options: IdempotencySamplerOptions = {}): Sampler {
   const ratio = numberInRange(options.ratio ?? 1, 'idempotencySampler: ratio', 0, 1);
-  // Sampled when the 32-bit value is below this bound: ratio 1 keeps all, ratio 0 none. The bound is
-  // TraceIdRatioBasedSampler's, so an unkeyed trace gets exactly the decision that sampler would make.
-  const bound = ratio === 1 ? ALL_32_BIT_VALUES : Math.floor(ratio * 0xffff_ffff);
-  const decide = (value: number): SamplingResult => ({ decision: value < bound ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD });
+  const threshold = thresholdOf(ratio);
   return {
-    shouldSample(_context, traceId, _spanName, _spanKind, attributes: Attributes) {
+    shouldSample(context: Context, traceId: string, _spanName, _spanKind, attributes: Attributes): SamplingResult {
+      const callerState = trace.getSpanContext(context)?.traceState;
       const hash = attributes[ATTR.KEY_HASH];
-      if (typeof hash === 'string' && /^[0-9a-f]{8}/.test(hash)) return decide(parseInt(hash.slice(0, 8), 16));
-      return isValidTraceId(traceId) ? decide(traceIdValue(traceId)) : { decision: SamplingDecision.NOT_RECORD };
+      // The key's randomness is written out: nothing downstream can derive it from the trace ID.
+      const keyRandomness = typeof hash === 'string' ? randomnessOfHex(hash) : undefined;
+      const callerRandomness = keyRandomness === undefined ? inboundRandomness(callerState) : undefined;
+      if (keyRandomness === undefined && callerRandomness === undefined && !isValidTraceId(traceId)) {
+        return { decision: SamplingDecision.NOT_RECORD };
+      }
+      const randomness = keyRandomness ?? callerRandomness ?? randomnessOfTraceId(traceId);
+      const kept = keeps(randomness, threshold);
+      return {
+        decision: kept ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD,
+        traceState: withSamplingState(callerState, { randomness: keyRandomness ?? callerRandomness, threshold: kept ? threshold : undefined }),
+      };
     },
     toString: () => `IdempotencySampler{ratio=${ratio}}`,
   };
-}
-
-/** TraceIdRatioBasedSampler's reading of a trace ID (its 32-bit words XORed), reimplemented on the API alone. */
-function traceIdValue(traceId: string): number {
-  let accumulation = 0;
-  for (let i = 0; i < 32; i += 8) accumulation = (accumulation ^ parseInt(traceId.slice(i, i + 8), 16)) >>> 0;
-  return accumulation;
-}
-
-/**
- * `{ 'idempotency.key_hash': … }` for a request that carries an idempotency key, else `{}`: for the HTTP
- * instrumentation's `startIncomingSpanHook`, so the hash is on the server span when it starts, where
- * samplers see it. The header is read as the middleware reads it (a quoted key is unquoted), so the hash is
- * the one the middleware sets; a header it would refuse gets none (that request falls back to the trace ID).
- * Pass the middleware's `headerName` if it is not the default.
- */
-export function keyHashAttributes(request: { headers: IncomingHttpHeaders }, headerName: string = DEFAULT_HEADER_NAME): Attributes {
-  const reading = readKey(request.headers[headerName.toLowerCase()], { minKeyLength: 1, maxKeyLength: DEFAULT_MAX_KEY_LENGTH });
-  return reading.kind === 'valid' ? { [ATTR.KEY_HASH]: keyHash(reading.key) } : {};
 }

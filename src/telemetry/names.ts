@@ -46,6 +46,12 @@ export const ATTR = {
   PROBLEM_TYPE: 'idempotency.problem.type',
   /** Status of a record an operator removed (`forget` event attribute): `completed` or `in_progress`. */
   RECORD_STATUS: 'idempotency.record.status',
+  /**
+   * On a store failure, its SQLSTATE or error code, as `error.type` also carries: on the HTTP server span the
+   * stable HTTP conventions (SDK 3's instrumentation) overwrite `error.type` with the status code at the
+   * response's end, so this copy is the one that survives there.
+   */
+  STORE_ERROR_TYPE: 'idempotency.store.error_type',
   /** Standard attributes reused on metrics. */
   HTTP_ROUTE: 'http.route',
   HTTP_METHOD: 'http.request.method',

@@ -87,7 +87,8 @@ export class RequestTelemetry {
   storeFailure(error: unknown, operation: Operation = OPERATION.CLAIM): void {
     this.#span?.recordException(error instanceof Error ? error : String(error));
     this.#span?.setStatus({ code: SpanStatusCode.ERROR, message: `idempotency store ${operation} failed` });
-    this.#span?.setAttribute(ATTR.ERROR_TYPE, errorType(error));
+    const type = errorType(error);
+    this.#span?.setAttributes({ [ATTR.ERROR_TYPE]: type, [ATTR.STORE_ERROR_TYPE]: type });
   }
 
   claimed(): void {
