@@ -41,7 +41,7 @@ DECLARE
   v_expires_at timestamptz := now() + make_interval(secs => p_ttl_seconds);
 BEGIN
   SELECT * INTO v_row FROM "public"."idempotency_records" r WHERE r.scope = p_scope AND r.key = p_key;
-  IF FOUND AND NOT (v_row.expires_at <= now() OR (v_row.status = 'in_progress' AND v_row.lease_expires_at <= now() AND v_row.fingerprint = p_fingerprint)) THEN
+  IF FOUND AND NOT (v_row.expires_at <= now() OR (v_row.status = 'in_progress' AND v_row.lease_expires_at <= now() AND split_part(v_row.fingerprint, ' ', 1) = split_part(p_fingerprint, ' ', 1))) THEN
     RETURN QUERY SELECT true, false, v_row;
     RETURN;
   END IF;
@@ -54,7 +54,7 @@ BEGIN
   END IF;
 
   SELECT * INTO v_row FROM "public"."idempotency_records" r WHERE r.scope = p_scope AND r.key = p_key FOR UPDATE;
-  IF FOUND AND NOT (v_row.expires_at <= now() OR (v_row.status = 'in_progress' AND v_row.lease_expires_at <= now() AND v_row.fingerprint = p_fingerprint)) THEN
+  IF FOUND AND NOT (v_row.expires_at <= now() OR (v_row.status = 'in_progress' AND v_row.lease_expires_at <= now() AND split_part(v_row.fingerprint, ' ', 1) = split_part(p_fingerprint, ' ', 1))) THEN
     RETURN QUERY SELECT true, false, v_row;
     RETURN;
   END IF;

@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { FINGERPRINT_VERSION } from './fingerprint.js';
+import { fingerprintHead, type Differences } from './fingerprint-parts.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from './options.js';
 import { sendProblem } from './problems.js';
 import { replayResponse } from './response.js';
@@ -11,15 +12,17 @@ import { OUTCOME, type Outcome } from './telemetry/names.js';
  * version is trusted on its key alone, so upgrading the library never turns honest retries into 422s.
  */
 export function isSameRequest(record: IdempotencyRecord, fingerprint: string): boolean {
-  return record.fingerprintVersion !== FINGERPRINT_VERSION || record.fingerprint === fingerprint;
+  // Only the fingerprint itself is compared, not the per-part digests stored after it (fingerprint-parts.ts).
+  return record.fingerprintVersion !== FINGERPRINT_VERSION || fingerprintHead(record.fingerprint) === fingerprintHead(fingerprint);
 }
 
-/** Answers a request whose key is held by an existing record: key reused (422), replay, not replayable or in progress (409). */
-export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerprint: string): Outcome {
+/**
+ * Answers a request whose key is held by an existing record: key reused (422), replay, not replayable or in
+ * progress (409). `describeReuse` tells what differs from the record's request, for the 422's `differences`.
+ */
+export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerprint: string, describeReuse?: (stored: string) => Differences | undefined): Outcome {
   if (!isSameRequest(record, fingerprint)) {
-    sendProblem(ctx, 'keyReused', {
-      detail: 'This Idempotency-Key was first used with a different method, path or body. Use a new key for a new request.',
-    });
+    answerKeyReused(ctx, describeReuse?.(record.fingerprint));
     return OUTCOME.KEY_REUSED;
   }
   if (record.status === 'completed') {
@@ -34,6 +37,21 @@ export function answerDuplicate(ctx: Context, record: IdempotencyRecord, fingerp
     return OUTCOME.NOT_REPLAYABLE;
   }
   return answerInProgress(ctx);
+}
+
+/**
+ * The 422, with what differed when the record kept its per-part digests (a record written before they existed
+ * answers without): the parts and JSON Pointers, never a value.
+ */
+function answerKeyReused(ctx: Context, found: Differences | undefined): void {
+  const differing = found && [...found.parts.filter((part) => part !== 'body' || !found.members?.length), ...(found.members ?? [])];
+  sendProblem(ctx, 'keyReused', {
+    detail:
+      differing && differing.length > 0
+        ? `This Idempotency-Key was first used with a different request (it differs in: ${differing.join(', ')}). Use a new key for a new request.`
+        : 'This Idempotency-Key was first used with a different method, path or body. Use a new key for a new request.',
+    ...(found ? { extensions: { differences: found } } : {}),
+  });
 }
 
 /**

@@ -17,6 +17,7 @@ export { IdempotencyError, StoreUnavailableError, FencedError, IdempotencyConfig
 export { CompletionRolledBackError } from './store/completion-rolled-back.js';
 export { TransactionControlError } from './store/transaction-control.js';
 export { PROBLEMS, problemType } from './problems.js';
+export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './openapi.js';
 export type { ProblemName } from './problems.js';
 export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
 export type { StoredResponse } from './response.js';
@@ -24,7 +25,7 @@ export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
 export type { FingerprintInput } from './fingerprint.js';
 
 export { PostgresStore } from './store/postgres-store.js';
-export type { PostgresStoreOptions, SweepOptions, SweepReport } from './store/postgres-store.js';
+export type { PostgresStoreOptions, SweepOptions, SweepReport, ForgetResult } from './store/postgres-store.js';
 export { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS, DEFAULT_PARTITION_LOCK_TIMEOUT_MS } from './store/partition-maintenance.js';
 export type { PartitioningOptions, PartitionReport } from './store/partition-maintenance.js';
 export { fromPgPool } from './store/pg-database.js';

@@ -6,13 +6,15 @@ import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
+import { differences, fingerprintParts, withParts, type Differences } from './fingerprint-parts.js';
 import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
 import { callAsyncHook } from './hooks.js';
 import { readKey, type KeyReading } from './key.js';
 import { completeLeased, keepLeaseAlive } from './lease.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
-import { answerRequestFailed, sendProblem, type ProblemName } from './problems.js';
+import { answerRequestFailed, noteProblemSubject, sendProblem, type ProblemName } from './problems.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
+import { markReplayAliases } from './response.js';
 import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
 import { countRejectedKey } from './telemetry/metrics.js';
 import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from './telemetry/names.js';
@@ -38,12 +40,14 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       return;
     }
 
+    if (reading.kind === 'valid' && config.includeKeyInProblems) noteProblemSubject(ctx, { key: reading.key });
     const claim = reading.kind === 'valid' ? await readClaimRequest(ctx, config, reading.key) : keyRejection(reading, config);
     if (claim.kind !== 'request') return answerRejection(ctx, config, claim);
     const { request } = claim;
     const telemetry = new RequestTelemetry(request.scope, request.key, { route: config.routeName(ctx), method: ctx.method, mode }, config.telemetry);
     request.correlationId = telemetry.correlationId;
     request.traceparent = telemetry.traceparent();
+    noteProblemSubject(ctx, { correlationId: telemetry.correlationId });
     await telemetry.run(async () => {
       // A handler that throws has had its claim released (or rolled back) before the error propagates.
       let outcome: Outcome = OUTCOME.RELEASED;
@@ -98,14 +102,17 @@ async function readClaimRequest(ctx: Context, config: ResolvedOptions, key: stri
   const scope = await callAsyncHook('scope', async () => scopeString(await config.scope(ctx)), 'the request is answered 500 request-failed');
   if (!scope.ok) return { kind: 'scopeFailed', error: scope.error };
   try {
+    const { input } = reading;
+    const salt = `${scope.value.length}:${scope.value}\n${key}`;
     const request = {
       scope: scope.value,
       key,
-      fingerprint: fingerprint(reading.input),
+      fingerprint: withParts(fingerprint(input), fingerprintParts(input, salt)),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,
       ttlSeconds: config.ttlSeconds,
     };
+    reuseDescriptions.set(request, (stored) => differences(stored, input, salt));
     return { kind: 'request', request };
   } catch (error) {
     if (!(error instanceof UnfingerprintableBodyError)) throw error;
@@ -130,7 +137,7 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
   const claim = await settleClaim(() => config.store.claim(request), request, config, telemetry);
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
-  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);
 
   const { lease, record } = claim;
   const release = () => config.store.release(lease).catch(reportStoreError(OPERATION.RELEASE, telemetry));
@@ -153,7 +160,7 @@ async function runTransactional(ctx: Context, next: Next, request: ClaimRequest,
   const claim = await settleClaim(() => config.store.claimInTransaction(request), request, config, telemetry);
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
-  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, telemetry);
+  if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);
 
   const rollback = () => claim.rollback().catch(reportStoreError(OPERATION.ROLLBACK, telemetry));
   return holdingClaim(rollback, telemetry, async () => {
@@ -217,8 +224,12 @@ function executedOutcome(record: IdempotencyRecord, telemetry: RequestTelemetry)
   return OUTCOME.TAKEOVER;
 }
 
-function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, telemetry: RequestTelemetry): Outcome {
-  const outcome = answerDuplicate(ctx, record, request.fingerprint);
+/** How a request differs from the one a record was written for (fingerprint-parts.ts), for its 422. */
+const reuseDescriptions = new WeakMap<ClaimRequest, (stored: string) => Differences | undefined>();
+
+function duplicate(ctx: Context, record: IdempotencyRecord, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Outcome {
+  const outcome = answerDuplicate(ctx, record, request.fingerprint, reuseDescriptions.get(request));
+  if (outcome === OUTCOME.REPLAYED) markReplayAliases(ctx, config.replayedHeaderAliases);
   telemetry.duplicate(outcome, record);
   return outcome;
 }

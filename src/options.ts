@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import { IdempotencyConfigError } from './errors.js';
 import { defaultRouteName, guardRequired, guardRouteName } from './hooks.js';
+import { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
 import type { IdempotencyStore } from './store/types.js';
 import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from './validation.js';
 
@@ -165,6 +166,21 @@ export interface IdempotencyOptions {
    * @default the @koa/router route template (`ctx._matchedRoute`), else 'unmatched'
    */
   routeName?: (ctx: Context) => string;
+  /**
+   * Put the raw key in every problem body answered after a valid key was read, as the `idempotency_key`
+   * extension member. Off by default: problem bodies end up in client and proxy logs, where a key (which
+   * can be guessable or carry client data) would let a reader replay another's request.
+   * @default false
+   */
+  includeKeyInProblems?: boolean;
+  /**
+   * More response header names that mark a replay, each sent as `<name>: true` beside
+   * `Idempotent-Replayed: true`, for clients written against servers that use another name
+   * (`Idempotency-Replayed`, `X-Idempotent-Replayed`). Like the marker, an alias is never stored or replayed
+   * from a handler's response.
+   * @default [] (only `Idempotent-Replayed`)
+   */
+  replayedHeaderAliases?: readonly string[];
   telemetry?: TelemetryOptions;
 }
 
@@ -193,7 +209,30 @@ export interface ResolvedOptions {
   waitRecheckMs: number;
   storeRetryAfterSeconds: number;
   routeName: (ctx: Context) => string;
+  includeKeyInProblems: boolean;
+  /** Lower-case names, without `idempotent-replayed` itself. */
+  replayedHeaderAliases: readonly string[];
   telemetry: Required<TelemetryOptions>;
+}
+
+const HEADER_NAME = /^[A-Za-z0-9-]+$/;
+
+/**
+ * The replay marker's aliases, lower-cased and without the marker itself. A name the library never replays
+ * (Set-Cookie, Authorization, hop-by-hop) or the key's own header would change what a response means, so it is refused.
+ */
+function replayAliases(aliases: readonly string[], headerName: string): string[] {
+  if (!Array.isArray(aliases)) throw new IdempotencyConfigError('replayedHeaderAliases must be an array of header names');
+  const names = new Set<string>();
+  for (const alias of aliases as unknown[]) {
+    if (typeof alias !== 'string' || !HEADER_NAME.test(alias)) throw new IdempotencyConfigError(`replayedHeaderAliases: not a header name: ${String(alias)}`);
+    const name = alias.toLowerCase();
+    if (name === headerName.toLowerCase() || (NEVER_REPLAYED_HEADERS.has(name) && name !== REPLAYED_HEADER.toLowerCase())) {
+      throw new IdempotencyConfigError(`replayedHeaderAliases: ${alias} cannot mark a replay (it is the key's header, or a header never replayed)`);
+    }
+    if (name !== REPLAYED_HEADER.toLowerCase()) names.add(name);
+  }
+  return [...names];
 }
 
 /** Resolves defaults once and throws an IdempotencyConfigError for a bad value, at construction, not per request. */
@@ -211,7 +250,8 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   const onInProgress = options.onInProgress ?? 'reject';
   if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
   const headerName = options.headerName ?? DEFAULT_HEADER_NAME;
-  if (!/^[A-Za-z0-9-]+$/.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
+  if (!HEADER_NAME.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
+  const replayedHeaderAliases = replayAliases(options.replayedHeaderAliases ?? [], headerName);
   const leaseMs = positiveInteger(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs');
   const ttlSeconds = positiveInteger(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds');
   if (ttlSeconds * 1000 <= leaseMs) {
@@ -232,13 +272,16 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     ttlSeconds,
     maxBodyBytes: nonNegativeInteger(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes'),
     shouldStore: shouldStore ?? storeSuccessAndClientErrors,
-    excludeHeaders: new Set((options.excludeHeaders ?? []).map((name) => name.toLowerCase())),
+    // An alias set by a handler must not be stored: a replay sends the marker itself, and a first answer never does.
+    excludeHeaders: new Set([...(options.excludeHeaders ?? []).map((name) => name.toLowerCase()), ...replayedHeaderAliases]),
     transactional: options.transactional ?? false,
     onInProgress,
     waitMs: nonNegativeInteger(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs'),
     waitRecheckMs: positiveInteger(options.waitRecheckMs ?? DEFAULT_WAIT_RECHECK_MS, 'waitRecheckMs'),
     storeRetryAfterSeconds: positiveInteger(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds'),
     routeName: routeName ? guardRouteName(routeName) : defaultRouteName,
+    includeKeyInProblems: options.includeKeyInProblems ?? false,
+    replayedHeaderAliases,
     telemetry: {
       recordRawKey: options.telemetry?.recordRawKey ?? false,
       recordScope: options.telemetry?.recordScope ?? false,

@@ -83,6 +83,11 @@ export function replayResponse(ctx: Context, response: StoredResponse): void {
   ctx.set(REPLAYED_HEADER, 'true');
 }
 
+/** The `replayedHeaderAliases` option: the replay marker under other servers' names too. */
+export function markReplayAliases(ctx: Context, aliases: readonly string[]): void {
+  for (const alias of aliases) ctx.set(alias, 'true');
+}
+
 function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>, outer: HeaderSnapshot): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of snapshotHeaders(ctx)) {

@@ -51,14 +51,14 @@ describe.concurrent('koa-idempotency CLI without a database', () => {
     const run = await cli(['--help']);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('Usage: koa-idempotency <command>');
-    for (const command of ['migrate', 'sweep', 'inspect', 'stats']) expect(run.stdout).toContain(command);
-    expect(run.stdout).toContain('Exit codes: 0 ok, 1 inspect found no record, 2 usage error');
+    for (const command of ['migrate', 'sweep', 'inspect', 'stats', 'forget']) expect(run.stdout).toContain(command);
+    expect(run.stdout).toContain('Exit codes: 0 ok, 1 inspect or forget found no record, 2 usage error');
   });
 
   it('prints the help of one command', async () => {
     const run = await cli(['inspect', '--help']);
     expect(run.code).toBe(0);
-    expect(run.stdout).toContain('Usage: koa-idempotency inspect --key K');
+    expect(run.stdout).toContain('Usage: koa-idempotency inspect (--key K [--scope S] | --instance URN)');
   });
 
   it('documents the partitioning flags, and where sweep takes the interval from', async () => {
@@ -74,7 +74,7 @@ describe.concurrent('koa-idempotency CLI without a database', () => {
     [['stats', '--key', 'k'], /stats does not take --key/],
     [['stats', '--bogus'], /Unknown option '--bogus'/],
     [['stats', 'extra'], /unexpected argument "extra"/],
-    [['inspect'], /inspect needs --key/],
+    [['inspect'], /inspect needs either --key or --instance/],
     [['sweep', '--batch-size', '0'], /--batch-size must be a positive integer/],
     [['sweep', '--max-batches', '1.5'], /--max-batches must be a positive integer/],
     [['stats', '--table', 'x; DROP TABLE y'], /--table must match/],

@@ -151,6 +151,24 @@ describe('what is retried', () => {
     expect(new Set(keysSent()).size).toBe(1);
   });
 
+  it("follows a problem's boolean retryable member over its status: a retryable 500 is retried, a 503 that is not is returned", async () => {
+    const problem = (status: number, retryable: boolean) => ({
+      status,
+      headers: { 'content-type': 'application/problem+json' },
+      body: JSON.stringify({ type: 'urn:example:problem', status, retryable }),
+    });
+    scripted.script([problem(500, true), { status: 201 }]);
+    const retried = await idempotentFetch(scripted.url, post(), QUICK);
+    expect([retried.status, retried.attempts]).toEqual([201, 2]);
+    expect(new Set(keysSent()).size).toBe(1);
+    scripted.script([problem(503, false), { status: 201 }]);
+    const returned = await idempotentFetch(scripted.url, post(), QUICK);
+    expect([returned.status, returned.attempts, returned.stoppedBy]).toEqual([503, 1, 'answer']);
+    // A member that is not a boolean is no answer: the status decides, as for servers that send none.
+    scripted.script([{ ...problem(503, true), body: '{"status":503,"retryable":"yes"}' }, { status: 201 }]);
+    expect((await idempotentFetch(scripted.url, post(), QUICK)).attempts).toBe(2);
+  });
+
   it('says whether the answer was a replay (Idempotent-Replayed: true)', async () => {
     scripted.script([{ status: 201, headers: { 'idempotent-replayed': 'true' } }]);
     expect((await idempotentFetch(scripted.url, post())).replayed).toBe(true);

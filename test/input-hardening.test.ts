@@ -195,8 +195,9 @@ describe.each(databaseTargets())('input hardening on $name', (target) => {
         const form = randomUUID();
         expect((await send(url, { key: json, path: '/orders?dry=1', type: 'application/json', body: '{"currency":"EUR","amount":5}' })).status).toBe(201);
         expect((await send(url, { key: form, path: '/orders?dry=1', type: 'application/x-www-form-urlencoded', body: 'amount=5&currency=EUR' })).status).toBe(201);
-        expect((await store.find('', json))?.fingerprint).toBe('88cb5e4170832ee270967a2cdbede6db6f8a78b159f28dc9c00b371cb3175837');
-        expect((await store.find('', form))?.fingerprint).toBe('f59439a1d2104da2af5dfcc939d2e9a61b36e4dc5c4ada8a54291f30e0a2873b');
+        // The first word: the per-part digests stored after it (for the 422's differences) are not the fingerprint.
+        expect((await store.find('', json))?.fingerprint.split(' ')[0]).toBe('88cb5e4170832ee270967a2cdbede6db6f8a78b159f28dc9c00b371cb3175837');
+        expect((await store.find('', form))?.fingerprint.split(' ')[0]).toBe('f59439a1d2104da2af5dfcc939d2e9a61b36e4dc5c4ada8a54291f30e0a2873b');
       });
     });
   });

@@ -31,13 +31,14 @@ const PAYMENT = { amount: 4200, currency: 'EUR' };
 
 type Intent = keyof typeof KEYS;
 /** What the client saw, in the order it was sent. */
-const answers: Record<Intent, { status: number; replayed: boolean }[]> = { replay: [], concurrent: [], mismatch: [] };
+const answers: Record<Intent, { status: number; replayed: boolean; instance?: string }[]> = { replay: [], concurrent: [], mismatch: [] };
 /** Every JSON document Jaeger returned to the test: the raw keys must be in none of them. */
 const returned: string[] = [];
 
 async function send(intent: Intent, body: object = PAYMENT) {
   const response = await postJson(`${example.baseUrl}/payments`, body, { key: KEYS[intent], account: ACCOUNT });
-  answers[intent].push({ status: response.status, replayed: response.headers.get(REPLAYED_HEADER) === 'true' });
+  const instance = response.status >= 400 ? (JSON.parse(response.text) as { instance?: string }).instance : undefined;
+  answers[intent].push({ status: response.status, replayed: response.headers.get(REPLAYED_HEADER) === 'true', ...(instance ? { instance } : {}) });
 }
 
 let jaeger: JaegerServer;
@@ -94,6 +95,18 @@ describe.skipIf(!JAEGER_BINARY)(
       expect(jaegerBinaryVersion(JAEGER_BINARY!)).toBe(`v${JAEGER_RELEASE}`);
     });
 
+    it("finds the trace of a client's problem answer with one tag search on its instance (idempotency.problem.instance)", async () => {
+      const instance = answers.mismatch[1]!.instance!;
+      expect(instance).toMatch(/^urn:uuid:[0-9a-f-]{36}$/);
+      const { traces: found, raw } = await searchTraces(jaeger, { service: 'payments', tags: { [ATTR.PROBLEM_INSTANCE]: instance }, limit: 20 });
+      returned.push(raw);
+      expect(found).toHaveLength(1);
+      const span = serverSpan(found[0]!, 'payments')!;
+      expect(tag(span.tags, ATTR.OUTCOME)).toBe(OUTCOME.KEY_REUSED);
+      expect(tag(span.tags, ATTR.PROBLEM_TYPE)).toBe('key-reused');
+      expect(tag(span.tags, ATTR.CORRELATION_ID)).toBe(ID.mismatch);
+    });
+
     it('answers the scenarios as the demo expects: 201 then two replays; one execution of three copies; 201 then 422', () => {
       expect(answers.replay).toEqual([
         { status: 201, replayed: false },
@@ -102,6 +115,7 @@ describe.skipIf(!JAEGER_BINARY)(
       ]);
       expect(answers.concurrent.filter((answer) => answer.status === 201 && !answer.replayed)).toHaveLength(1);
       expect(answers.mismatch.map((answer) => answer.status)).toEqual([201, 422]);
+      expect(answers.replay.every((answer) => answer.instance === undefined)).toBe(true);
     });
 
     it('finds the original and every retry by tag idempotency.correlation_id, with spans of both services', () => {

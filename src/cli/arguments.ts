@@ -19,6 +19,8 @@ const OPTIONS = {
   scope: { type: 'string' },
   key: { type: 'string' },
   'jaeger-url': { type: 'string' },
+  instance: { type: 'string' },
+  force: { type: 'boolean' },
   partitioned: { type: 'boolean' },
   'partition-interval-seconds': { type: 'string' },
   'premade-partitions': { type: 'string' },
@@ -43,9 +45,18 @@ export const COMMANDS = {
     flags: ['batch-size', 'max-batches', 'partition-interval-seconds', 'premade-partitions'],
   },
   inspect: {
-    summary: 'Show one record: status, age, attempt, correlation ID, original trace ID and its Jaeger URL.',
-    usage: 'inspect --key K [--scope S] [--jaeger-url URL]',
-    flags: ['scope', 'key', 'jaeger-url'],
+    summary:
+      'Show one record: status, age, attempt, correlation ID, original trace ID and its Jaeger URL. With --instance, the\n' +
+      'record a problem answer concerned, from the urn:uuid in its `instance` member (reads the whole table).',
+    usage: 'inspect (--key K [--scope S] | --instance URN) [--jaeger-url URL]',
+    flags: ['scope', 'key', 'instance', 'jaeger-url'],
+  },
+  forget: {
+    summary:
+      'Delete one completed record, so its key runs again on its next request (a support case: the customer must\n' +
+      'resubmit). An in-progress record is refused (exit 5) unless its lease has lapsed and --force is given.',
+    usage: 'forget --key K [--scope S] [--force]',
+    flags: ['scope', 'key', 'force'],
   },
   stats: {
     summary: 'Records by status, the age of the oldest one, and in-progress records whose lease lapsed.',
@@ -72,8 +83,12 @@ export type Invocation =
   /** `partitioning` is undefined without --partitioned. */
   | (Common & { command: 'migrate'; printSql: boolean; partitioning: PartitionFlags | undefined })
   | (Common & { command: 'sweep'; batchSize: number | undefined; maxBatches: number | undefined; partitions: PartitionFlags })
-  | (Common & { command: 'inspect'; scope: string; key: string; jaegerUrl: string })
+  | (Common & { command: 'inspect'; target: InspectTarget; jaegerUrl: string })
+  | (Common & { command: 'forget'; scope: string; key: string; force: boolean })
   | (Common & { command: 'stats' });
+
+/** What inspect looks up: one (scope, key), or the record a problem occurrence ID points to. */
+export type InspectTarget = { scope: string; key: string } | { instance: string };
 
 /** Parses argv (without `node` and the script). Throws a usage CliError on anything unexpected. */
 export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
@@ -116,16 +131,16 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
         maxBatches: optionalPositiveInteger(values['max-batches'], 'max-batches'),
         partitions: partitionFlags(values),
       };
-    case 'inspect':
-      if (values.key === undefined) throw usageError('inspect needs --key');
-      return {
-        ...common,
-        command,
-        // The middleware's default scope is '' (one global scope), so that is the default here too.
-        scope: values.scope ?? '',
-        key: values.key,
-        jaegerUrl: jaegerBase(values['jaeger-url'] ?? env.JAEGER_URL ?? DEFAULT_JAEGER_URL),
-      };
+    case 'inspect': {
+      if ((values.key === undefined) === (values.instance === undefined)) throw usageError('inspect needs either --key or --instance');
+      if (values.instance !== undefined && values.scope !== undefined) throw usageError('--instance finds the record by itself: drop --scope');
+      // The middleware's default scope is '' (one global scope), so that is the default here too.
+      const target = values.instance === undefined ? { scope: values.scope ?? '', key: values.key! } : { instance: values.instance };
+      return { ...common, command, target, jaegerUrl: jaegerBase(values['jaeger-url'] ?? env.JAEGER_URL ?? DEFAULT_JAEGER_URL) };
+    }
+    case 'forget':
+      if (values.key === undefined) throw usageError('forget needs --key');
+      return { ...common, command, scope: values.scope ?? '', key: values.key, force: values.force ?? false };
     case 'stats':
       return { ...common, command };
   }
@@ -147,8 +162,9 @@ Commands:
 ${commands}
 
 ${FLAGS_HELP}
-Exit codes: 0 ok, 1 inspect found no record, 2 usage error (also: migrate's --partitioned does not match
-the existing table), 3 database unavailable or table missing, 4 any other failure.
+Exit codes: 0 ok, 1 inspect or forget found no record, 2 usage error (also: migrate's --partitioned does not
+match the existing table), 3 database unavailable or table missing, 4 any other failure, 5 forget refused a
+record in progress.
 `;
 }
 
@@ -156,8 +172,10 @@ const FLAGS_HELP = `Flags:
   --schema S          schema of the records table (default: ${DEFAULT_SCHEMA})
   --table T           name of the records table (default: ${DEFAULT_TABLE})
   --json              print one JSON document on stdout (errors too: {"error": {"code", "message"}})
-  --scope S           inspect: the record's scope (default: '', the middleware's default scope)
-  --key K             inspect: the record's Idempotency-Key
+  --scope S           inspect, forget: the record's scope (default: '', the middleware's default scope)
+  --key K             inspect, forget: the record's Idempotency-Key
+  --instance URN      inspect: a problem's occurrence ID (urn:uuid:...), instead of --scope and --key
+  --force             forget: also delete an in-progress record whose lease has lapsed (never a live one)
   --jaeger-url URL    inspect: Jaeger UI base for trace links (default: JAEGER_URL, else ${DEFAULT_JAEGER_URL})
   --batch-size N      sweep: rows deleted per statement (default: 1000)
   --max-batches N     sweep: stop after N batches (default: until no expired record is left)

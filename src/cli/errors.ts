@@ -20,6 +20,7 @@ export class CliError extends Error {
 export type CliErrorCode =
   | 'usage'
   | 'not_found'
+  | 'in_progress'
   | 'database_url_missing'
   | 'database_url_invalid'
   | 'unreachable'

@@ -48,6 +48,7 @@ export async function storePartitioning(
       return layout === 'partitioned' ? partitioningFor(db, invocation.table, invocation.partitions) : false;
     case 'inspect':
     case 'stats':
+    case 'forget':
       // They never create or drop partitions: the interval does not matter.
       return layout === 'partitioned';
   }

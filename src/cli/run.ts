@@ -1,5 +1,6 @@
 import { migrationSql } from '../store/migration.js';
 import { parseInvocation, usageText, type Invocation } from './arguments.js';
+import { forget } from './commands/forget.js';
 import { inspect } from './commands/inspect.js';
 import { migrate } from './commands/migrate.js';
 import type { CommandResult } from './commands/result.js';
@@ -44,7 +45,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
     return report(commandError(error, invocation.table), invocation.json, output, false);
   }
   try {
-    const result = await execute(invocation, connection);
+    const result = await execute(invocation, connection, output);
     output.stdout(invocation.json ? toJson(result.json) : result.text);
     return result.exitCode;
   } catch (error) {
@@ -54,7 +55,7 @@ export async function runCli(argv: readonly string[], env: NodeJS.ProcessEnv, ou
   }
 }
 
-function execute(invocation: Exclude<Invocation, { command: 'help' }>, connection: Connection): Promise<CommandResult> {
+function execute(invocation: Exclude<Invocation, { command: 'help' }>, connection: Connection, output: CliOutput): Promise<CommandResult> {
   switch (invocation.command) {
     case 'migrate':
       return migrate(invocation, connection);
@@ -64,6 +65,9 @@ function execute(invocation: Exclude<Invocation, { command: 'help' }>, connectio
       return inspect(invocation, connection);
     case 'stats':
       return stats(connection);
+    case 'forget':
+      // The audit line goes to stderr, so that stdout stays the one document `--json` promises.
+      return forget(invocation, connection, output.stderr);
   }
 }
 

@@ -48,7 +48,7 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     const problem = await readProblem(response);
     spec.callerSignal?.throwIfAborted();
     if (timeout.signal.aborted) return { kind: 'timeout', error: timeout.signal.reason };
-    const retryable = spec.retryStatuses.has(response.status) || (response.status === 409 && isProblem(problem, 'inProgress'));
+    const retryable = retryableAnswer(response.status, problem, spec.retryStatuses);
     return {
       kind: 'answer',
       response,
@@ -65,6 +65,16 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     // Once classified, the answer is the caller's: its body must not be cut by this attempt's timer.
     clearTimeout(timer);
   }
+}
+
+/**
+ * Whether retrying with the same key can change the answer. A problem's boolean `retryable` member decides
+ * when the server sent one (it knows: a 503 of an outcome it could not confirm, a 422 no retry will fix);
+ * otherwise the statuses, and a 409 only as request-in-progress, as for servers that send no such member.
+ */
+function retryableAnswer(status: number, problem: ProblemDetails | undefined, retryStatuses: ReadonlySet<number>): boolean {
+  if (typeof problem?.retryable === 'boolean') return problem.retryable;
+  return retryStatuses.has(status) || (status === 409 && isProblem(problem, 'inProgress'));
 }
 
 /** A low-cardinality name for why an attempt is retried (`error.type`): the status, `timeout`, or the error's code. */

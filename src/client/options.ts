@@ -75,6 +75,8 @@ export interface IdempotentFetchOptions {
   /**
    * Statuses retried (honouring `Retry-After`). A `409 request-in-progress` problem is always retried; no other
    * 4xx should be listed: retrying cannot change a `400`, a `422 key-reused` or a `409 response-not-replayable`.
+   * An error answer whose problem body has a boolean `retryable` member is retried or not as that member
+   * says, whatever its status: the server knows whether a retry with the same key can succeed.
    * @default [429, 502, 503, 504]
    */
   retryStatuses?: readonly number[];

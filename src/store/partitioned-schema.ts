@@ -62,7 +62,7 @@ function claimFunctionSql(name: TableName): string {
   const table = qualified(name);
   const sequence = sequenceName(name).replaceAll("'", "''");
   const free = (row: string) =>
-    `${row}.expires_at <= now() OR (${row}.status = 'in_progress' AND ${row}.lease_expires_at <= now() AND ${row}.fingerprint = p_fingerprint)`;
+    `${row}.expires_at <= now() OR (${row}.status = 'in_progress' AND ${row}.lease_expires_at <= now() AND split_part(${row}.fingerprint, ' ', 1) = split_part(p_fingerprint, ' ', 1))`;
   return `CREATE OR REPLACE FUNCTION ${claimFunction(name)}(
   p_scope text, p_key text, p_fingerprint text, p_fingerprint_version smallint,
   p_lease_ms float8, p_ttl_seconds float8, p_correlation_id text, p_traceparent text, p_wait boolean

@@ -2,6 +2,8 @@ import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
+import { ForgetNotices } from './forget-notices.js';
+import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -19,6 +21,7 @@ import { notifyId, Waiters } from './waiters.js';
 
 export type { PostgresStoreOptions } from './postgres-store-options.js';
 export type { SweepOptions, SweepReport } from './sweeper.js';
+export type { ForgetResult } from './operator-records.js';
 
 /** A fresh snapshot sees a row committed a moment after the previous one was taken; a few tries suffice. */
 const CLAIM_ATTEMPTS = 5;
@@ -37,6 +40,7 @@ export class PostgresStore implements IdempotencyStore {
   readonly #lockTimeoutMs: number;
   readonly #partitioned: boolean;
   readonly #sweeper: Sweeper;
+  readonly #forgets: ForgetNotices;
 
   constructor(options: PostgresStoreOptions) {
     const resolved = resolveStoreOptions(options);
@@ -65,6 +69,9 @@ export class PostgresStore implements IdempotencyStore {
       },
       maxAnnouncedWaiters: resolved.maxAnnouncedWaiters,
     });
+    // Only a store that caches replays has anything to forget, and only one that can LISTEN can hear of it.
+    const listens = resolved.waitStrategy === 'notify' && resolved.replayCacheEntries > 0;
+    this.#forgets = new ForgetNotices({ db: this.#db, table: this.table, channel: this.#waiters.channel, cache: this.#cache, listens });
     this.#sweeper = new Sweeper({
       db: this.#db,
       sweepStatement: this.#sql.sweep,
@@ -99,12 +106,14 @@ export class PostgresStore implements IdempotencyStore {
    * cache mostly answers) runs the full claim, which takes over an expired or lapsed record, or returns it.
    */
   async claim(request: ClaimRequest): Promise<ClaimResult> {
+    this.#forgets.listen();
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
     return timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(this.#db, request, newFence(), 'lease'));
   }
 
   async claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim> {
+    this.#forgets.listen();
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
     const fence = newFence();
@@ -172,6 +181,19 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
+   * Removes a completed record (an operator's support case: the customer must resubmit), or with `force` an
+   * in-progress one whose lease has lapsed; never a live lease. See operator-records.ts.
+   */
+  forget(scope: string, key: string, options: { force?: boolean } = {}): Promise<ForgetResult> {
+    return this.#forgets.forget(scope, key, options.force ?? false);
+  }
+
+  /** The records a problem's occurrence ID points to (`inspect --instance`): a full scan, for operators. */
+  findByCorrelationTag(tag: string): Promise<IdempotencyRecord[]> {
+    return findByCorrelationTag(this.#db, this.table, tag);
+  }
+
+  /**
    * Deletes expired records in bounded batches; returns how many were deleted. A partitioned table first
    * creates the partitions ahead and drops those whose records have all expired, then sweeps its catch-all
    * partition row by row. When the partition maintenance fails (42501 for a role that does not own the
@@ -208,6 +230,7 @@ export class PostgresStore implements IdempotencyStore {
   /** Stops the sweeper and closes the listening connection. The pool or PGlite instance is the caller's. */
   async close(): Promise<void> {
     this.#sweeper.stop();
+    this.#forgets.close();
     this.#waiters.close();
     this.#cache.clear();
     await this.#db.close();

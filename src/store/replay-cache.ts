@@ -49,6 +49,15 @@ export class ReplayCache {
     }
   }
 
+  /** Drops the entries `matches` picks (a record an operator forgot, known by its notifyId only). */
+  evict(matches: (record: IdempotencyRecord) => boolean): void {
+    for (const [id, entry] of this.#entries) {
+      if (!matches(entry.record)) continue;
+      this.#entries.delete(id);
+      this.#bytes -= entry.bytes;
+    }
+  }
+
   clear(): void {
     this.#entries.clear();
     this.#bytes = 0;

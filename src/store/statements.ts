@@ -9,13 +9,17 @@ import { CLAIM_MARK } from './transaction-control.js';
 
 /** The record has outlived its TTL: it is as if it did not exist. */
 const EXPIRED = 'r.expires_at <= now()';
-/** The owner's lease ran out without a completion (a crash, a hang): the same request may take over. */
-const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND r.fingerprint = EXCLUDED.fingerprint`;
+/**
+ * The owner's lease ran out without a completion (a crash, a hang): the same request may take over. "The same"
+ * compares the fingerprints' first words: the per-part digests after them (fingerprint-parts.ts) are not part
+ * of the identity, and a record written before they existed still matches its retry.
+ */
+const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND split_part(r.fingerprint, ' ', 1) = split_part(EXCLUDED.fingerprint, ' ', 1)`;
 /** LEASE_LAPSED, judged before the insert: against the request's fingerprint parameter. */
 const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
 
 /** Columns of a record as the store reads them; the same list for the claim and for find(). */
-const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
+export const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
   r.attempt, r.steps, r.replayable, r.response_status, r.response_headers, r.response_body,
   r.correlation_id, r.traceparent, r.created_at, r.completed_at, r.expires_at,
   greatest(0, extract(epoch FROM r.lease_expires_at - now()) * 1000)::float8 AS lease_remaining_ms,

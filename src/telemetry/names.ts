@@ -38,6 +38,15 @@ export const ATTR = {
    */
   NOT_REPLAYABLE_REASON: 'idempotency.not_replayable.reason',
   /**
+   * The `instance` (a `urn:uuid:` occurrence ID) of the problem the request was answered with, on the request's
+   * span: the Jaeger tag search that finds the trace from a client's error.
+   */
+  PROBLEM_INSTANCE: 'idempotency.problem.instance',
+  /** The problem's name (`key-reused`, `request-in-progress`, ...), beside PROBLEM_INSTANCE. */
+  PROBLEM_TYPE: 'idempotency.problem.type',
+  /** Status of a record an operator removed (`forget` event attribute): `completed` or `in_progress`. */
+  RECORD_STATUS: 'idempotency.record.status',
+  /**
    * On a store failure, its SQLSTATE or error code, as `error.type` also carries: on the HTTP server span the
    * stable HTTP conventions (SDK 3's instrumentation) overwrite `error.type` with the status code at the
    * response's end, so this copy is the one that survives there.
@@ -123,6 +132,8 @@ export const EVENT = {
   DUPLICATE: 'idempotency.duplicate',
   /** The lease of a crashed or stalled owner lapsed and this request took over. */
   TAKEOVER: 'idempotency.takeover',
+  /** An operator removed a record (`koa-idempotency forget`, `store.forget()`): its next request runs afresh. */
+  FORGET: 'idempotency.forget',
 } as const;
 
 export const METRIC = {
