@@ -52,6 +52,14 @@ export function answerCommitFailed(ctx: Context, config: ResolvedOptions, teleme
     );
     return OUTCOME.RELEASED;
   }
+  if (error.atCommit && !error.conflicted) {
+    answerRequestFailed(
+      ctx,
+      error.cause,
+      'Postgres refused to commit the transaction of this request (a deferred constraint trigger or check failed), so it rolled it back and nothing was committed. A retry with the same Idempotency-Key runs the request again.',
+    );
+    return OUTCOME.RELEASED;
+  }
   sendProblem(ctx, 'storeUnavailable', {
     detail: error.atCommit
       ? 'Postgres could not commit the transaction of this request (a serialization failure or a deadlock) and rolled it back, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.'

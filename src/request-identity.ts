@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Context } from 'koa';
 import type { FingerprintInput } from './fingerprint.js';
 
@@ -66,6 +67,9 @@ function requestBody(ctx: Context): Pick<FingerprintInput, 'body' | 'rawBody'> |
   const body = (ctx.request as { body?: unknown }).body;
   const raw = (ctx.request as { rawBody?: unknown }).rawBody;
   const rawBody = typeof raw === 'string' || raw instanceof Uint8Array ? raw : undefined;
+  const files = rawBody === undefined ? uploadedFiles(ctx) : undefined;
+  if (files === 'unread') return 'unread';
+  if (files !== undefined) return { body: { fields: body ?? {}, files } };
   if (body !== undefined && !isEmptyPlainObject(body)) return { body };
   if (rawBody !== undefined) return body !== undefined && isEmptyObjectText(rawBody) ? { body } : { body: undefined, rawBody };
   if (!hasBody(ctx)) return { body };
@@ -88,4 +92,53 @@ function isEmptyPlainObject(value: unknown): boolean {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const prototype = Object.getPrototypeOf(value) as unknown;
   return (prototype === Object.prototype || prototype === null) && Reflect.ownKeys(value).length === 0;
+}
+
+/** One uploaded file as the fingerprint sees it: its field, name, media type, size and a digest of its bytes. */
+type FileIdentity = [field: string, name: unknown, mediaType: unknown, size: unknown, digest: string];
+
+/**
+ * The files a multipart parser took out of the body: koa-body (formidable) and @koa/multer leave only the
+ * fields in `ctx.request.body`, so fields alone made an upload of another file under the same key a replay of
+ * the first. A file counts by a digest of its bytes: formidable's `hash` (koa-body with
+ * `formidable: { hashAlgorithm: 'sha256' }`) or multer's in-memory `buffer`; a file with neither cannot be
+ * told from another of its size, so the body is `unread` (415) rather than guessed.
+ */
+function uploadedFiles(ctx: Context): FileIdentity[] | 'unread' | undefined {
+  const holder = ctx as unknown as { files?: unknown; file?: unknown; request: { files?: unknown; file?: unknown } };
+  const identities: FileIdentity[] = [];
+  for (const [field, value] of fileEntries(holder.request.files ?? holder.files)) {
+    for (const file of Array.isArray(value) ? value : [value]) {
+      const identity = fileIdentity(field, file);
+      if (identity === undefined) return 'unread';
+      identities.push(identity);
+    }
+  }
+  const single = holder.request.file ?? holder.file;
+  if (single !== undefined) {
+    const identity = fileIdentity('', single);
+    if (identity === undefined) return 'unread';
+    identities.push(identity);
+  }
+  return identities.length === 0 ? undefined : identities;
+}
+
+function fileEntries(files: unknown): Array<[string, unknown]> {
+  if (files === undefined || files === null || typeof files !== 'object') return [];
+  // multer's array() gives a list of files, each naming its field; koa-body and multer's fields() a map.
+  if (Array.isArray(files)) return files.map((file) => [String((file as { fieldname?: unknown }).fieldname ?? ''), file]);
+  return Object.entries(files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function fileIdentity(field: string, file: unknown): FileIdentity | undefined {
+  if (typeof file !== 'object' || file === null) return undefined;
+  const upload = file as { hash?: unknown; buffer?: unknown; originalFilename?: unknown; originalname?: unknown; mimetype?: unknown; size?: unknown };
+  const digest =
+    typeof upload.hash === 'string' && upload.hash !== ''
+      ? upload.hash
+      : upload.buffer instanceof Uint8Array
+        ? createHash('sha256').update(upload.buffer).digest('hex')
+        : undefined;
+  if (digest === undefined) return undefined;
+  return [field, upload.originalFilename ?? upload.originalname ?? null, upload.mimetype ?? null, upload.size ?? null, digest];
 }

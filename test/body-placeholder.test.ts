@@ -91,7 +91,9 @@ describe.each(databaseTargets())('the fingerprint of a body behind a parser plac
       const key = randomUUID();
       expect((await post(key, 'application/json', '{ }')).status).toBe(201);
       const expected = fingerprint({ method: 'POST', path: '/charges', querystring: '', headers: {}, body: {}, mediaType: 'application/json' });
-      expect(await store.find('', key)).toMatchObject({ fingerprint: expected, fingerprintVersion: FINGERPRINT_VERSION });
+      // The version 1 fingerprint is the stored column's first word; the per-part digests of a 422's differences follow it.
+      const record = await store.find('', key);
+      expect([record?.fingerprint.split(' ')[0], record?.fingerprintVersion]).toEqual([expected, FINGERPRINT_VERSION]);
     });
   });
 });

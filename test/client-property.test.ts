@@ -27,6 +27,7 @@ const simulatedAttempts = fc.array(
     durationMs: fc.oneof(fc.integer({ min: 0, max: 30_000 }), fc.constant(Number.POSITIVE_INFINITY)),
     final: fc.boolean(),
     retryAfterMs: fc.option(fc.integer({ min: 0, max: 120_000 }), { nil: undefined }),
+    inProgress: fc.boolean(),
     /** How late the wait's timer fires after this attempt. */
     lateMs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 50 })),
   }),
@@ -56,7 +57,7 @@ describe('the retry schedule, on a simulated clock', () => {
           nowMs += Math.min(attempt.durationMs, budgetMs); // the attempt's timer ends it at its budget
           expect(nowMs).toBeLessThanOrEqual(deadlineMs);
 
-          const decision = schedule.afterAttempt(attempt.final ? undefined : { retryAfterMs: attempt.retryAfterMs }, nowMs);
+          const decision = schedule.afterAttempt(attempt.final ? undefined : { retryAfterMs: attempt.retryAfterMs, inProgress: attempt.inProgress }, nowMs);
           if (!decision.retry) {
             expect(decision.stoppedBy).toBe(attempt.final ? 'answer' : schedule.attempts >= policy.maxAttempts ? 'attempts' : 'deadline');
             break;
@@ -65,8 +66,10 @@ describe('the retry schedule, on a simulated clock', () => {
           expect(decision.delayMs).toBeGreaterThanOrEqual(0);
           const halfLeftMs = Math.floor((deadlineMs - nowMs) / 2);
           if (attempt.retryAfterMs === undefined) expect(decision.delayMs).toBeLessThanOrEqual(capMs);
-          // The server's wait, capped at maxDelayMs and at half of what is left.
-          else expect(decision.delayMs).toBe(Math.min(attempt.retryAfterMs, policy.maxDelayMs, halfLeftMs));
+          // A 409's estimate, capped at maxDelayMs and at half of what is left.
+          else if (attempt.inProgress) expect(decision.delayMs).toBe(Math.min(attempt.retryAfterMs, policy.maxDelayMs, halfLeftMs));
+          // A 429's or 503's "not before", waited in full.
+          else expect(decision.delayMs).toBe(attempt.retryAfterMs);
           expect(decision.delayMs).toBeLessThanOrEqual(halfLeftMs);
           nowMs += decision.delayMs;
           expect(nowMs).toBeLessThan(deadlineMs); // a wait ends before the deadline, leaving time to try

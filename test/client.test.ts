@@ -219,6 +219,17 @@ describe('waits and limits', () => {
     expect(result.history[0]).toMatchObject({ retryAfterMs: 29_000, nextDelayMs: 300 });
   });
 
+  it('does not come back before a 429 asks: a Retry-After above maxDelayMs is waited in full, one past the deadline stops the call', async () => {
+    scripted.script([notNow(429, '1'), { status: 201 }]);
+    const waited = await idempotentFetch(scripted.url, post(), { ...QUICK, maxDelayMs: 300 });
+    expect(waited.history[0]).toMatchObject({ retryAfterMs: 1_000, nextDelayMs: 1_000 });
+    expect(scripted.requests[1]!.atMs - scripted.requests[0]!.atMs).toBeGreaterThanOrEqual(990);
+
+    scripted.script([notNow(429, '30'), { status: 201 }]);
+    const stopped = await idempotentFetch(scripted.url, post(), { ...QUICK, deadlineMs: 5_000 });
+    expect([stopped.status, stopped.attempts, stopped.stoppedBy]).toEqual([429, 1, 'deadline']);
+  });
+
   it('gives up at the deadline when no attempt gets an answer, with every attempt in the error', async () => {
     scripted.script(['hang']);
     const startedMs = performance.now();

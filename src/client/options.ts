@@ -55,8 +55,9 @@ export interface IdempotentFetchOptions {
    */
   baseDelayMs?: number;
   /**
-   * Cap on one wait, the server's `Retry-After` included: a longer hint is waited this long, then the call
-   * tries again (it stops at `deadlineMs`, not at a hint that ends past it).
+   * Cap on one backoff wait, and on a 409 in-progress `Retry-After` (an estimate: a longer one is waited this
+   * long, then the call tries again). A 429's or 503's `Retry-After` is honoured even when longer, within the
+   * deadline; the call stops when it would end past half of what is left.
    * @default 5000
    */
   maxDelayMs?: number;

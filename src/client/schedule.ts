@@ -12,6 +12,11 @@ export interface RetryPolicy {
 /** A failed attempt as the schedule sees it: retryable, maybe with the server's own wait. */
 export interface RetryableFailure {
   retryAfterMs: number | undefined;
+  /**
+   * The answer was 409 request-in-progress: its Retry-After estimates when the owner will be done, and the
+   * operation may end sooner. Any other Retry-After (429, 503) asks not to come back before it.
+   */
+  inProgress: boolean;
 }
 
 export type Decision = { retry: true; delayMs: number } | { retry: false; stoppedBy: StopReason };
@@ -52,18 +57,21 @@ export class RetrySchedule {
   }
 
   /**
-   * What follows an attempt: `failure` undefined means an answer retrying cannot change. The server's
-   * Retry-After replaces our backoff, capped like it at `maxDelayMs`, and any wait is cut to half of what
-   * is left of the deadline: a long hint (a 409 used to carry the owner's whole remaining lease, up to 30 s)
-   * must not end the call while the operation completes moments later. The call stops at the deadline only
-   * when not even a millisecond's wait is left.
+   * What follows an attempt: `failure` undefined means an answer retrying cannot change. Any wait ends halfway
+   * to the deadline at the latest. A 409's Retry-After is an estimate (a 409 used to carry the owner's whole
+   * remaining lease, up to 30 s), capped like our backoff at `maxDelayMs`, so a long hint never ends a call
+   * whose operation completes moments later. A 429's or 503's asks not to come back before it: honoured even
+   * above `maxDelayMs`, and the call stops when it does not fit, instead of hammering a server that said "not yet".
    */
   afterAttempt(failure: RetryableFailure | undefined, nowMs: number): Decision {
     if (!failure) return { retry: false, stoppedBy: 'answer' };
     if (this.#attempts >= this.policy.maxAttempts) return { retry: false, stoppedBy: 'attempts' };
+    const latestMs = Math.floor((this.deadlineAtMs - nowMs) / 2);
+    if (failure.retryAfterMs !== undefined && !failure.inProgress) {
+      return failure.retryAfterMs <= latestMs ? { retry: true, delayMs: failure.retryAfterMs } : { retry: false, stoppedBy: 'deadline' };
+    }
+    if (latestMs < 1) return { retry: false, stoppedBy: 'deadline' };
     const wantedMs = failure.retryAfterMs ?? fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
-    const leftMs = this.deadlineAtMs - nowMs;
-    if (leftMs < 2) return { retry: false, stoppedBy: 'deadline' };
-    return { retry: true, delayMs: Math.min(wantedMs, this.policy.maxDelayMs, Math.floor(leftMs / 2)) };
+    return { retry: true, delayMs: Math.min(wantedMs, this.policy.maxDelayMs, latestMs) };
   }
 }

@@ -5,13 +5,15 @@ import { IdempotencyError } from '../errors.js';
 const IN_FAILED_SQL_TRANSACTION = '25P02';
 
 /**
- * SQLSTATE classes with which Postgres refuses a COMMIT and rolls the transaction back: integrity constraint
- * violation (23, a deferred constraint checked at COMMIT) and transaction rollback (40: serialization
- * failure, deadlock). An answer of Postgres' own, so the outcome is known. Any other failure of a COMMIT (the
- * connection lost, the server shutting down, an answer that never came) leaves the outcome unknown.
+ * SQLSTATE classes of a COMMIT failure whose outcome is unknown: the connection lost (08), the server shutting
+ * down or the statement cancelled (57), an I/O or internal error (58, XX), resources exhausted (53); and an
+ * error without a SQLSTATE (an answer that never came). Any other error is Postgres refusing the COMMIT and
+ * rolling the transaction back, a known outcome: a deferred constraint (23), a serialization failure or
+ * deadlock (40), a deferred constraint trigger raising its own error (P0001, 22…).
  */
-const ROLLED_BACK_BY_COMMIT = ['23', '40'];
+const OUTCOME_UNKNOWN = ['08', '57', '58', 'XX', '53'];
 const INTEGRITY_CONSTRAINT_VIOLATION = '23';
+const TRANSACTION_ROLLBACK = '40';
 
 /**
  * A transactional completion failed and the transaction was rolled back: nothing committed, the key is free
@@ -33,6 +35,11 @@ export class CompletionRolledBackError extends IdempotencyError {
    * which a retry of the same request repeats unless the data changed meanwhile.
    */
   readonly constraintViolated: boolean;
+  /**
+   * Postgres rolled the transaction back for a conflict with another (40: serialization failure, deadlock):
+   * a retry later may well succeed, unlike after any other refusal of the COMMIT.
+   */
+  readonly conflicted: boolean;
 
   constructor(cause: unknown, { atCommit = false }: { atCommit?: boolean } = {}) {
     super(
@@ -45,6 +52,7 @@ export class CompletionRolledBackError extends IdempotencyError {
     this.transactionAborted = sqlstate === IN_FAILED_SQL_TRANSACTION;
     this.atCommit = atCommit;
     this.constraintViolated = sqlstate?.startsWith(INTEGRITY_CONSTRAINT_VIOLATION) ?? false;
+    this.conflicted = sqlstate?.startsWith(TRANSACTION_ROLLBACK) ?? false;
   }
 }
 
@@ -54,6 +62,6 @@ export class CompletionRolledBackError extends IdempotencyError {
  */
 export function commitFailure(error: unknown): unknown {
   const sqlstate = sqlstateOf(error);
-  const rolledBack = sqlstate !== undefined && ROLLED_BACK_BY_COMMIT.some((sqlClass) => sqlstate.startsWith(sqlClass));
+  const rolledBack = sqlstate !== undefined && !OUTCOME_UNKNOWN.some((sqlClass) => sqlstate.startsWith(sqlClass));
   return rolledBack ? new CompletionRolledBackError(error, { atCommit: true }) : error;
 }

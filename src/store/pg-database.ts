@@ -31,6 +31,9 @@ export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlData
  */
 const PREPARED_STATEMENT_LOST = new Set(['26000', '42P05']);
 
+/** node-postgres reads `queryMode` (since 8.14); @types/pg does not declare it yet. */
+type PgQueryConfig = QueryConfig & { queryMode?: 'extended' };
+
 /** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
 class Statements {
   readonly #names = new Map<string, string>();
@@ -44,14 +47,20 @@ class Statements {
     }
   }
 
-  #config(text: string, params: unknown[] | undefined): QueryConfig {
+  #config(text: string, params: unknown[] | undefined, oneStatement: boolean): PgQueryConfig {
     const name = this.#names.get(text);
-    return name === undefined ? { text, values: params as QueryConfig['values'] } : { name, text, values: params as QueryConfig['values'] };
+    if (name !== undefined) return { name, text, values: params as QueryConfig['values'] };
+    // The extended protocol runs one statement per text: a simple query runs them all, so a text such as
+    // "INSERT …; ROLLBACK; INSERT …" would end the claim's transaction and write outside it.
+    return oneStatement ? { text, values: (params ?? []) as QueryConfig['values'], queryMode: 'extended' } : { text, values: params as QueryConfig['values'] };
   }
 
-  /** Runs the statement on `client`; the failure of a named one that a pooler lost says what to change, once. */
-  run<Row>(client: Pool | PoolClient, text: string, params: unknown[] | undefined): Promise<SqlResult<Row>> {
-    const config = this.#config(text, params);
+  /**
+   * Runs the statement on `client` (`oneStatement`: refusing a text of several); the failure of a named one
+   * that a pooler lost says what to change, once.
+   */
+  run<Row>(client: Pool | PoolClient, text: string, params: unknown[] | undefined, oneStatement = false): Promise<SqlResult<Row>> {
+    const config = this.#config(text, params, oneStatement);
     const result = client.query(config) as unknown as Promise<SqlResult<Row>>;
     if (config.name === undefined) return result;
     return result.catch((error: unknown) => {
@@ -223,7 +232,7 @@ class PgTransaction implements SqlTransaction {
     }
     this.#beginAlone();
     await this.#beginning;
-    return this.#statements.run(this.#client, text, params);
+    return this.#statements.run(this.#client, text, params, true);
   }
 
   async commit(): Promise<void> {
@@ -249,7 +258,10 @@ class PgTransaction implements SqlTransaction {
       // Nothing sent yet means no transaction is open on the server: nothing to end.
       if (this.#begun) {
         await this.#beginning;
-        await this.#client.query(statement);
+        // In the same round trip, what a statement could leave on the session past its transaction (a session
+        // advisory lock or a LISTEN taken by a handler through a function or a DO block, which no keyword check
+        // sees) is dropped before the connection goes back to the pool; after a failed COMMIT it is destroyed.
+        await this.#client.query(`${statement}; SELECT pg_advisory_unlock_all(); UNLISTEN *`);
       }
       this.#client.off('error', ignoreConnectionError);
       this.#client.release();

@@ -31,6 +31,26 @@ export function transactionControlError(text: string): TransactionControlError |
   );
 }
 
+/**
+ * Statements that change the session, not the transaction: a committed SET, a LISTEN, a DEALLOCATE (which
+ * left node-postgres sure its prepared statements still existed, so every later claim on that connection
+ * failed) outlive the request on the pooled connection and reach whichever request gets it next.
+ * SET LOCAL, SET CONSTRAINTS and SET TRANSACTION end with the transaction and stay allowed.
+ */
+const SESSION_STATE = /^(set(?!\s+(local|constraints|transaction)\b)|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
+
+/** The error for a statement a handler may not run on the claim's connection; undefined for any other. */
+export function handlerStatementError(text: string): TransactionControlError | undefined {
+  const control = transactionControlError(text);
+  if (control) return control;
+  const session = SESSION_STATE.exec(firstStatementHead(text));
+  if (!session) return undefined;
+  return new TransactionControlError(
+    `${session[1]!.toUpperCase()} is refused on the idempotency claim's connection: it would outlive the request on a pooled ` +
+      'connection that other requests use next. Use SET LOCAL (or set_config(..., true)) for a setting of this transaction.',
+  );
+}
+
 export function assertNoTransactionControl(text: string): void {
   const error = transactionControlError(text);
   if (error) throw error;
@@ -78,8 +98,10 @@ function firstStatementHead(text: string): string {
     if (char === ';' || char.trim() === '') {
       at++;
     } else if (text.startsWith('--', at)) {
-      const lineEnd = text.indexOf('\n', at);
-      at = lineEnd === -1 ? text.length : lineEnd + 1;
+      // Postgres ends a line comment at a carriage return as well: a comment read to the next \n only would
+      // hide the statement after a lone \r, which Postgres runs.
+      const lineEnd = text.slice(at).search(/[\n\r]/);
+      at = lineEnd === -1 ? text.length : at + lineEnd + 1;
     } else if (text.startsWith('/*', at)) {
       at = afterBlockComment(text, at);
     } else {

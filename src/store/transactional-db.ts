@@ -1,5 +1,5 @@
 import type { SqlQueryable, SqlResult } from './sql-database.js';
-import { TransactionControlError } from './transaction-control.js';
+import { handlerStatementError, TransactionControlError } from './transaction-control.js';
 
 /**
  * What a transactional handler gets as `ctx.idempotency.db`: the right to run statements in the claim's
@@ -11,9 +11,10 @@ import { TransactionControlError } from './transaction-control.js';
  */
 export interface TransactionalDb extends SqlQueryable {
   /**
-   * Runs one statement in the claim's transaction. Rejects with a TransactionControlError for BEGIN, COMMIT,
-   * ROLLBACK and the like (nest with SAVEPOINT / ROLLBACK TO SAVEPOINT instead), and for any call once the
-   * claim has ended.
+   * Runs one statement in the claim's transaction (a text of several is refused by Postgres). Rejects with a
+   * TransactionControlError for BEGIN, COMMIT, ROLLBACK and the like (nest with SAVEPOINT / ROLLBACK TO
+   * SAVEPOINT instead), for statements that change the session (SET without LOCAL, RESET, DISCARD,
+   * DEALLOCATE, LISTEN, UNLISTEN, LOAD, PREPARE), and for any call once the claim has ended.
    */
   query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<SqlResult<Row>>;
   /** Refused: the middleware commits the handler's writes together with the stored response. Throws a TransactionControlError. */
@@ -37,6 +38,8 @@ export function transactionalDb(tx: SqlQueryable): RevocableTransactionalDb {
   const db: TransactionalDb = Object.freeze({
     async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
       if (endedHow !== undefined) throw revoked(endedHow);
+      const refused = handlerStatementError(text);
+      if (refused) throw refused;
       return tx.query<Row>(text, params);
     },
     // Thrown, not returned as a rejected promise: a call nobody awaits must still fail the handler, not end
