@@ -126,8 +126,13 @@ function uploadedFiles(ctx: Context): FileIdentity[] | 'unread' | undefined {
 function fileEntries(files: unknown): Array<[string, unknown]> {
   if (files === undefined || files === null || typeof files !== 'object') return [];
   // multer's array() gives a list of files, each naming its field; koa-body and multer's fields() a map.
-  if (Array.isArray(files)) return files.map((file) => [String((file as { fieldname?: unknown }).fieldname ?? ''), file]);
+  if (Array.isArray(files)) return files.map((file) => [fieldName(file), file]);
   return Object.entries(files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function fieldName(file: unknown): string {
+  const field = (file as { fieldname?: unknown } | null)?.fieldname;
+  return typeof field === 'string' ? field : '';
 }
 
 function fileIdentity(field: string, file: unknown): FileIdentity | undefined {
