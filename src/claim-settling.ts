@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { diag } from '@opentelemetry/api';
 import { isSameRequest } from './duplicates.js';
 import type { ResolvedOptions } from './options.js';
-import type { ClaimRequest, ClaimResult, TransactionalClaim } from './store/types.js';
+import type { ChangeWatch, ClaimRequest, ClaimResult, TransactionalClaim } from './store/types.js';
 import { OUTCOME } from './telemetry/names.js';
 import type { RequestTelemetry } from './telemetry/request-telemetry.js';
 
@@ -27,11 +27,12 @@ export async function settleClaim<C extends AnyClaim>(
   request: ClaimRequest,
   config: ResolvedOptions,
   telemetry: RequestTelemetry,
+  clientGone: () => AbortSignal,
 ): Promise<C | StoreUnavailable> {
   try {
     const first = await claimOnce();
     if (config.onInProgress !== 'wait' || !isInProgress(first, request)) return first;
-    return await waitForTurn(claimOnce, request, config, telemetry);
+    return await waitForTurn(claimOnce, request, config, telemetry, clientGone());
   } catch (error) {
     diag.error('koa-idempotency: claim failed, answering 503', error);
     telemetry.storeFailure(error);
@@ -39,18 +40,30 @@ export async function settleClaim<C extends AnyClaim>(
   }
 }
 
-async function waitForTurn<C extends AnyClaim>(claimOnce: () => Promise<C>, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<C> {
+/**
+ * Waits for the key's owner, until `waitMs` or until the client goes away (`gone`): a waiter whose client
+ * left would otherwise hold its announcement, and could take the key over and run the handler for nobody.
+ */
+async function waitForTurn<C extends AnyClaim>(
+  claimOnce: () => Promise<C>,
+  request: ClaimRequest,
+  config: ResolvedOptions,
+  telemetry: RequestTelemetry,
+  gone: AbortSignal,
+): Promise<C> {
   const startedMs = performance.now();
+  const leaving = new Promise<'gone'>((resolve) => gone.addEventListener('abort', () => resolve('gone'), { once: true }));
   const deadlineMs = startedMs + config.waitMs;
-  const watch = await config.store.watch(request.scope, request.key);
+  const watch = await watchWithin(config.store.watch(request.scope, request.key), Math.min(config.waitRecheckMs, config.waitMs));
   try {
     let current = await claimOnce();
     // The store's notification only hastens the wake-up: a waiter also re-reads on this schedule, so a
     // notification that never comes (a lost connection, a failed COMMIT) delays it by one pause at most.
     for (let pauseMs = Math.min(FIRST_RECHECK_MS, config.waitRecheckMs); isInProgress(current, request); pauseMs = Math.min(2 * pauseMs, config.waitRecheckMs)) {
       const remainingMs = deadlineMs - performance.now();
-      if (remainingMs <= 0) break;
-      const woken = await watch.next(Math.min(remainingMs, untilLeaseLapses(current, pauseMs)));
+      if (remainingMs <= 0 || gone.aborted) break;
+      const woken = await Promise.race([watch.next(Math.min(remainingMs, untilLeaseLapses(current, pauseMs))), leaving]);
+      if (woken === 'gone') break;
       current = await claimOnce();
       if (woken === 'changed') current = await settleAfterCommit(claimOnce, current);
     }
@@ -60,6 +73,31 @@ async function waitForTurn<C extends AnyClaim>(claimOnce: () => Promise<C>, requ
   } finally {
     watch.close();
   }
+}
+
+/**
+ * The store's watch, waited for `timeoutMs` at most: registering it takes a statement on the listening
+ * connection, and a connection gone silent (half-open behind a NAT, no error ever raised) held every waiter
+ * of the process past its `waitMs`. Until a late watch arrives the waiter re-reads on its schedule alone; a
+ * watch that arrives after the waiter is done is closed at once, and one that fails leaves it to re-read.
+ */
+async function watchWithin(pending: Promise<ChangeWatch>, timeoutMs: number): Promise<ChangeWatch> {
+  let watch: ChangeWatch | undefined;
+  let closed = false;
+  pending.then(
+    (arrived) => (closed ? arrived.close() : (watch = arrived)),
+    (error: unknown) => diag.warn('koa-idempotency: a waiting duplicate could not watch its key; it re-reads on its schedule', error),
+  );
+  const timer = new AbortController();
+  await Promise.race([pending.catch(() => undefined), sleep(timeoutMs, undefined, { signal: timer.signal }).catch(() => undefined)]);
+  timer.abort();
+  return {
+    next: (pauseMs) => (watch ? watch.next(pauseMs) : sleep(pauseMs).then(() => 'timeout' as const)),
+    close: () => {
+      closed = true;
+      watch?.close();
+    },
+  };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { HandlerOutcome } from './handler-outcome.js';
-import type { ResolvedOptions } from './options.js';
+import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, type ResolvedOptions } from './options.js';
 import { answerRequestFailed, sendProblem } from './problems.js';
 import { CompletionRolledBackError } from './store/completion-rolled-back.js';
 import { OPERATION, OUTCOME, type Outcome } from './telemetry/names.js';
@@ -65,6 +65,19 @@ export function answerCommitFailed(ctx: Context, config: ResolvedOptions, teleme
       ? 'Postgres could not commit the transaction of this request (a serialization failure or a deadlock) and rolled it back, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.'
       : 'The response could not be stored, so nothing was committed. Retry later with the same Idempotency-Key: the request runs again.',
     retryAfterSeconds: config.storeRetryAfterSeconds,
+  });
+  return OUTCOME.STORE_UNAVAILABLE;
+}
+
+/**
+ * The lease ran out while the handler ran and another attempt took the key over: its response, not this one,
+ * is the key's. Sending this one would tell the client of an outcome that no retry will ever replay, so the
+ * client is told to ask again and gets the stored one.
+ */
+export function answerLostLease(ctx: Context, config: ResolvedOptions): Outcome {
+  sendProblem(ctx, 'storeUnavailable', {
+    detail: `This attempt ran past its lease and another attempt took the ${config.headerName} over, so its result was not stored. Retry with the same ${config.headerName} to get the outcome stored for it.`,
+    retryAfterSeconds: DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS,
   });
   return OUTCOME.STORE_UNAVAILABLE;
 }

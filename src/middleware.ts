@@ -1,7 +1,7 @@
 import { context, diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
 import { settleClaim } from './claim-settling.js';
-import { answerCommitFailed, answerNotStored } from './completion-failures.js';
+import { answerCommitFailed, answerLostLease, answerNotStored } from './completion-failures.js';
 import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
 import { FencedError } from './errors.js';
@@ -134,7 +134,13 @@ function answerRejection(ctx: Context, config: ResolvedOptions, rejection: Rejec
 
 /** Lease mode: the claim commits on its own; the lease guards the handler; the completion is fenced. */
 async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
-  const claim = await settleClaim(() => config.store.claim(request), request, config, telemetry);
+  const claim = await settleClaim(
+    () => config.store.claim(request),
+    request,
+    config,
+    telemetry,
+    () => clientGone(ctx),
+  );
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);
@@ -151,13 +157,33 @@ async function runLeased(ctx: Context, next: Next, request: ClaimRequest, config
     return answerNotStored(ctx, outcome);
   }
   noteNotReplayable(outcome, telemetry);
-  await completeLeased(config.store, lease, outcome.completion).catch(reportStoreError(OPERATION.COMPLETE, telemetry));
-  return executedOutcome(record, telemetry);
+  const fenced = await completeLeased(config.store, lease, outcome.completion).then(
+    () => false,
+    (error: unknown) => {
+      reportStoreError(OPERATION.COMPLETE, telemetry)(error);
+      return error instanceof FencedError;
+    },
+  );
+  return fenced ? answerLostLease(ctx, config) : executedOutcome(record, telemetry);
+}
+
+/** Aborts when the client's connection closes before its response was sent. */
+function clientGone(ctx: Context): AbortSignal {
+  const gone = new AbortController();
+  if (ctx.req.socket.destroyed) gone.abort();
+  else ctx.res.once('close', () => gone.abort());
+  return gone.signal;
 }
 
 /** Transactional mode: the claim, the handler's writes and the stored response share one transaction. */
 async function runTransactional(ctx: Context, next: Next, request: ClaimRequest, config: ResolvedOptions, telemetry: RequestTelemetry): Promise<Outcome> {
-  const claim = await settleClaim(() => config.store.claimInTransaction(request), request, config, telemetry);
+  const claim = await settleClaim(
+    () => config.store.claimInTransaction(request),
+    request,
+    config,
+    telemetry,
+    () => clientGone(ctx),
+  );
   if (claim.kind === 'unavailable') return storeUnavailable(ctx, config);
   if (claim.kind === 'busy') return inProgress(ctx, telemetry);
   if (claim.kind === 'existing') return duplicate(ctx, claim.record, request, config, telemetry);

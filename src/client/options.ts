@@ -45,7 +45,8 @@ export interface IdempotentFetchOptions {
    */
   headerName?: string;
   /**
-   * Attempts in all, the first one included.
+   * Attempts in all, the first one included, but for those answered 409 in progress after the first: the
+   * operation runs, and waiting for it is bounded by `deadlineMs`.
    * @default 5
    */
   maxAttempts?: number;
@@ -56,8 +57,9 @@ export interface IdempotentFetchOptions {
   baseDelayMs?: number;
   /**
    * Cap on one backoff wait, and on a 409 in-progress `Retry-After` (an estimate: a longer one is waited this
-   * long, then the call tries again). A 429's or 503's `Retry-After` is honoured even when longer, within the
-   * deadline; the call stops when it would end past half of what is left.
+   * long, then the call tries again). A 429's or 503's `Retry-After` is honoured even when longer. Any wait
+   * ends halfway to the deadline at the latest; one that would be cut below a second (a 429's or 503's: cut
+   * at all) stops the call instead.
    * @default 5000
    */
   maxDelayMs?: number;

@@ -19,6 +19,9 @@ export interface RetryableFailure {
   inProgress: boolean;
 }
 
+/** Retry-After counts whole seconds: a wait cut shorter than one would poll faster than any server asks to. */
+const SHORTEST_CUT_WAIT_MS = 1_000;
+
 export type Decision = { retry: true; delayMs: number } | { retry: false; stoppedBy: StopReason };
 
 /**
@@ -32,6 +35,8 @@ export type Decision = { retry: true; delayMs: number } | { retry: false; stoppe
 export class RetrySchedule {
   readonly deadlineAtMs: number;
   #attempts = 0;
+  /** Attempts answered 409 in progress: the operation runs, so waiting for it is bounded by the deadline, not by maxAttempts. */
+  #inProgressAttempts = 0;
 
   constructor(
     private readonly policy: RetryPolicy,
@@ -43,6 +48,11 @@ export class RetrySchedule {
 
   get attempts(): number {
     return this.#attempts;
+  }
+
+  /** The attempts `maxAttempts` bounds: all but those answered 409 in progress, the first always. */
+  get countedAttempts(): number {
+    return Math.max(1, this.#attempts - this.#inProgressAttempts);
   }
 
   /**
@@ -57,21 +67,34 @@ export class RetrySchedule {
   }
 
   /**
-   * What follows an attempt: `failure` undefined means an answer retrying cannot change. Any wait ends halfway
-   * to the deadline at the latest. A 409's Retry-After is an estimate (a 409 used to carry the owner's whole
-   * remaining lease, up to 30 s), capped like our backoff at `maxDelayMs`, so a long hint never ends a call
-   * whose operation completes moments later. A 429's or 503's asks not to come back before it: honoured even
-   * above `maxDelayMs`, and the call stops when it does not fit, instead of hammering a server that said "not yet".
+   * What follows an attempt: `failure` undefined means an answer retrying cannot change.
+   *
+   * A 409 in progress says the operation runs: its Retry-After is an estimate (a 409 used to carry the owner's
+   * whole remaining lease, up to 30 s), capped like our backoff at `maxDelayMs` and never under `baseDelayMs`,
+   * and such attempts do not count against `maxAttempts` (an operation of 10 s must not end a call of 30 s
+   * after five polls of a second). A 429's or 503's Retry-After asks not to come back before it: honoured even
+   * above `maxDelayMs`.
+   *
+   * Any wait ends halfway to the deadline at the latest, leaving the next attempt the other half; a wait that
+   * would be cut below SHORTEST_CUT_WAIT_MS (or below what was wanted, if shorter) stops the call instead, so
+   * that attempts do not bunch up at the deadline with budgets too short to be answered.
    */
   afterAttempt(failure: RetryableFailure | undefined, nowMs: number): Decision {
     if (!failure) return { retry: false, stoppedBy: 'answer' };
-    if (this.#attempts >= this.policy.maxAttempts) return { retry: false, stoppedBy: 'attempts' };
-    const latestMs = Math.floor((this.deadlineAtMs - nowMs) / 2);
-    if (failure.retryAfterMs !== undefined && !failure.inProgress) {
-      return failure.retryAfterMs <= latestMs ? { retry: true, delayMs: failure.retryAfterMs } : { retry: false, stoppedBy: 'deadline' };
-    }
-    if (latestMs < 1) return { retry: false, stoppedBy: 'deadline' };
-    const wantedMs = failure.retryAfterMs ?? fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
-    return { retry: true, delayMs: Math.min(wantedMs, this.policy.maxDelayMs, latestMs) };
+    if (failure.inProgress) this.#inProgressAttempts++;
+    if (this.countedAttempts >= this.policy.maxAttempts) return { retry: false, stoppedBy: 'attempts' };
+    const leftMs = this.deadlineAtMs - nowMs;
+    if (leftMs < 2) return { retry: false, stoppedBy: 'deadline' };
+    const wantedMs = this.#wantedMs(failure);
+    const delayMs = Math.min(wantedMs, Math.floor(leftMs / 2));
+    const notBefore = !failure.inProgress && failure.retryAfterMs !== undefined;
+    if (delayMs < (notBefore ? wantedMs : Math.min(wantedMs, SHORTEST_CUT_WAIT_MS))) return { retry: false, stoppedBy: 'deadline' };
+    return { retry: true, delayMs };
+  }
+
+  #wantedMs(failure: RetryableFailure): number {
+    const backoffMs = () => fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
+    if (!failure.inProgress) return failure.retryAfterMs ?? backoffMs();
+    return Math.max(Math.min(failure.retryAfterMs ?? backoffMs(), this.policy.maxDelayMs), this.policy.baseDelayMs);
   }
 }
