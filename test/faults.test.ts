@@ -402,8 +402,10 @@ describe('Faults between the app and Postgres', () => {
       const app = new Koa();
       app.silent = true;
       const router = new Router();
+      const handlerStarted = new Map<string, () => void>();
       router.post('/slow', idempotency({ store, onInProgress: 'wait', waitMs: 6_000 }), async (ctx) => {
-        await sleep(300);
+        handlerStarted.get(ctx.idempotency!.key)?.();
+        await sleep(300); // a slow handler, for the duplicate to wait on
         ctx.status = 201;
         ctx.body = { key: ctx.idempotency!.key };
       });
@@ -411,10 +413,11 @@ describe('Faults between the app and Postgres', () => {
       app.use(router.routes());
       const server = await serve(app);
       try {
-        /** A first request and a duplicate sent 100 ms later; returns how long the duplicate waited. */
+        /** A first request and a duplicate sent once the first's handler runs; returns how long the duplicate waited. */
         const duplicateWaitMs = async (key: string) => {
+          const running = new Promise<void>((resolve) => handlerStarted.set(key, resolve));
           const first = timedPost(`${server.url}/slow`, {}, { key });
-          await sleep(100);
+          await Promise.race([running, first]); // a first request that fails before its handler must not hang the test
           const duplicate = await timedPost(`${server.url}/slow`, {}, { key });
           expect((await first).status).toBe(201);
           expect(duplicate.status).toBe(201);
