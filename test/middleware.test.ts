@@ -281,14 +281,20 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
 
   describe('in progress and expiry', () => {
     it('answers 409 with Retry-After: 1 while the first request runs, not its remaining lease (20 s)', async () => {
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => (started = resolve));
+      let finish!: () => void;
+      const gate = new Promise<void>((resolve) => (finish = resolve));
       const { url, executions } = await start({ leaseMs: 20_000 }, async (ctx) => {
-        await sleep(400);
+        started();
+        await gate; // runs until the duplicate has had its answer
         ctx.status = 201;
       });
       const key = newKey('slow');
       const first = postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' });
-      await sleep(150);
+      await running;
       const duplicate = await postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' });
+      finish();
       expect(duplicate.status).toBe(409);
       expect(duplicate.headers.get('retry-after')).toBe('1');
       expect((await first).status).toBe(201);
