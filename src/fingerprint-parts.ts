@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import type { FingerprintInput } from './fingerprint.js';
+import { UnfingerprintableBodyError, type FingerprintInput } from './fingerprint.js';
 
 /**
  * Per-part digests of a request, stored after its fingerprint, so that a `422 key-reused` can say *what*
@@ -40,6 +40,16 @@ export interface Differences {
 }
 
 export function fingerprintParts(input: FingerprintInput, salt: string): FingerprintParts {
+  try {
+    return partsOf(input, salt);
+  } catch (error) {
+    // The fingerprint's own canonicalisation can just fit the stack where this deeper walk does not (a body
+    // nested thousands deep): the same refusal, 400 body-invalid, never a 500.
+    throw new UnfingerprintableBodyError(`the JSON body cannot be canonicalised: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function partsOf(input: FingerprintInput, salt: string): FingerprintParts {
   const digest = digester(salt);
   const query = new URLSearchParams(input.querystring);
   query.sort();

@@ -68,7 +68,8 @@ describe('the retry schedule, on a simulated clock', () => {
           expect(decision.delayMs).toBeLessThanOrEqual(halfLeftMs);
           if (attempt.inProgress) {
             // A 409's estimate (or our backoff), capped at maxDelayMs, never under baseDelayMs, cut to half of what is left.
-            const wantedMs = Math.max(Math.min(attempt.retryAfterMs ?? capMs, policy.maxDelayMs), policy.baseDelayMs);
+            const floorMs = Math.max(policy.baseDelayMs, Math.min(1_000, policy.maxDelayMs));
+            const wantedMs = Math.max(Math.min(attempt.retryAfterMs ?? capMs, policy.maxDelayMs), floorMs);
             expect(decision.delayMs).toBeLessThanOrEqual(wantedMs);
             if (attempt.retryAfterMs !== undefined) {
               expect(decision.delayMs).toBe(Math.min(wantedMs, halfLeftMs));

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { fingerprint, type FingerprintInput } from '../src/fingerprint.js';
+import { fingerprint, UnfingerprintableBodyError, type FingerprintInput } from '../src/fingerprint.js';
+import { fingerprintParts } from '../src/fingerprint-parts.js';
 
 const base: FingerprintInput = { method: 'POST', path: '/payments', querystring: '', headers: {}, body: { amount: 5, currency: 'EUR' } };
 
@@ -35,5 +36,42 @@ describe('fingerprint()', () => {
     for (let i = 0; i < 100_000; i++) deep = [deep];
     expect(() => fingerprint({ ...base, body: deep })).toThrow(/canonicalised/);
     expect(() => fingerprint({ ...base, body: { text: '\ud800' } })).toThrow(/canonicalised/);
+  });
+});
+
+describe('the per-part digests of a body nested to the edge of the stack', () => {
+  const nested = (depth: number): FingerprintInput => ({
+    method: 'POST',
+    path: '/p',
+    querystring: '',
+    headers: {},
+    body: JSON.parse('['.repeat(depth) + ']'.repeat(depth)) as unknown,
+    mediaType: 'application/json',
+  });
+  const fingerprints = (depth: number) => {
+    try {
+      fingerprint(nested(depth));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it('refuse it as unfingerprintable (400 body-invalid), never with a RangeError (a 500), where the fingerprint itself just fits', () => {
+    // The deepest body the fingerprint still canonicalises: the per-part walk goes a few frames deeper.
+    let fits = 1;
+    let fails = 1 << 20;
+    while (fails - fits > 1) {
+      const middle = Math.floor((fits + fails) / 2);
+      if (fingerprints(middle)) fits = middle;
+      else fails = middle;
+    }
+    for (const depth of [fits - 2, fits - 1, fits]) {
+      try {
+        fingerprintParts(nested(depth), 'salt');
+      } catch (error) {
+        expect(error, `depth ${depth}`).toBeInstanceOf(UnfingerprintableBodyError);
+      }
+    }
   });
 });

@@ -93,7 +93,11 @@ describe('fromPgPool()', () => {
       await tx.rollback();
       // SET LOCAL outside a transaction has no effect: the value proves the transaction was open.
       expect(rows[0]?.lock_timeout).toBe('1234ms');
-      expect(sent).toEqual(['BEGIN;\nSET LOCAL lock_timeout = 1234', 'SHOW lock_timeout', 'ROLLBACK']);
+      expect(sent).toEqual([
+        'BEGIN;\nSET LOCAL lock_timeout = 1234',
+        'SHOW lock_timeout',
+        'ROLLBACK; SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP',
+      ]);
       expect((await pool.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0]?.lock_timeout).not.toBe('1234ms');
     });
 

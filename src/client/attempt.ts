@@ -13,6 +13,8 @@ export interface Answer {
   retryAfterMs: number | undefined;
   /** A "not now" answer (a retry status, or 409 request-in-progress), as opposed to one retrying cannot change. */
   retryable: boolean;
+  /** A 409 request-in-progress: the operation runs elsewhere (not just any 409 that says it is retryable). */
+  inProgress: boolean;
 }
 
 export interface NoAnswer {
@@ -56,6 +58,7 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
       replayed: response.headers.get(REPLAYED_HEADER) === 'true',
       retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after')),
       retryable,
+      inProgress: response.status === 409 && isProblem(problem, 'inProgress'),
     };
   } catch (error) {
     if (spec.callerSignal?.aborted) throw spec.callerSignal.reason;

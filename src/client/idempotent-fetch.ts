@@ -118,7 +118,7 @@ export async function idempotentFetch(input: string | URL | Request, init: Reque
 /** What the schedule needs to know of an outcome: undefined for an answer that retrying cannot change. */
 function retryableFailure(outcome: AttemptOutcome): RetryableFailure | undefined {
   if (outcome.kind !== 'answer') return { retryAfterMs: undefined, inProgress: false };
-  return outcome.retryable ? { retryAfterMs: outcome.retryAfterMs, inProgress: outcome.response.status === 409 } : undefined;
+  return outcome.retryable ? { retryAfterMs: outcome.retryAfterMs, inProgress: outcome.inProgress } : undefined;
 }
 
 /**

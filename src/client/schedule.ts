@@ -22,6 +22,13 @@ export interface RetryableFailure {
 /** Retry-After counts whole seconds: a wait cut shorter than one would poll faster than any server asks to. */
 const SHORTEST_CUT_WAIT_MS = 1_000;
 
+/**
+ * 409 in-progress attempts escape `maxAttempts`, so their waits have a floor of their own (unless `maxDelayMs`
+ * is shorter): a server answering `Retry-After: 0` (or a date in the past) turned the call into a tight loop.
+ * A second, as this library's own server advertises.
+ */
+const SHORTEST_IN_PROGRESS_WAIT_MS = 1_000;
+
 export type Decision = { retry: true; delayMs: number } | { retry: false; stoppedBy: StopReason };
 
 /**
@@ -70,7 +77,7 @@ export class RetrySchedule {
    * What follows an attempt: `failure` undefined means an answer retrying cannot change.
    *
    * A 409 in progress says the operation runs: its Retry-After is an estimate (a 409 used to carry the owner's
-   * whole remaining lease, up to 30 s), capped like our backoff at `maxDelayMs` and never under `baseDelayMs`,
+   * whole remaining lease, up to 30 s), capped like our backoff at `maxDelayMs` and never under a second (or `maxDelayMs` if shorter),
    * and such attempts do not count against `maxAttempts` (an operation of 10 s must not end a call of 30 s
    * after five polls of a second). A 429's or 503's Retry-After asks not to come back before it: honoured even
    * above `maxDelayMs`.
@@ -95,6 +102,7 @@ export class RetrySchedule {
   #wantedMs(failure: RetryableFailure): number {
     const backoffMs = () => fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
     if (!failure.inProgress) return failure.retryAfterMs ?? backoffMs();
-    return Math.max(Math.min(failure.retryAfterMs ?? backoffMs(), this.policy.maxDelayMs), this.policy.baseDelayMs);
+    const floorMs = Math.max(this.policy.baseDelayMs, Math.min(SHORTEST_IN_PROGRESS_WAIT_MS, this.policy.maxDelayMs));
+    return Math.max(Math.min(failure.retryAfterMs ?? backoffMs(), this.policy.maxDelayMs), floorMs);
   }
 }

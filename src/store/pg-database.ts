@@ -214,6 +214,8 @@ class PgTransaction implements SqlTransaction {
   #beginning: Promise<unknown> | undefined;
   #begun = false;
   #done = false;
+  /** The session lost what node-postgres believes of it: never to be reused. */
+  #broken = false;
 
   constructor(client: PoolClient, statements: Statements) {
     this.#client = client;
@@ -232,7 +234,13 @@ class PgTransaction implements SqlTransaction {
     }
     this.#beginAlone();
     await this.#beginning;
-    return this.#statements.run(this.#client, text, params, true);
+    return this.#statements.run<Row>(this.#client, text, params, true).catch((error: unknown) => {
+      // The store's named statements are gone from this session (a handler's DEALLOCATE inside a DO block,
+      // which no keyword check sees), while node-postgres still believes them prepared: every later claim on
+      // the connection would fail. It is destroyed at the end instead of going back to the pool.
+      if (sqlstateOf(error) === PREPARED_STATEMENT_MISSING) this.#broken = true;
+      throw error;
+    });
   }
 
   async commit(): Promise<void> {
@@ -258,13 +266,10 @@ class PgTransaction implements SqlTransaction {
       // Nothing sent yet means no transaction is open on the server: nothing to end.
       if (this.#begun) {
         await this.#beginning;
-        // In the same round trip, what a statement could leave on the session past its transaction (a session
-        // advisory lock or a LISTEN taken by a handler through a function or a DO block, which no keyword check
-        // sees) is dropped before the connection goes back to the pool; after a failed COMMIT it is destroyed.
-        await this.#client.query(`${statement}; SELECT pg_advisory_unlock_all(); UNLISTEN *`);
+        await this.#client.query(`${statement}; ${SESSION_CLEANUP}`);
       }
       this.#client.off('error', ignoreConnectionError);
-      this.#client.release();
+      this.#client.release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
     } catch (error) {
       // A connection whose transaction state is unknown must never go back to the pool.
       this.#client.off('error', ignoreConnectionError);
@@ -275,6 +280,18 @@ class PgTransaction implements SqlTransaction {
 }
 
 function ignoreConnectionError(): void {}
+
+/** SQLSTATE invalid_sql_statement_name: a named statement that node-postgres prepared is not in the session. */
+const PREPARED_STATEMENT_MISSING = '26000';
+
+/**
+ * Sent after COMMIT or ROLLBACK, in the same round trip: what a handler's statement could leave on the session
+ * past its transaction through a function or a DO block, which no keyword check sees (a session advisory lock, a
+ * LISTEN, a cursor held WITH HOLD, a temporary table), is dropped before the connection goes back to the pool.
+ * Session settings are not reset: RESET ALL would also undo what the application's pool set on connect (a
+ * search_path). After a failed COMMIT the connection is destroyed instead.
+ */
+const SESSION_CLEANUP = 'SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
 
 /** Channel names are identifiers; ours are built from validated identifiers only, quoted anyway. */
 function quoteChannel(channel: string): string {

@@ -46,7 +46,7 @@ describe.each(databaseTargets())('hundreds of waiting keys on $name', (target) =
 
   // PGlite's one session serves every waiter's re-reads in turn: at 300 waiting keys it fell behind (the slowest
   // waiter 30 s, an unrelated request 29 s; docs/reliability.md), so it is held to a development-sized load.
-  it.each(target.name === 'PGlite' ? [50] : [300, 1_000])(
+  it.each(target.name === 'PGlite' ? [20] : [300, 1_000])(
     'answers %i waiting keys with their own responses, within waitMs, announcing at most 64',
     async (N) => {
       const WAIT_MS = 15_000;
