@@ -285,11 +285,9 @@ function ignoreConnectionError(): void {}
 const PREPARED_STATEMENT_MISSING = '26000';
 
 /**
- * Sent after COMMIT or ROLLBACK, in the same round trip: what a handler's statement could leave on the session
- * past its transaction through a function or a DO block, which no keyword check sees (a session advisory lock, a
- * LISTEN, a cursor held WITH HOLD, a temporary table), is dropped before the connection goes back to the pool.
- * Session settings are not reset: RESET ALL would also undo what the application's pool set on connect (a
- * search_path). After a failed COMMIT the connection is destroyed instead.
+ * Sent with COMMIT or ROLLBACK: what a handler could leave on the session through a function or a DO block, which
+ * no keyword check sees (session advisory locks, LISTENs, cursors WITH HOLD, temporary tables), is dropped before
+ * the pool gets the connection back. Not settings: RESET ALL would undo what the pool set on connect.
  */
 const SESSION_CLEANUP = 'SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
 
