@@ -5,6 +5,10 @@ import { idempotency, type IdempotencyOptions, type PostgresStore, type Transact
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
+/** A Postgres-server-only case's name, saying on PGlite why it is skipped there. */
+const onServerOnly = (targetName: string, name: string) =>
+  targetName === 'Postgres server' ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
+
 /**
  * A COMMIT that Postgres refuses is answered "nothing was committed" and the key runs again: that must be TRUE
  * in every such case. Plus multi-statement texts that end the claim's transaction, and lock_timeout bounds.
@@ -125,7 +129,10 @@ for (const target of databaseTargets()) {
     });
 
     it.runIf(target.name === 'Postgres server')(
-      'a multi-statement text "…; ROLLBACK; INSERT …" (would undo the claim, then write outside it) is refused by Postgres: nothing written, the retry charges once',
+      onServerOnly(
+        target.name,
+        'a multi-statement text "…; ROLLBACK; INSERT …" (would undo the claim, then write outside it) is refused by Postgres: nothing written, the retry charges once',
+      ),
       async () => {
         const { server, executions } = await app(async (tx, key, execution) => {
           if (execution === 1) {
@@ -190,7 +197,7 @@ for (const target of databaseTargets()) {
     });
 
     it.runIf(target.name === 'Postgres server')(
-      'lockTimeoutMs bounds a handler blocked on a row lock: 500 within the bound, nothing committed, the retry runs once',
+      onServerOnly(target.name, 'lockTimeoutMs bounds a handler blocked on a row lock: 500 within the bound, nothing committed, the retry runs once'),
       async () => {
         await db.sql.query(`INSERT INTO ${s}.accounts VALUES (77) ON CONFLICT DO NOTHING`);
         const blocker = db.newPool!(1);
@@ -223,7 +230,7 @@ for (const target of databaseTargets()) {
     );
 
     it.runIf(target.name === 'Postgres server')(
-      'a handler hanging past its lease (no early commit): a duplicate after the lease ran out must not run a second time',
+      onServerOnly(target.name, 'a handler hanging past its lease (no early commit): a duplicate after the lease ran out must not run a second time'),
       async () => {
         let open!: () => void;
         const gate = new Promise<void>((resolve) => (open = resolve));

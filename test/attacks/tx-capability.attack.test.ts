@@ -6,6 +6,10 @@ import { idempotency, PostgresStore, TransactionControlError, type IdempotencyOp
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
+/** A Postgres-server-only case's name, saying on PGlite why it is skipped there. */
+const onServerOnly = (targetName: string, name: string) =>
+  targetName === 'Postgres server' ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
+
 /**
  * Black-box attacks on transactional mode's `ctx.idempotency.db` capability: one key must never run its
  * business write twice, never commit a write without its stored response, never leak the connection or
@@ -94,7 +98,7 @@ for (const target of databaseTargets()) {
     });
 
     it.runIf(target.name === 'Postgres server')(
-      'DEALLOCATE ALL by a handler that then fails: the rolled-back request must not break the pooled connection for later keys',
+      onServerOnly(target.name, 'DEALLOCATE ALL by a handler that then fails: the rolled-back request must not break the pooled connection for later keys'),
       async () => {
         const store = await oneConnectionStore();
         const { server } = await app(store, async (tx, key, execution) => {
@@ -167,25 +171,30 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')('a session-level advisory lock taken by a handler does not outlive its request on the pooled connection', async () => {
-      const store = await oneConnectionStore();
-      const lockId = 424242 + counter;
-      const { server } = await app(store, async (tx, key) => {
-        await tx.query(`SELECT pg_advisory_lock(${lockId})`);
-        await insertCharge(tx, key);
-      });
-      try {
-        expect((await postJson(`${server.url}/c`, { amount: 1 }, { key: newKey('adv') })).status).toBe(201);
-        const { rows } = await db.sql.query<{ held: number }>(`SELECT count(*)::int AS held FROM pg_locks WHERE locktype = 'advisory' AND objid = ${lockId} AND granted`);
-        expect(rows[0]!.held).toBe(0);
-      } finally {
-        await server.close();
-        await store.close();
-      }
-    });
+    it.runIf(target.name === 'Postgres server')(
+      onServerOnly(target.name, 'a session-level advisory lock taken by a handler does not outlive its request on the pooled connection'),
+      async () => {
+        const store = await oneConnectionStore();
+        const lockId = 424242 + counter;
+        const { server } = await app(store, async (tx, key) => {
+          await tx.query(`SELECT pg_advisory_lock(${lockId})`);
+          await insertCharge(tx, key);
+        });
+        try {
+          expect((await postJson(`${server.url}/c`, { amount: 1 }, { key: newKey('adv') })).status).toBe(201);
+          const { rows } = await db.sql.query<{ held: number }>(
+            `SELECT count(*)::int AS held FROM pg_locks WHERE locktype = 'advisory' AND objid = ${lockId} AND granted`,
+          );
+          expect(rows[0]!.held).toBe(0);
+        } finally {
+          await server.close();
+          await store.close();
+        }
+      },
+    );
 
     it.runIf(target.name === 'Postgres server')(
-      'LISTEN by a handler (refused as a statement, or run in a DO block) does not leave the pooled connection listening',
+      onServerOnly(target.name, 'LISTEN by a handler (refused as a statement, or run in a DO block) does not leave the pooled connection listening'),
       async () => {
         const pool = db.newPool!(1);
         const store = new PostgresStore({ pool, schema: db.schema, replayCacheEntries: 0 });
@@ -348,7 +357,7 @@ for (const target of databaseTargets()) {
     });
 
     it.runIf(target.name === 'Postgres server')(
-      'pg_terminate_backend(pg_backend_pid()) in the handler: nothing committed, no connection leaked, the retry charges once',
+      onServerOnly(target.name, 'pg_terminate_backend(pg_backend_pid()) in the handler: nothing committed, no connection leaked, the retry charges once'),
       async () => {
         const store = await oneConnectionStore();
         const { server, executions } = await app(store, async (tx, key, execution) => {
