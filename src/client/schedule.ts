@@ -19,15 +19,13 @@ export interface RetryableFailure {
   inProgress: boolean;
 }
 
-/** Retry-After counts whole seconds: a wait cut shorter than one would poll faster than any server asks to. */
-const SHORTEST_CUT_WAIT_MS = 1_000;
-
 /**
- * 409 in-progress attempts escape `maxAttempts`, so their waits have a floor of their own (unless `maxDelayMs`
- * is shorter): a server answering `Retry-After: 0` (or a date in the past) turned the call into a tight loop.
- * A second, as this library's own server advertises.
+ * Retry-After counts whole seconds, and this library's server advertises one for a key in progress: the shortest
+ * wait worth making. A wait is never cut below it (that would poll faster than any server asks to), and 409
+ * in-progress attempts, which escape `maxAttempts`, wait at least that long (unless `maxDelayMs` is shorter):
+ * a server answering `Retry-After: 0` turned the call into a tight loop.
  */
-const SHORTEST_IN_PROGRESS_WAIT_MS = 1_000;
+const SHORTEST_WAIT_MS = 1_000;
 
 export type Decision = { retry: true; delayMs: number } | { retry: false; stoppedBy: StopReason };
 
@@ -83,7 +81,7 @@ export class RetrySchedule {
    * above `maxDelayMs`.
    *
    * Any wait ends halfway to the deadline at the latest, leaving the next attempt the other half; a wait that
-   * would be cut below SHORTEST_CUT_WAIT_MS (or below what was wanted, if shorter) stops the call instead, so
+   * would be cut below SHORTEST_WAIT_MS (or below what was wanted, if shorter) stops the call instead, so
    * that attempts do not bunch up at the deadline with budgets too short to be answered.
    */
   afterAttempt(failure: RetryableFailure | undefined, nowMs: number): Decision {
@@ -95,14 +93,14 @@ export class RetrySchedule {
     const wantedMs = this.#wantedMs(failure);
     const delayMs = Math.min(wantedMs, Math.floor(leftMs / 2));
     const notBefore = !failure.inProgress && failure.retryAfterMs !== undefined;
-    if (delayMs < (notBefore ? wantedMs : Math.min(wantedMs, SHORTEST_CUT_WAIT_MS))) return { retry: false, stoppedBy: 'deadline' };
+    if (delayMs < (notBefore ? wantedMs : Math.min(wantedMs, SHORTEST_WAIT_MS))) return { retry: false, stoppedBy: 'deadline' };
     return { retry: true, delayMs };
   }
 
   #wantedMs(failure: RetryableFailure): number {
     const backoffMs = () => fullJitterDelayMs(this.#attempts, this.policy.baseDelayMs, this.policy.maxDelayMs, this.random);
     if (!failure.inProgress) return failure.retryAfterMs ?? backoffMs();
-    const floorMs = Math.max(this.policy.baseDelayMs, Math.min(SHORTEST_IN_PROGRESS_WAIT_MS, this.policy.maxDelayMs));
+    const floorMs = Math.max(this.policy.baseDelayMs, Math.min(SHORTEST_WAIT_MS, this.policy.maxDelayMs));
     return Math.max(Math.min(failure.retryAfterMs ?? backoffMs(), this.policy.maxDelayMs), floorMs);
   }
 }
