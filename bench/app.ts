@@ -9,7 +9,10 @@ export type ServerKind = 'baseline' | 'lease' | 'transactional' | 'naive' | 'han
 
 export const SERVER_KINDS: readonly ServerKind[] = ['baseline', 'lease', 'transactional', 'naive', 'handwritten', 'handwrittenLease'];
 
-/** The business table every scenario writes one row to, and the naive check's own records. */
+/**
+ * The business table every scenario writes one row to, the naive check's own records, and the hand-written
+ * reference's keys: the narrowest row its guarantee needs (handwritten.ts), with no index beyond the key.
+ */
 export function benchSchemaSql(schema: string): string {
   return `CREATE SCHEMA IF NOT EXISTS "${schema}";
 CREATE TABLE IF NOT EXISTS "${schema}".orders (
@@ -22,6 +25,14 @@ CREATE TABLE IF NOT EXISTS "${schema}".naive_records (
   key             text PRIMARY KEY,
   response_status smallint NOT NULL,
   response_body   text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "${schema}".handwritten_keys (
+  key             text PRIMARY KEY,
+  fingerprint     bytea NOT NULL,
+  fence           bigint,
+  response_status smallint,
+  response_body   bytea,
+  created_at      timestamptz NOT NULL DEFAULT now()
 )`;
 }
 

@@ -22,7 +22,7 @@ export interface Summary {
   rssMb: number;
 }
 
-/** CPU per request, the figure that load on the machine disturbs least (details.json only). */
+/** CPU per request, the figure that load on the machine disturbs least (the parts in details.json, the sums in latest.json). */
 export interface CpuSummary {
   serverCpuMs: number;
   databaseCpuMs: number;
@@ -88,16 +88,29 @@ export async function writeResults(results: RunResults, resultsDir: URL): Promis
   console.log(`load average: ${loadAverageAtStart.toFixed(2)} at start, ${loadAverageAtEnd?.toFixed(2)} at end (${cpus} CPUs)`);
 }
 
-function summaryAt({ summaries }: Measured) {
+/** The scenarios whose CPU per request latest.json reports: the library's modes and what they compare with. */
+const CPU_SCENARIOS = ['baseline', 'handwritten', 'transactional', 'handwrittenLease', 'lease'] as const;
+
+function summaryAt({ summaries, cpu }: Measured) {
   const rps = (name: string) => summaries.get(name)?.rps ?? Number.NaN;
   const named = SCENARIOS.map((scenario) => scenario.name).filter((name) => summaries.has(name));
+  // Node process + its Postgres backends, per request: what a CPU-bound machine pays for each one.
+  const cpuMs = (name: string) => {
+    const measured = cpu.get(name);
+    return measured ? round(measured.serverCpuMs + measured.databaseCpuMs, 3) : Number.NaN;
+  };
+  const added = (name: string) => cpuMs(name) - cpuMs('baseline');
   return {
     scenarios: Object.fromEntries(named.map((name) => [name, summaries.get(name)!])),
+    cpuPerRequestMs: Object.fromEntries(CPU_SCENARIOS.filter((name) => cpu.has(name)).map((name) => [name, cpuMs(name)])),
     ratios: {
       ...Object.fromEntries(named.map((name) => [name, round(rps(name) / rps('baseline'))])),
       transactionalVsHandwritten: round(rps('transactional') / rps('handwritten')),
       leaseVsHandwritten: round(rps('lease') / rps('handwrittenLease')),
       telemetryVsOff: round(rps('telemetry') / rps('lease')),
+      /** CPU the library adds over the baseline, against what the hand-written reference adds (target ≤ 1.2). */
+      cpuAddedTransactionalVsHandwritten: round(added('transactional') / added('handwritten')),
+      cpuAddedLeaseVsHandwritten: round(added('lease') / added('handwrittenLease')),
     },
   };
 }
