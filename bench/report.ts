@@ -124,6 +124,7 @@ function detailsAt({ summaries, cpu, samples }: Measured) {
     partitionedVsPlain: summaries.has('leasePartitioned')
       ? { lease: ratio('leasePartitioned', 'lease'), transactional: ratio('transactionalPartitioned', 'transactional') }
       : undefined,
+    pipelinedVsUnpipelined: ratio('transactional', 'transactionalUnpipelined'),
     cpuPerRequestMs: Object.fromEntries(cpu),
     addedP50Ms: Object.fromEntries([...summaries].map(([name, summary]) => [name, round(summary.p50Ms - summaries.get('baseline')!.p50Ms)])),
     extras: Object.fromEntries([...summaries].filter(([name]) => !named.includes(name))),

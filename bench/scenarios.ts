@@ -4,7 +4,7 @@ import type { ServerSpec } from './servers.js';
 export type ScenarioName = 'baseline' | 'lease' | 'transactional' | 'replay' | 'passthrough' | 'naive' | 'telemetry' | 'handwritten' | 'handwrittenLease';
 
 export interface Scenario {
-  name: ScenarioName | 'replayUncached' | 'baselineTelemetry' | 'leasePartitioned' | 'transactionalPartitioned';
+  name: ScenarioName | 'replayUncached' | 'baselineTelemetry' | 'leasePartitioned' | 'transactionalPartitioned' | 'transactionalUnpipelined';
   server: Omit<ServerSpec, 'schema'>;
   request: RequestShape;
   /** Keys completed before the load starts; the load then replays them in a cycle. */
@@ -69,8 +69,9 @@ export const SCENARIOS: readonly Scenario[] = [
 
 /**
  * Only in the full run: replays with the cache off (one claim statement per replay), the SDK on the
- * baseline, which separates what the SDK itself costs from what the middleware's telemetry adds, and
- * both modes on a table partitioned by time (the claim function's cost).
+ * baseline, which separates what the SDK itself costs from what the middleware's telemetry adds,
+ * both modes on a table partitioned by time (the claim function's cost), and transactional mode on a
+ * pool that does not pipeline (what pipelining saves).
  */
 export const EXTRA_SCENARIOS: readonly Scenario[] = [
   {
@@ -97,5 +98,11 @@ export const EXTRA_SCENARIOS: readonly Scenario[] = [
     server: { kind: 'transactional', partitioned: true },
     request: post(freshKeys('transactional-partitioned')),
     description: 'transactional mode on a table partitioned by time (partitioning: true)',
+  },
+  {
+    name: 'transactionalUnpipelined',
+    server: { kind: 'transactional', pipeline: false },
+    request: post(freshKeys('transactional-unpipelined')),
+    description: 'transactional mode on a pool without pipeline: true (each statement waits for the one before)',
   },
 ];

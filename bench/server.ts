@@ -6,7 +6,8 @@ import { BackendCpu } from './cpu.js';
 /**
  * One benchmarked server, run as a child process by run.ts (IPC channel required).
  * Environment: BENCH_SERVER (baseline | lease | transactional | naive), BENCH_SCHEMA (already created
- * and migrated by the runner), BENCH_TELEMETRY=1 for the OpenTelemetry SDK, BENCH_PARTITIONED=1 for a partitioned records table, DATABASE_URL, BENCH_POOL_MAX.
+ * and migrated by the runner), BENCH_TELEMETRY=1 for the OpenTelemetry SDK, BENCH_PARTITIONED=1 for a partitioned records table, DATABASE_URL, BENCH_POOL_MAX,
+ * BENCH_PIPELINE=0 for pools that do not pipeline.
  * It answers the runner's { type: 'stats' } message with its round trips, requests, peak RSS and CPU time.
  */
 const kind = process.env.BENCH_SERVER as ServerKind;
@@ -21,8 +22,15 @@ const { PostgresStore } = await import('../src/index.js');
 const { createBenchApp } = await import('./app.js');
 
 // Idle connections stay open: a server waits idle while the other scenarios run, and reconnecting
-// at the start of each round would be measured as part of that round.
-const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: Number(process.env.BENCH_POOL_MAX ?? 10), idleTimeoutMillis: 0 });
+// at the start of each round would be measured as part of that round. Every scenario's pool pipelines, as
+// the README recommends for transactional mode: code that awaits each query (the baseline, the hand-written
+// reference, lease mode) sends them one after the other all the same. BENCH_PIPELINE=0 turns it off.
+const pool = new pg.Pool({
+  connectionString: process.env.DATABASE_URL,
+  max: Number(process.env.BENCH_POOL_MAX ?? 10),
+  idleTimeoutMillis: 0,
+  pipeline: process.env.BENCH_PIPELINE !== '0',
+});
 const backendCpu = new BackendCpu(pool);
 const replayCacheEntries = process.env.BENCH_REPLAY_CACHE_ENTRIES;
 const store = new PostgresStore({

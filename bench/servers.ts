@@ -11,6 +11,8 @@ export interface ServerSpec {
   replayCacheEntries?: number;
   /** Store option partitioning: the records table is partitioned by time (migrated so by the runner). */
   partitioned?: boolean;
+  /** false: the server's pool does not pipeline (see server.ts). */
+  pipeline?: boolean;
 }
 
 export interface ServerStats {
@@ -45,6 +47,7 @@ export class ServerProcess {
         BENCH_TELEMETRY: spec.telemetry ? '1' : '0',
         ...(spec.replayCacheEntries === undefined ? {} : { BENCH_REPLAY_CACHE_ENTRIES: String(spec.replayCacheEntries) }),
         BENCH_PARTITIONED: spec.partitioned ? '1' : '0',
+        BENCH_PIPELINE: spec.pipeline === false ? '0' : '1',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

@@ -191,7 +191,7 @@ describe('the statements refused on a claim transaction', () => {
   });
 });
 
-describe.each(databaseTargets())("a transactional handler that ends the claim's transaction itself, on $name", (target) => {
+describe.each(databaseTargets({ pipelined: true }))("a transactional handler that ends the claim's transaction itself, on $name", (target) => {
   const onServer = target.name !== 'PGlite';
   const serverOnly = (name: string) => (onServer ? name : `${name} (skipped on PGlite: it runs one statement per query)`);
   let db: TestDatabase;

@@ -36,7 +36,7 @@ function drizzleOn(db: TransactionalDb): PgRemoteDatabase {
   });
 }
 
-describe.each(databaseTargets())('ctx.idempotency.db, a capability over the claim transaction, on $name', (target) => {
+describe.each(databaseTargets({ pipelined: true }))('ctx.idempotency.db, a capability over the claim transaction, on $name', (target) => {
   let db: TestDatabase;
   let store: PostgresStore;
   let charges: string;

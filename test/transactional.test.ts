@@ -10,7 +10,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
 
-describe.each(databaseTargets())('transactional mode on $name', (target) => {
+describe.each(databaseTargets({ pipelined: true }))('transactional mode on $name', (target) => {
   let db: TestDatabase;
   let store: PostgresStore;
   const servers: Array<{ close(): Promise<void> }> = [];

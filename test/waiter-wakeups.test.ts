@@ -31,7 +31,7 @@ async function app(options: Omit<IdempotencyOptions, 'store'> & { store: Idempot
   return server;
 }
 
-describe.each(databaseTargets())('a waiting duplicate on $name', (target) => {
+describe.each(databaseTargets({ pipelined: true }))('a waiting duplicate on $name', (target) => {
   let db: TestDatabase;
   beforeAll(async () => {
     db = await target.open('wakeups');
@@ -69,7 +69,7 @@ describe.each(databaseTargets())('a waiting duplicate on $name', (target) => {
   });
 });
 
-describe.each(databaseTargets())('a watcher on $name', (target) => {
+describe.each(databaseTargets({ pipelined: true }))('a watcher on $name', (target) => {
   let db: TestDatabase;
   beforeAll(async () => {
     db = await target.open('wakeups_watch');

@@ -3,7 +3,7 @@ import { diag } from '@opentelemetry/api';
 import { sqlstateOf } from '../error-code.js';
 import type { Client, Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
-import { assertNoTransactionControl } from './transaction-control.js';
+import { ignoreConnectionError, PgTransaction } from './pg-transaction.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -35,7 +35,7 @@ const PREPARED_STATEMENT_LOST = new Set(['26000', '42P05']);
 type PgQueryConfig = QueryConfig & { queryMode?: 'extended' };
 
 /** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
-class Statements {
+export class Statements {
   readonly #names = new Map<string, string>();
   #warned = false;
 
@@ -199,97 +199,6 @@ class PgDatabase implements SqlDatabase {
     return client;
   }
 }
-
-/**
- * A transaction on one pooled client. BEGIN costs a round trip of its own unless it travels with the
- * first statement: a statement without parameters goes out as the simple-query `BEGIN; <statement>`, one
- * round trip (node-postgres sends a parameterless query as one simple query, several statements and all).
- * A first statement with parameters needs the extended protocol, which carries one statement only, so
- * BEGIN then goes ahead of it on its own.
- */
-class PgTransaction implements SqlTransaction {
-  readonly #client: PoolClient;
-  readonly #statements: Statements;
-  /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
-  #beginning: Promise<unknown> | undefined;
-  #begun = false;
-  #done = false;
-  /** The session lost what node-postgres believes of it: never to be reused. */
-  #broken = false;
-
-  constructor(client: PoolClient, statements: Statements) {
-    this.#client = client;
-    this.#statements = statements;
-  }
-
-  async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
-    if (this.#done) throw new Error('the transaction has ended');
-    // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
-    assertNoTransactionControl(text);
-    if (!this.#begun && (params === undefined || params.length === 0)) {
-      this.#begun = true;
-      const results = (await this.#client.query(`BEGIN;\n${text}`)) as unknown as SqlResult<Row> | Array<SqlResult<Row>>;
-      // One result per statement comes back; the caller's statement is the last.
-      return Array.isArray(results) ? results[results.length - 1]! : results;
-    }
-    this.#beginAlone();
-    await this.#beginning;
-    return this.#statements.run<Row>(this.#client, text, params, true).catch((error: unknown) => {
-      // The store's named statements are gone from this session (a handler's DEALLOCATE inside a DO block,
-      // which no keyword check sees), while node-postgres still believes them prepared: every later claim on
-      // the connection would fail. It is destroyed at the end instead of going back to the pool.
-      if (sqlstateOf(error) === PREPARED_STATEMENT_MISSING) this.#broken = true;
-      throw error;
-    });
-  }
-
-  async commit(): Promise<void> {
-    await this.#end('COMMIT');
-  }
-
-  async rollback(): Promise<void> {
-    await this.#end('ROLLBACK');
-  }
-
-  /** Sends BEGIN on its own; its failure surfaces at the next await. */
-  #beginAlone(): void {
-    if (this.#begun) return;
-    this.#begun = true;
-    this.#beginning = this.#client.query('BEGIN');
-    this.#beginning.catch(() => undefined);
-  }
-
-  async #end(statement: string): Promise<void> {
-    if (this.#done) return;
-    this.#done = true;
-    try {
-      // Nothing sent yet means no transaction is open on the server: nothing to end.
-      if (this.#begun) {
-        await this.#beginning;
-        await this.#client.query(`${statement}; ${SESSION_CLEANUP}`);
-      }
-      this.#client.off('error', ignoreConnectionError);
-      this.#client.release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
-    } catch (error) {
-      // A connection whose transaction state is unknown must never go back to the pool.
-      this.#client.off('error', ignoreConnectionError);
-      this.#client.release(error as Error);
-      throw error;
-    }
-  }
-}
-
-function ignoreConnectionError(): void {}
-
-/** SQLSTATE invalid_sql_statement_name: a named statement that node-postgres prepared is not in the session. */
-const PREPARED_STATEMENT_MISSING = '26000';
-
-/**
- * Sent with COMMIT or ROLLBACK: what a handler could leave on the session through a function or a DO block, which
- * no keyword check sees (session advisory locks, LISTENs, cursors WITH HOLD, temporary tables), is dropped before
- * the pool gets the connection back. Not settings: RESET ALL would undo what the pool set on connect.
- */
-const SESSION_CLEANUP = 'SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
 
 /** Channel names are identifiers; ours are built from validated identifiers only, quoted anyway. */
 function quoteChannel(channel: string): string {

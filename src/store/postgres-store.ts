@@ -1,3 +1,4 @@
+import { sqlstateOf } from '../error-code.js';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
@@ -7,11 +8,11 @@ import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
-import { claimedNew, claimParams, toRecord, type RecordRow } from './record-rows.js';
+import { claimedNew, claimParams, completionParams, toRecord, type RecordRow } from './record-rows.js';
 import { ReplayCache } from './replay-cache.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
-import { buildStatements, type Statements } from './statements.js';
+import { buildStatements, NOTHING_COMPLETED, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
 import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
@@ -121,8 +122,12 @@ export class PostgresStore implements IdempotencyStore {
     try {
       // The fence marks the transaction: random, and this claim's own.
       const mark = fence;
-      await openClaimTransaction(tx, this.#lockTimeoutMs, mark);
-      const result = await timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
+      // A pipelined transaction sends the claim right behind BEGIN and the mark; should those fail, the claim
+      // fails with them (the transaction is aborted), and the handler never runs.
+      const opened = openClaimTransaction(tx, this.#lockTimeoutMs, mark);
+      if (!tx.pipelined) await opened;
+      const claiming = timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
+      const [result] = await Promise.all([claiming, opened]);
       if (result.kind !== 'claimed') {
         await tx.rollback();
         return result;
@@ -133,6 +138,7 @@ export class PostgresStore implements IdempotencyStore {
         lease: result.lease,
         record: result.record,
         complete: (db, lease, completion, claimMark) => this.#completeOn(db, lease, completion, claimMark),
+        completion: (lease, completion, claimMark) => this.#completion(lease, completion, claimMark),
         db: this.#db,
       });
       return wakingWaitersAtTheEnd(claimed, () =>
@@ -273,21 +279,16 @@ export class PostgresStore implements IdempotencyStore {
 
   /** Completes the owned record; with `claimMark`, only inside the claim's transaction (see openClaimTransaction). */
   async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion, claimMark?: string): Promise<void> {
-    const response = completion.replayable ? completion.response : null;
-    const statement = claimMark === undefined ? this.#sql.complete : this.#sql.completeInClaimTransaction;
-    const { rows } = await db.query(statement, [
-      lease.scope,
-      lease.key,
-      lease.fence,
-      completion.replayable,
-      completion.replayable ? completion.response.status : completion.status,
-      response && JSON.stringify(response.headers),
-      response?.body ?? null,
-      this.#waiters.channel,
-      notifyId(lease.scope, lease.key),
-      lease.ttlSeconds,
-      ...(claimMark === undefined ? [] : [claimMark]),
-    ]);
+    const { text, params } = this.#completion(lease, completion, claimMark);
+    const { rows } = await db.query(text, params).catch((error: unknown) => {
+      throw sqlstateOf(error) === NOTHING_COMPLETED ? new FencedError(lease.fence) : error;
+    });
     if (rows.length !== 1) throw new FencedError(lease.fence);
+  }
+
+  /** The completion's statement and parameters; with `claimMark`, the one that fails when it completes nothing. */
+  #completion(lease: Lease, completion: Completion, claimMark?: string): { text: string; params: unknown[] } {
+    const text = claimMark === undefined ? this.#sql.complete : this.#sql.completeInClaimTransaction;
+    return { text, params: completionParams(lease, completion, this.#waiters.channel, notifyId(lease.scope, lease.key), claimMark) };
   }
 }

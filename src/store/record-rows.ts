@@ -1,4 +1,4 @@
-import type { ClaimRequest, ClaimResult, IdempotencyRecord, Lease } from './types.js';
+import type { ClaimRequest, ClaimResult, Completion, IdempotencyRecord, Lease } from './types.js';
 
 /**
  * Between the records table and the store's types: the row the statements return, the record it maps to,
@@ -60,6 +60,24 @@ export function toRecord(row: RecordRow): IdempotencyRecord {
 }
 
 /** $1 to $8 of every claim statement (the plain table's add the fence as $9). */
+/** The completion's parameters ($1 to $10, and $11 the claim's mark inside its transaction); see statements.ts. */
+export function completionParams(lease: Lease, completion: Completion, channel: string, notifyPayload: string, claimMark?: string): unknown[] {
+  const response = completion.replayable ? completion.response : null;
+  return [
+    lease.scope,
+    lease.key,
+    lease.fence,
+    completion.replayable,
+    completion.replayable ? completion.response.status : completion.status,
+    response && JSON.stringify(response.headers),
+    response?.body ?? null,
+    channel,
+    notifyPayload,
+    lease.ttlSeconds,
+    ...(claimMark === undefined ? [] : [claimMark]),
+  ];
+}
+
 export function claimParams(request: ClaimRequest): unknown[] {
   return [
     request.scope,

@@ -21,7 +21,22 @@ export interface SqlQueryable {
 export interface SqlTransaction extends SqlQueryable {
   commit(): Promise<void>;
   rollback(): Promise<void>;
+  /**
+   * True when a statement sent before the previous one has answered goes out at once, in order (node-postgres's
+   * `pipeline` mode): callers may then send several without waiting, to pay one round trip for all. A failed
+   * statement aborts the transaction, so those behind it fail too instead of running on their own.
+   */
+  readonly pipelined?: boolean;
+  /**
+   * Pipelined transactions only: sends `text` and COMMIT behind it without waiting, one round trip for both.
+   * A statement that fails has aborted the transaction and the COMMIT then rolls it back: resolves with
+   * `committed: false`, its error, and whether a transaction was open when it ran. Rejects when the COMMIT
+   * itself failed (whether it took effect is then unknown). The transaction is over either way.
+   */
+  commitAfter?<Row = Record<string, unknown>>(text: string, params: unknown[]): Promise<CommitAfterOutcome<Row>>;
 }
+
+export type CommitAfterOutcome<Row> = { committed: true; result: SqlResult<Row> } | { committed: false; error: unknown; transactionWasOpen: boolean };
 
 export type Unsubscribe = () => Promise<void>;
 

@@ -66,7 +66,8 @@ export interface Statements {
   complete: string;
   /**
    * `complete` inside the claim's transaction, which it only finds while that transaction is still open
-   * (its mark, $10): a handler that committed early leaves it nothing to update, at no extra round trip.
+   * (its mark, $11): a handler that committed early leaves it nothing to update, at no extra round trip.
+   * Completing nothing fails it with NOTHING_COMPLETED, so that a COMMIT pipelined behind it cannot commit.
    */
   completeInClaimTransaction: string;
   release: string;
@@ -136,18 +137,32 @@ function notifyExpression(name: TableName, notify: StatementOptions['notify'], c
 }
 
 /**
+ * SQLSTATE division_by_zero, which the completion in the claim's transaction raises when it completed no
+ * record (fenced, or the transaction is not the claim's any more): a statement that fails aborts the
+ * transaction, so a COMMIT sent right behind it without waiting for its answer (pipelined) rolls back.
+ */
+export const NOTHING_COMPLETED = '22012';
+
+/**
  * The completion's UPDATE of an owned record, `condition` added to its WHERE. Expiry counts from the
  * completion (clock_timestamp(): inside a transaction now() is its start), $10 seconds ahead.
+ * `failWhenNone`: one row (completed = 1) when the record was completed, else the statement fails with
+ * NOTHING_COMPLETED (1 / 0); the MATERIALIZED step is read whole by count(*), so its NOTIFY still runs.
  */
-function complete(name: TableName, options: StatementOptions, condition = ''): string {
-  return `WITH done AS (
+function complete(name: TableName, options: StatementOptions, condition = '', failWhenNone = false): string {
+  const done = `WITH done AS (
   UPDATE ${qualified(name)} SET status = 'completed', completed_at = clock_timestamp(), lease_expires_at = NULL,
     replayable = $4, response_status = $5, response_headers = $6, response_body = $7,
     expires_at = clock_timestamp() + make_interval(secs => $10::float8)
   WHERE scope = $1 AND key = $2 AND fence = $3::bigint${condition}
   RETURNING 1
+)`;
+  const notify = notifyExpression(name, options.notify, '$8', '$9');
+  if (!failWhenNone) return `${done}\nSELECT ${notify} FROM done`;
+  return `${done}, notified AS MATERIALIZED (
+  SELECT ${notify} AS notified FROM done
 )
-SELECT ${notifyExpression(name, options.notify, '$8', '$9')} FROM done`;
+SELECT 1 / count(*)::int AS completed FROM notified`;
 }
 
 function buildPlainStatements(name: TableName, options: StatementOptions): Statements {
@@ -219,7 +234,7 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
      * be retried, and rewrites the very same response.
      */
     complete: complete(name, options),
-    completeInClaimTransaction: complete(name, options, ` AND current_setting('${CLAIM_MARK}', true) = $11`),
+    completeInClaimTransaction: complete(name, options, ` AND current_setting('${CLAIM_MARK}', true) = $11`, true),
 
     /** Deletes the owned record so that the client's retry runs afresh (a thrown error or a 5xx). */
     release: `WITH gone AS (

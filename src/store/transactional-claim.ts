@@ -1,8 +1,10 @@
+import { sqlstateOf } from '../error-code.js';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { commitFailure, CompletionRolledBackError } from './completion-rolled-back.js';
 import type { SqlQueryable, SqlTransaction } from './sql-database.js';
+import { NOTHING_COMPLETED } from './statements.js';
 import { claimTransactionEnded, isClaimTransaction, TransactionControlError } from './transaction-control.js';
 import { transactionalDb } from './transactional-db.js';
 import type { Completion, IdempotencyRecord, Lease, TransactionalClaim } from './types.js';
@@ -15,6 +17,11 @@ export interface ClaimTransactionParts {
   record: IdempotencyRecord;
   /** Completes the owned record on `db`; with a mark, only while the claim's transaction is open. */
   complete(db: SqlQueryable, lease: Lease, completion: Completion, mark?: string): Promise<void>;
+  /**
+   * The statement `complete` runs with a mark, and its parameters: for a pipelined transaction, which sends it
+   * with the COMMIT. It fails (SQLSTATE NOTHING_COMPLETED) instead of completing nothing.
+   */
+  completion(lease: Lease, completion: Completion, mark: string): { text: string; params: unknown[] };
   /** The pool, outside the claim's transaction. */
   db: SqlQueryable;
 }
@@ -45,6 +52,21 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
       // Until COMMIT is sent, a failure ends in a rollback: a known outcome, unlike a lost COMMIT (see commitFailure).
       let committing = false;
       await timeStoreOperation(OPERATION.COMPLETE, async () => {
+        if (tx.commitAfter) {
+          const { text, params } = parts.completion(lease, completion, mark);
+          const outcome = await tx.commitAfter(text, params).catch((error: unknown) => {
+            committing = true;
+            throw error;
+          });
+          if (outcome.committed) return;
+          const fenced = sqlstateOf(outcome.error) === NOTHING_COMPLETED;
+          // No transaction open when it ran: the handler ended the claim's (see below).
+          if (fenced && !outcome.transactionWasOpen) {
+            await keepAsExecuted(completion.replayable ? completion.response.status : completion.status);
+            throw claimTransactionEnded();
+          }
+          throw fenced ? new FencedError(lease.fence) : outcome.error;
+        }
         try {
           await parts.complete(tx, lease, completion, mark);
         } catch (error) {

@@ -16,7 +16,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 type Handle = (db: TransactionalDb, key: string, execution: number) => Promise<void>;
 
-for (const target of databaseTargets()) {
+for (const target of databaseTargets({ pipelined: true })) {
   describe(`claim mark tampering on ${target.name}`, () => {
     let db: TestDatabase;
     let store: PostgresStore;

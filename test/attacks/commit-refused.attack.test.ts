@@ -7,7 +7,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 /** A Postgres-server-only case's name, saying on PGlite why it is skipped there. */
 const onServerOnly = (targetName: string, name: string) =>
-  targetName === 'Postgres server' ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
+  targetName.startsWith('Postgres server') ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
 
 /**
  * A COMMIT that Postgres refuses is answered "nothing was committed" and the key runs again: that must be TRUE
@@ -16,7 +16,7 @@ const onServerOnly = (targetName: string, name: string) =>
 
 type Handle = (db: TransactionalDb, key: string, execution: number) => Promise<void>;
 
-for (const target of databaseTargets()) {
+for (const target of databaseTargets({ pipelined: true })) {
   describe(`commit refusal and transaction escapes on ${target.name}`, () => {
     let db: TestDatabase;
     let store: PostgresStore;
@@ -128,7 +128,7 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(
         target.name,
         'a multi-statement text "…; ROLLBACK; INSERT …" (would undo the claim, then write outside it) is refused by Postgres: nothing written, the retry charges once',
@@ -196,7 +196,7 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'lockTimeoutMs bounds a handler blocked on a row lock: 500 within the bound, nothing committed, the retry runs once'),
       async () => {
         await db.sql.query(`INSERT INTO ${s}.accounts VALUES (77) ON CONFLICT DO NOTHING`);
@@ -229,7 +229,7 @@ for (const target of databaseTargets()) {
       },
     );
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'a handler hanging past its lease (no early commit): a duplicate after the lease ran out must not run a second time'),
       async () => {
         let open!: () => void;

@@ -13,7 +13,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 type Handle = (db: TransactionalDb, key: string, execution: number) => Promise<void>;
 
-for (const target of databaseTargets()) {
+for (const target of databaseTargets({ pipelined: true })) {
   describe(`transaction-control filter bypasses on ${target.name}`, () => {
     let db: TestDatabase;
     let store: PostgresStore;

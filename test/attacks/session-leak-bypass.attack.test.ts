@@ -14,16 +14,16 @@ import { postJson, serve } from '../helpers/http.js';
 
 type Handle = (db: TransactionalDb, key: string, execution: number, ctx: Koa.Context) => Promise<void>;
 
-const target = databaseTargets().find((t) => t.name === 'Postgres server');
+const servers = databaseTargets({ pipelined: true }).filter((t) => t.name.startsWith('Postgres server'));
 
-describe.runIf(target !== undefined)('session state leak bypasses on Postgres server (one-connection pool)', () => {
+describe.each(servers)('session state leak bypasses on $name (one-connection pool)', (target) => {
   let db: TestDatabase;
   let charges: string;
   let counter = 0;
   const newKey = (name: string) => `${name}-${++counter}-${Date.now()}`;
 
   beforeAll(async () => {
-    db = await target!.open('atk_sess2');
+    db = await target.open('atk_sess2');
     charges = `"${db.schema}".charges`;
     await db.sql.query(`CREATE TABLE ${charges} (key text NOT NULL, amount int NOT NULL)`);
   });

@@ -8,7 +8,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 /** A Postgres-server-only case's name, saying on PGlite why it is skipped there. */
 const onServerOnly = (targetName: string, name: string) =>
-  targetName === 'Postgres server' ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
+  targetName.startsWith('Postgres server') ? name : `${name} (skipped on PGlite: one in-process session, no pooled connection to share or lose)`;
 
 /**
  * Black-box attacks on transactional mode's `ctx.idempotency.db` capability: one key must never run its
@@ -18,7 +18,7 @@ const onServerOnly = (targetName: string, name: string) =>
 
 type Handle = (db: TransactionalDb, key: string, execution: number, ctx: Koa.Context) => Promise<void>;
 
-for (const target of databaseTargets()) {
+for (const target of databaseTargets({ pipelined: true })) {
   describe(`transactional capability attacks on ${target.name}`, () => {
     let db: TestDatabase;
     let charges: string;
@@ -97,7 +97,7 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'DEALLOCATE ALL by a handler that then fails: the rolled-back request must not break the pooled connection for later keys'),
       async () => {
         const store = await oneConnectionStore();
@@ -171,7 +171,7 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'a session-level advisory lock taken by a handler does not outlive its request on the pooled connection'),
       async () => {
         const store = await oneConnectionStore();
@@ -193,7 +193,7 @@ for (const target of databaseTargets()) {
       },
     );
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'LISTEN by a handler (refused as a statement, or run in a DO block) does not leave the pooled connection listening'),
       async () => {
         const pool = db.newPool!(1);
@@ -356,7 +356,7 @@ for (const target of databaseTargets()) {
       }
     });
 
-    it.runIf(target.name === 'Postgres server')(
+    it.runIf(target.name.startsWith('Postgres server'))(
       onServerOnly(target.name, 'pg_terminate_backend(pg_backend_pid()) in the handler: nothing committed, no connection leaked, the retry charges once'),
       async () => {
         const store = await oneConnectionStore();

@@ -39,9 +39,14 @@ function requireDatabaseUrl(): string {
   return url;
 }
 
-export function databaseTargets(): DatabaseTarget[] {
+/**
+ * `pipelined`: also a Postgres server whose pool pipelines (`pipeline: true`), where the store sends its claim
+ * with BEGIN and its completion with COMMIT (src/store/pg-transaction.ts): for the suites about transactions.
+ */
+export function databaseTargets(options: { pipelined?: boolean } = {}): DatabaseTarget[] {
   return [
-    { name: 'Postgres server', open: openPostgres },
+    { name: 'Postgres server', open: (prefix) => openPostgres(prefix, false) },
+    ...(options.pipelined ? [{ name: 'Postgres server, pipelined', open: (prefix: string) => openPostgres(prefix, true) }] : []),
     { name: 'PGlite', open: openPGlite },
   ];
 }
@@ -56,12 +61,12 @@ export function uniqueSchema(prefix: string): string {
   return `t_${prefix.replace(/[^a-z0-9_]/g, '_')}_${randomBytes(4).toString('hex')}`.slice(0, 48);
 }
 
-async function openPostgres(prefix: string): Promise<TestDatabase> {
+async function openPostgres(prefix: string, pipeline: boolean): Promise<TestDatabase> {
   const schema = uniqueSchema(prefix);
   const pools: pg.Pool[] = [];
   // Small pools: test files run in parallel against one server whose max_connections is 100.
   const newPool = (max = 10) => {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max });
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max, pipeline });
     pool.on('error', () => undefined); // a killed connection must not crash the test runner
     pools.push(pool);
     return pool;

@@ -1,0 +1,137 @@
+import { sqlstateOf } from '../error-code.js';
+import type { PoolClient } from 'pg';
+import type { Statements } from './pg-database.js';
+import type { CommitAfterOutcome, SqlResult, SqlTransaction } from './sql-database.js';
+import { assertNoTransactionControl } from './transaction-control.js';
+
+/**
+ * A transaction on one pooled client. BEGIN costs a round trip of its own unless it travels with the
+ * first statement: a statement without parameters goes out as the simple-query `BEGIN; <statement>`, one
+ * round trip (node-postgres sends a parameterless query as one simple query, several statements and all).
+ * A first statement with parameters needs the extended protocol, which carries one statement only, so
+ * BEGIN then goes ahead of it on its own.
+ *
+ * On a client created with `pipeline: true` (node-postgres 8.23), statements sent before the previous one
+ * answered go out at once: the store sends its claim right behind BEGIN, and its completion with COMMIT.
+ */
+export class PgTransaction implements SqlTransaction {
+  readonly #client: PoolClient;
+  readonly #statements: Statements;
+  readonly pipelined: boolean;
+  /**
+   * Only on a pipelined client: without pipelining a COMMIT queued behind a statement would wait for it anyway,
+   * and node-postgres deprecates queueing on a client.
+   */
+  readonly commitAfter: SqlTransaction['commitAfter'];
+  /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
+  #beginning: Promise<unknown> | undefined;
+  #begun = false;
+  #done = false;
+  /** The session lost what node-postgres believes of it: never to be reused. */
+  #broken = false;
+
+  constructor(client: PoolClient, statements: Statements) {
+    this.#client = client;
+    this.#statements = statements;
+    this.pipelined = client.pipeline === true;
+    this.commitAfter = this.pipelined ? (text, params) => this.#commitAfter(text, params) : undefined;
+  }
+
+  async query<Row>(text: string, params?: unknown[]): Promise<SqlResult<Row>> {
+    if (this.#done) throw new Error('the transaction has ended');
+    // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
+    assertNoTransactionControl(text);
+    if (!this.#begun && (params === undefined || params.length === 0)) {
+      this.#begun = true;
+      const results = (await this.#client.query(`BEGIN;\n${text}`)) as unknown as SqlResult<Row> | Array<SqlResult<Row>>;
+      // One result per statement comes back; the caller's statement is the last.
+      return Array.isArray(results) ? results[results.length - 1]! : results;
+    }
+    this.#beginAlone();
+    await this.#beginning;
+    return this.#run<Row>(text, params);
+  }
+
+  async commit(): Promise<void> {
+    await this.#end('COMMIT');
+  }
+
+  async rollback(): Promise<void> {
+    await this.#end('ROLLBACK');
+  }
+
+  #run<Row>(text: string, params: unknown[] | undefined): Promise<SqlResult<Row>> {
+    return this.#statements.run<Row>(this.#client, text, params, true).catch((error: unknown) => {
+      // The store's named statements are gone from this session (a handler's DEALLOCATE inside a DO block,
+      // which no keyword check sees), while node-postgres still believes them prepared: every later claim on
+      // the connection would fail. It is destroyed at the end instead of going back to the pool.
+      if (sqlstateOf(error) === PREPARED_STATEMENT_MISSING) this.#broken = true;
+      throw error;
+    });
+  }
+
+  async #commitAfter<Row>(text: string, params: unknown[]): Promise<CommitAfterOutcome<Row>> {
+    if (this.#done) throw new Error('the transaction has ended');
+    this.#beginAlone();
+    await this.#beginning;
+    this.#done = true;
+    // Both written before either answers; each carries its own Sync, so the COMMIT runs whatever the
+    // statement did: after a failure it finds the transaction aborted and rolls it back (tag ROLLBACK).
+    const statement = this.#run<Row>(text, params);
+    const ending = this.#client.query(`COMMIT; ${SESSION_CLEANUP}`) as unknown as Promise<Array<{ command: string }>>;
+    const [result, ended] = await Promise.allSettled([statement, ending]);
+    if (ended.status === 'rejected') {
+      this.#release(ended.reason as Error);
+      throw ended.reason;
+    }
+    this.#release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
+    const tag = ended.value[0]?.command;
+    if (result.status === 'rejected') return { committed: false, error: result.reason, transactionWasOpen: tag === 'ROLLBACK' };
+    // A statement that succeeded leaves nothing to roll back: a ROLLBACK here means the transaction was aborted
+    // before it, and what ran in it is gone.
+    if (tag !== 'COMMIT') return { committed: false, error: new Error(`the COMMIT answered ${tag}`), transactionWasOpen: true };
+    return { committed: true, result: result.value };
+  }
+
+  /** Sends BEGIN on its own; its failure surfaces at the next await. */
+  #beginAlone(): void {
+    if (this.#begun) return;
+    this.#begun = true;
+    this.#beginning = this.#client.query('BEGIN');
+    this.#beginning.catch(() => undefined);
+  }
+
+  async #end(statement: string): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    try {
+      // Nothing sent yet means no transaction is open on the server: nothing to end.
+      if (this.#begun) {
+        await this.#beginning;
+        await this.#client.query(`${statement}; ${SESSION_CLEANUP}`);
+      }
+      this.#release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
+    } catch (error) {
+      // A connection whose transaction state is unknown must never go back to the pool.
+      this.#release(error as Error);
+      throw error;
+    }
+  }
+
+  #release(error: Error | undefined): void {
+    this.#client.off('error', ignoreConnectionError);
+    this.#client.release(error);
+  }
+}
+
+export function ignoreConnectionError(): void {}
+
+/** SQLSTATE invalid_sql_statement_name: a named statement that node-postgres prepared is not in the session. */
+const PREPARED_STATEMENT_MISSING = '26000';
+
+/**
+ * Sent with COMMIT or ROLLBACK: what a handler could leave on the session through a function or a DO block, which
+ * no keyword check sees (session advisory locks, LISTENs, cursors WITH HOLD, temporary tables), is dropped before
+ * the pool gets the connection back. Not settings: RESET ALL would undo what the pool set on connect.
+ */
+const SESSION_CLEANUP = 'SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
