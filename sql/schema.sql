@@ -20,6 +20,6 @@ CREATE TABLE IF NOT EXISTS "public"."idempotency_records" (
   lease_expires_at    timestamptz,
   expires_at          timestamptz NOT NULL,
   PRIMARY KEY (scope, key)
-);
+) WITH (fillfactor = 80);
 
-CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx" ON "public"."idempotency_records" (expires_at);
+CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx" ON "public"."idempotency_records" USING brin (expires_at);
