@@ -256,14 +256,14 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     expect(seen.pipelined.nextCharges).toBe(1);
   });
 
-  it('a huge response body (4 MB) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
+  it('a huge response body (4 MB, under maxBodyBytes) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
     const big = 'x'.repeat(4 * 1024 * 1024);
     for (const pipeline of [false, true]) {
       const app = await start(pipeline, async (ctx, tdb) => {
         await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
         ctx.status = 201;
         ctx.body = { big };
-      });
+      }, { maxBodyBytes: 16 * 1024 * 1024 });
       const key = newKey(`huge-${pipeline}`);
       const first = await postJson(app.url, {}, { key });
       const replay = await postJson(app.url, {}, { key });
