@@ -256,6 +256,67 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     expect(seen.pipelined.nextCharges).toBe(1);
   });
 
+  it('a parameter that fails to serialise client-side (circular object), caught: the following queries get their own results, the writes commit', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const app = await start(pipeline, async (ctx, tdb) => {
+        const key = ctx.idempotency!.key;
+        const circular: Record<string, unknown> = {};
+        circular.self = circular;
+        const results = await Promise.allSettled([
+          tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [key]),
+          tdb.query('SELECT $1::text AS v', [circular]),
+          tdb.query(`SELECT 'second'::text AS v`),
+          tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 2) RETURNING n`, [key]),
+          tdb.query(`SELECT 'fourth'::text AS v`),
+        ]);
+        ctx.status = 201;
+        ctx.body = results.map((r) => (r.status === 'fulfilled' ? (r.value.rows[0] ?? null) : 'rejected'));
+      });
+      const key = newKey(`circular-${pipeline}`);
+      const answer = await postJson(app.url, {}, { key });
+      const next = newKey(`circular-next-${pipeline}`);
+      const nextAnswer = await postJson(app.url, {}, { key: next });
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        status: answer.status,
+        body: answer.text,
+        charges: await chargesOf(key),
+        next: nextAnswer.status,
+        nextBody: nextAnswer.text,
+        nextCharges: await chargesOf(next),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect(seen.pipelined).toMatchObject({ status: 201, charges: 2, next: 201, nextCharges: 2 });
+  });
+
+  it('a response header value JSON cannot serialise (a BigInt through ctx.res.setHeader): the claim’s transaction is ended and its connection returned, same as unpipelined', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const app = await start(pipeline, async (ctx, tdb) => {
+        await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+        if (!ctx.get('x-clean')) ctx.res.setHeader('x-count', 10n as unknown as string);
+      });
+      const key = newKey(`bigint-header-${pipeline}`);
+      const answer = await postJson(app.url, {}, { key });
+      const checkedOut = app.pool.totalCount - app.pool.idleCount;
+      const { rows } = await db.sql.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND datname = current_database() AND pid <> pg_backend_pid()`,
+      );
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        status: answer.status,
+        type: problemType(answer.text),
+        checkedOut,
+        idleInTransaction: rows[0]!.n,
+        charges: await chargesOf(key),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect(seen.pipelined).toMatchObject({ checkedOut: 0, idleInTransaction: 0 });
+  });
+
   it('a huge response body (4 MB, under maxBodyBytes) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
     const big = 'x'.repeat(4 * 1024 * 1024);
     for (const pipeline of [false, true]) {
