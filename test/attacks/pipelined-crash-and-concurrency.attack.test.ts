@@ -301,6 +301,105 @@ describe('pipelined transactional mode: crashes, timeouts, duplicates', () => {
     }
   });
 
+  it('connection killed while the pipelined claim waits (behind an uncommitted duplicate row): the handler never runs, a 5xx, the pool serves the next key', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const app = await start(pipeline, async (ctx, tdb) => {
+        await charge(ctx, tdb);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      }, { lockTimeoutMs: 60_000 });
+      const key = newKey(`kill-claim-${pipeline}`);
+      const blocker = new pg.Client({ connectionString: DATABASE_URL });
+      await blocker.connect();
+      let answer;
+      try {
+        await blocker.query('BEGIN');
+        await blocker.query(
+          `INSERT INTO ${records} (scope, key, status, fingerprint, fingerprint_version, fence, expires_at) VALUES ('', $1, 'in_progress', 'x', 1, 1, now() + interval '1 hour')`,
+          [key],
+        );
+        const blockerPid = (await blocker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+        const pending = postJson(app.url, {}, { key });
+        let pid = 0;
+        await until(async () => {
+          const { rows } = await admin.query(`SELECT pid FROM pg_locks WHERE NOT granted AND locktype = 'transactionid' AND pid <> $1`, [blockerPid]);
+          pid = rows[0]?.pid ?? 0;
+          return pid !== 0;
+        }, 'the claim waiting behind the blocker');
+        await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+        answer = await pending;
+        await blocker.query('ROLLBACK');
+      } finally {
+        await blocker.end();
+      }
+      const next = newKey(`kill-claim-next-${pipeline}`);
+      const nextAnswer = await postJson(app.url, {}, { key: next });
+      const retry = await postJson(app.url, {}, { key });
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        status: answer.status,
+        type: problemType(answer.text),
+        next: nextAnswer.status,
+        retry: retry.status,
+        charges: await chargesOf(key),
+        executions: app.executions(),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect(seen.pipelined).toMatchObject({ next: 201, retry: 201, charges: 1, executions: 2 });
+  });
+
+  it('a streamed response body in transactional mode: the write commits once, the retry is told it is not replayable, same on both pools', async () => {
+    const { Readable } = await import('node:stream');
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const app = await start(pipeline, async (ctx, tdb) => {
+        await charge(ctx, tdb);
+        ctx.status = 201;
+        ctx.type = 'text/plain';
+        ctx.body = Readable.from(['a', 'b', 'c']);
+      });
+      const key = newKey(`stream-${pipeline}`);
+      const first = await postJson(app.url, {}, { key });
+      const retry = await postJson(app.url, {}, { key });
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        first: first.status,
+        body: first.text,
+        retry: retry.status,
+        retryType: problemType(retry.text),
+        charges: await chargesOf(key),
+        executions: app.executions(),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect(seen.pipelined).toMatchObject({ first: 201, body: 'abc', charges: 1, executions: 1 });
+  });
+
+  it('a step whose result jsonb refuses (a NUL character) inside the claim’s transaction: nothing commits, same answer on both pools, the next key is served', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const app = await start(pipeline, async (ctx, tdb) => {
+        await charge(ctx, tdb);
+        if (!ctx.get('x-clean')) await ctx.idempotency!.step('nul', () => ({ text: 'a\u0000b' })).catch(() => undefined);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      });
+      const key = newKey(`nul-step-${pipeline}`);
+      const first = await postJson(app.url, {}, { key });
+      const next = newKey(`nul-step-next-${pipeline}`);
+      const nextAnswer = await postJson(app.url, {}, { key: next, headers: { 'x-clean': '1' } });
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        first: first.status,
+        type: problemType(first.text),
+        charges: await chargesOf(key),
+        next: nextAnswer.status,
+        nextCharges: await chargesOf(next),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect(seen.pipelined).toMatchObject({ charges: 0, next: 201, nextCharges: 1 });
+  });
+
   it('session advisory lock taken by the handler, then a failed completion (caught error): the next request on the same connection holds no advisory lock', async () => {
     for (const pipeline of [false, true]) {
       const app = await start(pipeline, async (ctx, tdb) => {
