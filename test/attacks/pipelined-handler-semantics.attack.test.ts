@@ -42,8 +42,8 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
   });
   afterAll(() => db?.close());
 
-  async function start(pipeline: boolean, handler: Handler, options: Partial<IdempotencyOptions> = {}) {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1, pipeline });
+  async function start(pipeline: boolean, handler: Handler, options: Partial<IdempotencyOptions> = {}, applicationName?: string) {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1, pipeline, application_name: applicationName });
     pool.on('error', () => undefined);
     const store = new PostgresStore({ pool, schema: db.schema, replayCacheEntries: 0, lockTimeoutMs: 2_000 });
     let executions = 0;
@@ -58,6 +58,8 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     const http = await serve(app);
     closing.push(async () => {
       await http.close();
+      // A connection stuck by an attack must not hang the clean-up: its backend is ended first.
+      if (applicationName) await db.sql.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [applicationName]);
       await store.close();
       await pool.end();
     });
@@ -316,6 +318,61 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     expect(seen.pipelined).toEqual(seen.unpipelined);
     expect(seen.pipelined).toMatchObject({ checkedOut: 0, idleInTransaction: 0 });
   });
+
+  /**
+   * COPY … FROM STDIN through ctx.idempotency.db: node-postgres answers the server's CopyInResponse with a
+   * CopyFail (no stream to feed it). Each request is bounded (an abort after 15 s), and the pool's backends are
+   * terminated at the end so that a stuck connection cannot hang the file.
+   */
+  async function copyScenario(pipeline: boolean, handler: Handler) {
+    const app = await start(pipeline, handler, {}, `atk3-copy-${pipeline ? 'p' : 'u'}-${keySeq}`);
+    const bounded = (key: string, headers: Record<string, string> = {}) =>
+      fetch(app.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key, ...headers },
+        body: '{}',
+        signal: AbortSignal.timeout(15_000),
+      }).then(
+        async (r) => ({ status: r.status, type: problemType(await r.text()) }),
+        (e: Error) => ({ status: 0, type: `no answer: ${e.name}` }),
+      );
+    const key = newKey(`copy-${pipeline ? 'p' : 'u'}`);
+    const answer = await bounded(key);
+    const next = newKey(`copy-next-${pipeline ? 'p' : 'u'}`);
+    const nextAnswer = await bounded(next, { 'x-clean': '1' });
+    return { answer, charges: await chargesOf(key), records: await recordsOf(key), next: nextAnswer.status, nextCharges: await chargesOf(next) };
+  }
+
+  for (const pipeline of [false, true]) {
+    const mode = pipeline ? 'pipelined' : 'unpipelined';
+    it(`${mode}: COPY … FROM STDIN through ctx.idempotency.db, caught, then 201: the request is answered (nothing commits) and the connection serves the next key`, async () => {
+      const outcome = await copyScenario(pipeline, async (ctx, tdb) => {
+        if (ctx.get('x-clean')) return clean(ctx, tdb);
+        await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
+        await tdb.query(`COPY ${charges} (key, n) FROM STDIN`).catch(() => undefined);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      });
+      expect(outcome).toMatchObject({ charges: 0, records: 0, next: 201, nextCharges: 1 });
+      expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
+    }, 60_000);
+
+    it(`${mode}: COPY … FROM STDIN in one Promise.all with other writes, all caught, then 201: answered, nothing half-commits, next key served`, async () => {
+      const outcome = await copyScenario(pipeline, async (ctx, tdb) => {
+        if (ctx.get('x-clean')) return clean(ctx, tdb);
+        const key = ctx.idempotency!.key;
+        await Promise.allSettled([
+          tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [key]),
+          tdb.query(`COPY ${charges} (key, n) FROM STDIN`),
+          tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 2)`, [key]),
+        ]);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      });
+      expect(outcome).toMatchObject({ charges: 0, records: 0, next: 201, nextCharges: 1 });
+      expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
+    }, 60_000);
+  }
 
   it('a huge response body (4 MB, under maxBodyBytes) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
     const big = 'x'.repeat(4 * 1024 * 1024);
