@@ -374,6 +374,19 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     }, 60_000);
   }
 
+  for (const pipeline of [false, true]) {
+    it(`${pipeline ? 'pipelined' : 'unpipelined'}: COPY … TO STDOUT through ctx.idempotency.db, then a write and 201: answered, committed once, next key served`, async () => {
+      const outcome = await copyScenario(pipeline, async (ctx, tdb) => {
+        if (ctx.get('x-clean')) return clean(ctx, tdb);
+        await tdb.query(`COPY (SELECT 1) TO STDOUT`).catch(() => undefined);
+        await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      });
+      expect(outcome).toMatchObject({ answer: { status: 201 }, charges: 1, next: 201, nextCharges: 1 });
+    }, 60_000);
+  }
+
   it('a huge response body (4 MB, under maxBodyBytes) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
     const big = 'x'.repeat(4 * 1024 * 1024);
     for (const pipeline of [false, true]) {
