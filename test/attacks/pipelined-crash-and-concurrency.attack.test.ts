@@ -64,8 +64,8 @@ describe('pipelined transactional mode: crashes, timeouts, duplicates', () => {
     await db?.close();
   });
 
-  async function start(pipeline: boolean, handler: Handler, options: { max?: number; idempotency?: Partial<IdempotencyOptions>; pgOptions?: string; lockTimeoutMs?: number } = {}) {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: options.max ?? 1, pipeline, options: options.pgOptions });
+  async function start(pipeline: boolean, handler: Handler, options: { max?: number; idempotency?: Partial<IdempotencyOptions>; pgOptions?: string; lockTimeoutMs?: number; queryTimeoutMs?: number } = {}) {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: options.max ?? 1, pipeline, options: options.pgOptions, query_timeout: options.queryTimeoutMs });
     pool.on('error', () => undefined);
     const store = new PostgresStore({ pool, schema: db.schema, replayCacheEntries: 0, lockTimeoutMs: options.lockTimeoutMs ?? 2_000 });
     let executions = 0;
@@ -398,6 +398,40 @@ describe('pipelined transactional mode: crashes, timeouts, duplicates', () => {
     }
     expect(seen.pipelined).toEqual(seen.unpipelined);
     expect(seen.pipelined).toMatchObject({ charges: 0, next: 201, nextCharges: 1 });
+  });
+
+  it('a handler query hitting the pool’s client-side query_timeout, caught, then 201: same answer on both pools, and exactly once either way', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const gateId = 800_000 + keySeq;
+      await admin.query('SELECT pg_advisory_lock($1)', [gateId]);
+      let timedOut!: () => void;
+      const handlerTimedOut = new Promise<void>((resolve) => (timedOut = resolve));
+      let first = true;
+      const app = await start(pipeline, async (ctx, tdb) => {
+        await charge(ctx, tdb);
+        if (first) {
+          first = false;
+          await tdb.query('SELECT pg_advisory_xact_lock($1)', [gateId]).catch(() => timedOut());
+        }
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      }, { queryTimeoutMs: 300 });
+      const key = newKey(`qtimeout-${pipeline}`);
+      const pending = postJson(app.url, {}, { key });
+      await handlerTimedOut;
+      await admin.query('SELECT pg_advisory_unlock($1)', [gateId]);
+      const answer = await pending;
+      const retry = await postJson(app.url, {}, { key });
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        status: answer.status,
+        type: problemType(answer.text),
+        retry: retry.status,
+        retryReplayed: retry.headers.get('idempotent-replayed'),
+        charges: await chargesOf(key),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
   });
 
   it('session advisory lock taken by the handler, then a failed completion (caught error): the next request on the same connection holds no advisory lock', async () => {
