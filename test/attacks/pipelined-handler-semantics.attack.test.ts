@@ -340,7 +340,19 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
     const answer = await bounded(key);
     const next = newKey(`copy-next-${pipeline ? 'p' : 'u'}`);
     const nextAnswer = await bounded(next, { 'x-clean': '1' });
-    return { answer, charges: await chargesOf(key), records: await recordsOf(key), next: nextAnswer.status, nextCharges: await chargesOf(next) };
+    const before = { charges: await chargesOf(key), records: await recordsOf(key), nextCharges: await chargesOf(next) };
+    // The same key retried through another app on a fresh pool: nothing was committed, so it must run (201).
+    const other = await start(pipeline, clean, {}, `atk3-copy-retry-${keySeq}`);
+    const retry = await fetch(other.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-clean': '1' },
+      body: '{}',
+      signal: AbortSignal.timeout(15_000),
+    }).then(
+      (r) => r.status,
+      () => 0,
+    );
+    return { answer, ...before, next: nextAnswer.status, retryElsewhere: retry };
   }
 
   for (const pipeline of [false, true]) {
@@ -353,7 +365,12 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
         ctx.status = 201;
         ctx.body = { ok: true };
       });
-      expect(outcome).toMatchObject({ charges: 0, records: 0, next: 201, nextCharges: 1 });
+      expect({ answered: outcome.answer.type, next: outcome.next, retryElsewhere: outcome.retryElsewhere }).toEqual({
+        answered: expect.not.stringMatching(/^no answer/),
+        next: 201,
+        retryElsewhere: 201,
+      });
+      expect(outcome).toMatchObject({ charges: 0, records: 0, nextCharges: 1 });
       expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
     }, 60_000);
 
@@ -369,7 +386,12 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
         ctx.status = 201;
         ctx.body = { ok: true };
       });
-      expect(outcome).toMatchObject({ charges: 0, records: 0, next: 201, nextCharges: 1 });
+      expect({ answered: outcome.answer.type, next: outcome.next, retryElsewhere: outcome.retryElsewhere }).toEqual({
+        answered: expect.not.stringMatching(/^no answer/),
+        next: 201,
+        retryElsewhere: 201,
+      });
+      expect(outcome).toMatchObject({ charges: 0, records: 0, nextCharges: 1 });
       expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
     }, 60_000);
   }
