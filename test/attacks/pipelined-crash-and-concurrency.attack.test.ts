@@ -434,6 +434,42 @@ describe('pipelined transactional mode: crashes, timeouts, duplicates', () => {
     expect(seen.pipelined).toEqual(seen.unpipelined);
   });
 
+  it('SERIALIZABLE pool, two keys whose handlers conflict (read-then-write skew): the loser is rolled back, not half-committed; same answers on both pools; each key charges once after a retry', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const pipeline of [false, true]) {
+      const group = `skew-${pipeline}-${keySeq}`;
+      let reads = 0;
+      let bothRead!: () => void;
+      const readBoth = new Promise<void>((resolve) => (bothRead = resolve));
+      let racing = true;
+      const app = await start(pipeline, async (ctx, tdb) => {
+        // Each reads the group's charges, waits until the other has read too, then writes: a write skew.
+        await tdb.query(`SELECT count(*) FROM ${charges} WHERE key LIKE $1`, [`${group}%`]);
+        if (racing) {
+          if (++reads === 2) bothRead();
+          await readBoth;
+        }
+        await charge(ctx, tdb);
+        ctx.status = 201;
+        ctx.body = { ok: true };
+      }, { max: 4, pgOptions: '-c default_transaction_isolation=serializable' });
+      const keys = [`${group}-a-${newKey('s')}`, `${group}-b-${newKey('s')}`];
+      const answers = await Promise.all(keys.map((key) => postJson(app.url, {}, { key })));
+      racing = false;
+      const afterRace = await Promise.all(keys.map((key) => chargesOf(key)));
+      const retries = await Promise.all(keys.map((key) => postJson(app.url, {}, { key })));
+      seen[pipeline ? 'pipelined' : 'unpipelined'] = {
+        statuses: answers.map((a) => a.status).sort(),
+        types: answers.map((a) => problemType(a.text) ?? null).sort(),
+        committedAfterRace: afterRace.reduce((a, b) => a + b, 0),
+        retries: retries.map((r) => r.status),
+        charges: await Promise.all(keys.map((key) => chargesOf(key))),
+      };
+    }
+    expect(seen.pipelined).toEqual(seen.unpipelined);
+    expect((seen.pipelined as { charges: number[] }).charges).toEqual([1, 1]);
+  });
+
   it('session advisory lock taken by the handler, then a failed completion (caught error): the next request on the same connection holds no advisory lock', async () => {
     for (const pipeline of [false, true]) {
       const app = await start(pipeline, async (ctx, tdb) => {
