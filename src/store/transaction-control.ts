@@ -39,10 +39,24 @@ export function transactionControlError(text: string): TransactionControlError |
  */
 const SESSION_STATE = /^(set(?!\s+(local|constraints|transaction)\b)|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
 
+/**
+ * COPY in the table form (`COPY t FROM STDIN`): node-postgres answers the server's request for COPY data
+ * with a CopyFail and no Sync, on the extended protocol the handler's queries use, so the server waits for a
+ * Sync that never comes and the request and its connection hang for good. The query form, `COPY (query) TO
+ * STDOUT`, can only write to the client and stays allowed.
+ */
+const TABLE_COPY = /^copy\b(?!\s*\()/i;
+
 /** The error for a statement a handler may not run on the claim's connection; undefined for any other. */
 export function handlerStatementError(text: string): TransactionControlError | undefined {
   const control = transactionControlError(text);
   if (control) return control;
+  if (TABLE_COPY.test(firstStatementHead(text))) {
+    return new TransactionControlError(
+      "COPY of a table is refused on the idempotency claim's connection: COPY ... FROM STDIN would hang it. Write rows with " +
+        'INSERT (unnest() for many), and read with the query form, COPY (SELECT ...) TO STDOUT.',
+    );
+  }
   const session = SESSION_STATE.exec(firstStatementHead(text));
   if (!session) return undefined;
   return new TransactionControlError(

@@ -128,9 +128,7 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
       if (ctx.get('x-clean')) return clean(ctx, tdb);
       const key = ctx.idempotency!.key;
       await Promise.allSettled(
-        Array.from({ length: 12 }, (_, n) =>
-          n === 5 ? tdb.query('SELECT 1/0') : tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, $2)`, [key, n]),
-        ),
+        Array.from({ length: 12 }, (_, n) => (n === 5 ? tdb.query('SELECT 1/0') : tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, $2)`, [key, n]))),
       );
       ctx.status = 201;
       ctx.body = { ok: true };
@@ -357,42 +355,35 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
 
   for (const pipeline of [false, true]) {
     const mode = pipeline ? 'pipelined' : 'unpipelined';
-    it(`${mode}: COPY … FROM STDIN through ctx.idempotency.db, caught, then 201: the request is answered (nothing commits) and the connection serves the next key`, async () => {
+    // node-postgres answered the server's request for COPY data with a CopyFail and no Sync, and the request and
+    // its connection hung for good (before: "no answer: TimeoutError", next 0): the table form is now refused
+    // before it reaches Postgres, so a handler that catches the refusal commits what it wrote, once.
+    it(`${mode}: COPY … FROM STDIN through ctx.idempotency.db is refused before it reaches Postgres; caught, then 201: answered, committed once, next key served`, async () => {
+      const refusals: string[] = [];
       const outcome = await copyScenario(pipeline, async (ctx, tdb) => {
         if (ctx.get('x-clean')) return clean(ctx, tdb);
         await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
-        await tdb.query(`COPY ${charges} (key, n) FROM STDIN`).catch(() => undefined);
+        await tdb.query(`COPY ${charges} (key, n) FROM STDIN`).catch((error: Error) => refusals.push(error.name));
         ctx.status = 201;
         ctx.body = { ok: true };
       });
-      expect({ answered: outcome.answer.type, next: outcome.next, retryElsewhere: outcome.retryElsewhere }).toEqual({
-        answered: expect.not.stringMatching(/^no answer/),
-        next: 201,
-        retryElsewhere: 201,
-      });
-      expect(outcome).toMatchObject({ charges: 0, records: 0, nextCharges: 1 });
-      expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
+      expect(refusals).toEqual(['TransactionControlError']);
+      expect(outcome).toMatchObject({ answer: { status: 201 }, next: 201, retryElsewhere: 201, charges: 1, records: 1, nextCharges: 1 });
     }, 60_000);
 
-    it(`${mode}: COPY … FROM STDIN in one Promise.all with other writes, all caught, then 201: answered, nothing half-commits, next key served`, async () => {
+    it(`${mode}: COPY … FROM STDIN in one Promise.all with other writes, refused and caught, then 201: both writes commit once, next key served`, async () => {
       const outcome = await copyScenario(pipeline, async (ctx, tdb) => {
         if (ctx.get('x-clean')) return clean(ctx, tdb);
         const key = ctx.idempotency!.key;
         await Promise.allSettled([
           tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [key]),
-          tdb.query(`COPY ${charges} (key, n) FROM STDIN`),
+          tdb.query(`/* a comment first */ copy ${charges} (key, n) FROM STDIN`),
           tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 2)`, [key]),
         ]);
         ctx.status = 201;
         ctx.body = { ok: true };
       });
-      expect({ answered: outcome.answer.type, next: outcome.next, retryElsewhere: outcome.retryElsewhere }).toEqual({
-        answered: expect.not.stringMatching(/^no answer/),
-        next: 201,
-        retryElsewhere: 201,
-      });
-      expect(outcome).toMatchObject({ charges: 0, records: 0, nextCharges: 1 });
-      expect(outcome.answer.status).toBeGreaterThanOrEqual(500);
+      expect(outcome).toMatchObject({ answer: { status: 201 }, next: 201, retryElsewhere: 201, charges: 2, records: 1, nextCharges: 1 });
     }, 60_000);
   }
 
@@ -412,11 +403,15 @@ describe('pipelined transactional mode: the handler’s queries keep their seman
   it('a huge response body (4 MB, under maxBodyBytes) stored with the pipelined COMMIT: committed and replayed byte for byte', async () => {
     const big = 'x'.repeat(4 * 1024 * 1024);
     for (const pipeline of [false, true]) {
-      const app = await start(pipeline, async (ctx, tdb) => {
-        await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
-        ctx.status = 201;
-        ctx.body = { big };
-      }, { maxBodyBytes: 16 * 1024 * 1024 });
+      const app = await start(
+        pipeline,
+        async (ctx, tdb) => {
+          await tdb.query(`INSERT INTO ${charges} (key, n) VALUES ($1, 1)`, [ctx.idempotency!.key]);
+          ctx.status = 201;
+          ctx.body = { big };
+        },
+        { maxBodyBytes: 16 * 1024 * 1024 },
+      );
       const key = newKey(`huge-${pipeline}`);
       const first = await postJson(app.url, {}, { key });
       const replay = await postJson(app.url, {}, { key });
