@@ -109,17 +109,13 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
 
     it('refuses the late completion of a frozen worker after another took over (fencing)', async () => {
       const key = `zombie-${Date.now()}`;
-      // The handler's delay outlasts the wait for its claim to be seen, however loaded the machine is.
-      const zombie = await server({ MODE: 'lease', LEASE_MS: '600', HANDLER_DELAY_MS: '3000' });
+      // The handler holds until released: the zombie is frozen inside it, whatever the machine's load.
+      const zombie = await server({ MODE: 'lease', LEASE_MS: '600', HOLD_HANDLER: '1' });
       const zombieAnswer = charge(zombie.url, key).then(
         (r) => r.status,
         () => 'no answer',
       );
-      await until(
-        async () => (await store.find('acct', key))?.status === 'in_progress',
-        3_000,
-        () => `the zombie never claimed ${key}`,
-      );
+      await zombie.printed(JSON.stringify({ handler: 'started' }));
       zombie.process.kill('SIGSTOP'); // frozen: no lease renewals, no progress
       await leaseLapsed(key);
 
@@ -131,6 +127,7 @@ describe.each(layouts)('crashes (real child processes, SIGKILL), $layout', ({ pa
       expect(recordAfterTakeover?.attempt).toBe(2);
 
       zombie.process.kill('SIGCONT');
+      zombie.process.kill('SIGUSR2'); // out of its handler, on to its step write and completion
       // The zombie resumes; its step write and completion carry the old fence and are refused.
       expect(await zombieAnswer).toBe(500);
       const record = await store.find('acct', key);
