@@ -1,4 +1,4 @@
-import { ATTR, EVENT } from '../../src/index.js';
+import { ATTR, EVENT } from '../../src/entries/otel.js';
 import type { PictureSpan, TracePicture } from '../../scripts/pictures/trace-picture.js';
 import { serverSpan, serviceOf, tag, type JaegerSpan, type JaegerTrace } from './jaeger-api.js';
 

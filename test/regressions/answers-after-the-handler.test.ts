@@ -4,7 +4,8 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, PostgresStore, problemType, type IdempotencyOptions, type IdempotencyStore, type ProblemName } from '../../src/index.js';
+import { idempotency, problemType, type IdempotencyOptions, type IdempotencyStore, type ProblemName } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 

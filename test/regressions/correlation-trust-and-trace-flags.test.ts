@@ -4,7 +4,9 @@ import { context, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, ty
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { tracerProvider } from '../helpers/otel-sdk.js';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, spansOfTrace, startTestTelemetry, waitForServerSpans } from '../telemetry-harness.js';
-import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, correlationIdFor, OUTCOME, type IdempotencyRecord, type PostgresStore } from '../../src/index.js';
+import { type IdempotencyRecord } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
+import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, correlationIdFor, OUTCOME } from '../../src/entries/otel.js';
 import { withCorrelationBaggage } from '../../src/telemetry/correlation.js';
 import { RequestTelemetry } from '../../src/telemetry/request-telemetry.js';
 import { stampActiveRequest } from '../../src/telemetry/span-stamping.js';

@@ -5,7 +5,9 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ATTR, correlationIdFor, EVENT, FINGERPRINT_VERSION, PostgresStore, type ClaimRequest } from '../../src/index.js';
+import { FINGERPRINT_VERSION, type ClaimRequest } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
+import { ATTR, correlationIdFor, EVENT } from '../../src/entries/otel.js';
 import { keyHash } from '../../src/telemetry/correlation.js';
 import { until, terminate } from '../helpers/child-processes.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';

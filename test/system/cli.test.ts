@@ -10,7 +10,9 @@ import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../../examples/payments/app.js';
-import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, migrationSql, PostgresStore, type ClaimRequest } from '../../src/index.js';
+import { FINGERPRINT_VERSION, type ClaimRequest } from '../../src/index.js';
+import { fromPgPool, migrationSql, PostgresStore } from '../../src/entries/postgres.js';
+import { correlationIdFor } from '../../src/entries/otel.js';
 import { commandError } from '../../src/cli/connection.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
 

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { openChargesSchema, type ChargesSchema } from '../helpers/charges-schema.js';
 import { until } from '../helpers/child-processes.js';
 

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ATTR, EVENT, OUTCOME, REPLAYED_HEADER, correlationIdFor } from '../../src/index.js';
+import { REPLAYED_HEADER } from '../../src/index.js';
+import { ATTR, EVENT, OUTCOME, correlationIdFor } from '../../src/entries/otel.js';
 import { postJson } from '../helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersion, startJaeger, type JaegerServer } from '../jaeger-support/jaeger.js';
 import { jaegerPanelQueries } from '../jaeger-support/dashboard-queries.js';

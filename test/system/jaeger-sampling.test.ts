@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ATTR, OUTCOME, correlationIdFor } from '../../src/index.js';
+import { ATTR, OUTCOME, correlationIdFor } from '../../src/entries/otel.js';
 import { keyHash } from '../../src/telemetry/correlation.js';
 import { postJson } from '../helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, startJaeger, type JaegerServer } from '../jaeger-support/jaeger.js';

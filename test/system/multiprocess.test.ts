@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { openChargesSchema, type ChargesSchema } from '../helpers/charges-schema.js';
 
 const REQUESTS = 200;

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../examples/shared/free-port.js';
-import { ATTR, correlationIdFor, EVENT } from '../../src/index.js';
+import { ATTR, correlationIdFor, EVENT } from '../../src/entries/otel.js';
 import { until } from '../helpers/child-processes.js';
 import { uniqueSchema } from '../helpers/databases.js';
 import { decodeTraceRequest, type OtlpSpan } from '../helpers/otlp-protobuf.js';
@@ -44,7 +44,8 @@ function packLibrary(workDir: string): string {
 const APP = `import Koa from 'koa';
 import pg from 'pg';
 import { bodyParser } from '@koa/bodyparser';
-import { idempotency, PostgresStore } from 'koa-idempotency';
+import { idempotency } from 'koa-idempotency';
+import { PostgresStore } from 'koa-idempotency/postgres';
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
 const store = new PostgresStore({ pool, schema: process.env.SCHEMA });
@@ -63,7 +64,7 @@ const server = app.listen(0, '127.0.0.1', () => console.log('listening on http:/
 /** The README's sampling set-up on SDK 3, typed against SDK 3's `Sampler` and the HTTP instrumentation's hook. */
 const SAMPLER = `import { ParentBasedSampler, type Sampler } from '@opentelemetry/sdk-trace';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
-import { idempotencySampler, keyHashAttributes } from 'koa-idempotency';
+import { idempotencySampler, keyHashAttributes } from 'koa-idempotency/otel';
 
 export const sampler: Sampler = new ParentBasedSampler({ root: idempotencySampler({ ratio: 0.1 }) });
 export const http = new HttpInstrumentation({ startIncomingSpanHook: (request) => keyHashAttributes(request) });
@@ -119,6 +120,22 @@ describe("README's OpenTelemetry SDK 3 set-up in a fresh app, from the packed li
     const quiet = { cwd: appDir, env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_prefer_offline: 'true' } };
     execFileSync('bash', ['-c', install.replace('npm install koa-idempotency ', `npm install ${tarball} `)], quiet);
     execFileSync('npm', ['install', 'koa@^3.3.0', 'pg@^8.23.1', '@koa/bodyparser@^6.1.0'], quiet);
+    // Every entry point of package.json's exports loads from the tarball, each with its own names.
+    const entries = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports)
+      .filter((entry) => !entry.endsWith('.json'))
+      .map((entry) => entry.replace(/^\./, 'koa-idempotency'));
+    expect(entries).toEqual(['koa-idempotency', ...['postgres', 'otel', 'client', 'conformance'].map((entry) => `koa-idempotency/${entry}`)]);
+    const loaded = execFileSync(
+      process.execPath,
+      ['--input-type=module', '-e', `for (const entry of ${JSON.stringify(entries)}) console.log(entry, Object.keys(await import(entry)).length)`],
+      quiet,
+    );
+    expect(
+      String(loaded)
+        .trim()
+        .split('\n')
+        .filter((line) => !/ [1-9]\d*$/.test(line)),
+    ).toEqual([]);
 
     const metricsPort = await freePort();
     writeFileSync(join(appDir, 'telemetry.ts'), telemetry.replace('port: 9464', `port: ${metricsPort}`));

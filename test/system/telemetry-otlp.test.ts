@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
-import { ATTR, EVENT, OUTCOME, correlationIdFor } from '../../src/index.js';
+import { ATTR, EVENT, OUTCOME, correlationIdFor } from '../../src/entries/otel.js';
 import { postJson } from '../helpers/http.js';
 import { freePort } from '../../examples/shared/free-port.js';
 

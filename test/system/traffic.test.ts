@@ -6,7 +6,7 @@ import { createPaymentsApp, paymentsSchemaSql } from '../../examples/payments/ap
 import { main, type Io } from '../../scripts/traffic.js';
 import type { TrafficReport } from '../../scripts/traffic/report.js';
 import { SCENARIOS } from '../../scripts/traffic/scenarios.js';
-import { fromPGlite, PostgresStore } from '../../src/index.js';
+import { fromPGlite, PostgresStore } from '../../src/entries/postgres.js';
 
 /** Runs the generator's command line in-process and captures what it prints. */
 async function traffic(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

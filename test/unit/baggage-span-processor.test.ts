@@ -2,7 +2,7 @@ import { propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span }
 import { ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor, type BaggageKeyPredicate } from '@opentelemetry/baggage-span-processor';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor } from '../../src/index.js';
+import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor } from '../../src/entries/otel.js';
 import { withCorrelationBaggage } from '../../src/telemetry/correlation.js';
 import { stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 import { tracerProvider } from '../helpers/otel-sdk.js';

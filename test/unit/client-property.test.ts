@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotentFetchError, idempotentFetch, type IdempotentFetchOptions } from '../../src/index.js';
+import { IdempotentFetchError, idempotentFetch, type IdempotentFetchOptions } from '../../src/entries/client.js';
 import { fullJitterDelayMs } from '../../src/client/backoff.js';
 import { RetrySchedule, type RetryPolicy } from '../../src/client/schedule.js';
 import { libraryProblem, notNow, startScriptedServer, type ScriptedServer, type Step } from '../helpers/scripted-server.js';

@@ -3,7 +3,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { ParentBasedSampler } from '@opentelemetry/sdk-trace-base';
 import { createComposableProbabilitySampler, createCompositeSampler } from '@opentelemetry/sampler-composite';
 import { afterAll, describe, expect, it } from 'vitest';
-import { idempotencySampler, keyHashAttributes } from '../../src/index.js';
+import { idempotencySampler, keyHashAttributes } from '../../src/entries/otel.js';
 import { tracerProvider } from '../helpers/otel-sdk.js';
 
 /**

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { ROOT_CONTEXT, SamplingDecision, SpanKind, type Attributes } from '@opentelemetry/api';
 import { createComposableProbabilitySampler, createCompositeSampler } from '@opentelemetry/sampler-composite';
 import { describe, expect, it } from 'vitest';
-import { ATTR, IdempotencyConfigError, idempotencySampler, keyHashAttributes } from '../../src/index.js';
+import { IdempotencyConfigError } from '../../src/index.js';
+import { ATTR, idempotencySampler, keyHashAttributes } from '../../src/entries/otel.js';
 import { keyHash } from '../../src/telemetry/correlation.js';
 
 /** The intent sampler's decisions, without an SDK; test/system/jaeger-sampling.test.ts checks it end to end in Jaeger. */

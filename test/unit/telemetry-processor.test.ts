@@ -6,7 +6,7 @@ import { diag, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type 
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { InMemorySpanExporter, type BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { simpleSpanProcessor, tracerProvider } from '../helpers/otel-sdk.js';
-import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, idempotencyTracing } from '../../src/index.js';
+import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, idempotencyTracing } from '../../src/entries/otel.js';
 import { requestSpanOf, stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 
 /**
