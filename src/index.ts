@@ -42,6 +42,8 @@ export type {
   RecordStatus,
   StoreStats,
 } from './store/types.js';
+// The contract in one process's memory: for the unit tests of an API (lease mode), never for production.
+export { MemoryStore } from './store/memory-store.js';
 // The types of `ctx.idempotency.db`, the handler's view of the claim's transaction.
 export type { SqlQueryable, SqlResult } from './store/sql-database.js';
 export type { TransactionalDb } from './store/transactional-db.js';
