@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import type pg from 'pg';
-import { idempotency, PostgresStore, type SqlQueryable } from '../src/index.js';
+import { idempotency, type SqlQueryable } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { handwritten } from './handwritten.js';
 
 /** Which middleware stands in front of the handler. Telemetry is switched on separately (see server.ts). */

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { PostgresStore } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 
 /**
  * Fills a records table fast: INSERT ... SELECT generate_series with the indexes dropped, then the

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import pg from 'pg';
-import { PostgresStore } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { benchSchemaSql, type ServerKind } from './app.js';
 import { measureDuplicates, type BurstResult } from './duplicates.js';
 import { describeEnvironment } from './environment.js';

@@ -18,7 +18,7 @@ if (!process.send) throw new Error('bench/server.ts runs as a child of bench/run
 if (process.env.BENCH_TELEMETRY === '1') (await import('./telemetry.js')).startTelemetry();
 countRoundTrips();
 const { default: pg } = await import('pg');
-const { PostgresStore } = await import('../src/index.js');
+const { PostgresStore } = await import('../src/entries/postgres.js');
 const { createBenchApp } = await import('./app.js');
 
 // Idle connections stay open: a server waits idle while the other scenarios run, and reconnecting

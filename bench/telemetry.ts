@@ -3,7 +3,7 @@ import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opent
 import { AggregationTemporality, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import { idempotencyTracing } from '../src/index.js';
+import { idempotencyTracing } from '../src/entries/otel.js';
 
 /**
  * "Telemetry on": the OpenTelemetry Node SDK as the library's docs set it up: HTTP server spans (which

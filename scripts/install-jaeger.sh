@@ -2,7 +2,7 @@
 # Builds the Jaeger v2 binary (all-in-one: OTLP receiver, in-memory storage, query API) from Go module
 # github.com/jaegertracing/jaeger@v1.76.0, which is the release v1.76.0 / v2.13.0: the version that
 # examples/compose/docker-compose.yml pins as the image jaegertracing/jaeger:2.13.0. The Jaeger end-to-end test
-# (test/jaeger-e2e.test.ts) runs it, and calls this script itself when the binary is missing.
+# (test/system/jaeger-e2e.test.ts) runs it, and calls this script itself when the binary is missing.
 #
 # Safe to run repeatedly and in parallel: the binary is cached outside the repository and reused once built, and a
 # second caller waits for a build under way. The first build takes minutes (it pulls the OpenTelemetry Collector and

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/index.js';
+import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { serve } from '../test/helpers/http.js';
 import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';

@@ -14,16 +14,6 @@ export class IdempotencyError extends Error {
 }
 
 /**
- * @deprecated Never thrown: a store that cannot be reached at the claim is answered with
- * `503 store-unavailable` (`PROBLEMS.storeUnavailable`), and the store's own error goes to `diag` and the
- * request's span. Kept exported for code that imports it; it will be removed in the next major version.
- */
-export class StoreUnavailableError extends IdempotencyError {
-  override name = 'StoreUnavailableError';
-  override readonly code = 'STORE_UNAVAILABLE';
-}
-
-/**
  * A completion, lease renewal or step was refused because another worker took the record over
  * after this worker's lease ran out. The late worker's write changed nothing.
  */

@@ -1,5 +1,9 @@
 /**
- * koa-idempotency: the public API. Everything not exported here is internal.
+ * koa-idempotency: the middleware and what its users touch (options, the handler's context, errors, problem
+ * types, the store contract). The other audiences have entries of their own (package.json `exports`):
+ * `koa-idempotency/postgres` (the Postgres store, its adapters and schema SQL), `/otel` (tracing, sampling,
+ * telemetry names), `/client` (idempotentFetch), `/conformance` (the store test suite). This entry loads
+ * neither `pg` nor an OpenTelemetry SDK. Everything not exported from an entry is internal.
  */
 export { idempotency } from './middleware.js';
 export {
@@ -13,7 +17,7 @@ export {
 } from './options.js';
 export type { IdempotencyOptions, TelemetryOptions } from './options.js';
 export type { IdempotencyContext } from './context.js';
-export { IdempotencyError, StoreUnavailableError, FencedError, IdempotencyConfigError } from './errors.js';
+export { IdempotencyError, FencedError, IdempotencyConfigError } from './errors.js';
 export { CompletionRolledBackError } from './store/completion-rolled-back.js';
 export { TransactionControlError } from './store/transaction-control.js';
 export { PROBLEMS, problemType } from './problems.js';
@@ -24,14 +28,7 @@ export type { StoredResponse } from './response.js';
 export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
 export type { FingerprintInput } from './fingerprint.js';
 
-export { PostgresStore } from './store/postgres-store.js';
-export type { PostgresStoreOptions, SweepOptions, SweepReport, ForgetResult } from './store/postgres-store.js';
-export { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS, DEFAULT_PARTITION_LOCK_TIMEOUT_MS } from './store/partition-maintenance.js';
-export type { PartitioningOptions, PartitionReport } from './store/partition-maintenance.js';
-export { fromPgPool } from './store/pg-database.js';
-export { fromPGlite } from './store/pglite-database.js';
-export { schemaSql, DEFAULT_SCHEMA, DEFAULT_TABLE } from './store/schema.js';
-export { migrationSql, type MigrationTarget } from './store/migration.js';
+// The store contract: what the `store` option takes, and what a store of another kind implements.
 export { RECORD_STATUS } from './store/types.js';
 export type {
   IdempotencyStore,
@@ -45,32 +42,8 @@ export type {
   RecordStatus,
   StoreStats,
 } from './store/types.js';
-export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from './store/sql-database.js';
+// The contract in one process's memory: for the unit tests of an API (lease mode), never for production.
+export { MemoryStore } from './store/memory-store.js';
+// The types of `ctx.idempotency.db`, the handler's view of the claim's transaction.
+export type { SqlQueryable, SqlResult } from './store/sql-database.js';
 export type { TransactionalDb } from './store/transactional-db.js';
-
-export { ATTR, EVENT, METRIC, OUTCOME, OPERATION, MODE, NOT_REPLAYABLE_REASON, BAGGAGE_CORRELATION_ID, INSTRUMENTATION_SCOPE } from './telemetry/names.js';
-export type { Outcome, Operation, Mode, NotReplayableReason } from './telemetry/names.js';
-export { correlationIdFor } from './telemetry/correlation.js';
-export { CorrelationSpanProcessor, DEFAULT_MAX_TRACKED_REQUESTS } from './telemetry/correlation-span-processor.js';
-export type { CorrelationSpanProcessorOptions } from './telemetry/correlation-span-processor.js';
-export { idempotencyTracing, REQUIRED_PROPAGATORS } from './telemetry/sdk-setup.js';
-export type { IdempotencyTracing } from './telemetry/sdk-setup.js';
-export { idempotencySampler } from './telemetry/idempotency-sampler.js';
-export type { IdempotencySamplerOptions } from './telemetry/idempotency-sampler.js';
-export { keyHashAttributes } from './telemetry/key-hash-attributes.js';
-export type { KeyHashAttributesOptions } from './telemetry/key-hash-attributes.js';
-
-export { idempotentFetch, IdempotentFetchError } from './client/idempotent-fetch.js';
-export type { IdempotentFetchResult } from './client/idempotent-fetch.js';
-export {
-  DEFAULT_MAX_ATTEMPTS,
-  DEFAULT_BASE_DELAY_MS,
-  DEFAULT_MAX_DELAY_MS,
-  DEFAULT_DEADLINE_MS,
-  DEFAULT_ATTEMPT_TIMEOUT_MS,
-  DEFAULT_RETRY_STATUSES,
-} from './client/options.js';
-export type { IdempotentFetchOptions, DerivedKey } from './client/options.js';
-export type { AttemptRecord, StopReason } from './client/attempt-record.js';
-export type { ProblemDetails } from './client/problem-details.js';
-export { resendCountAttributes, HTTP_REQUEST_RESEND_COUNT, CLIENT_TELEMETRY } from './client/telemetry.js';

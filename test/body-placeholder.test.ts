@@ -3,7 +3,8 @@ import { bodyParser } from '@koa/bodyparser';
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fingerprint, FINGERPRINT_VERSION, idempotency, problemType, type PostgresStore } from '../src/index.js';
+import { fingerprint, FINGERPRINT_VERSION, idempotency, problemType } from '../src/index.js';
+import { type PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 

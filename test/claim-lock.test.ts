@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import type { ClaimRequest, PostgresStore } from '../src/index.js';
+import type { ClaimRequest } from '../src/index.js';
+import type { PostgresStore } from '../src/entries/postgres.js';
 import { keyLockExpression } from '../src/store/schema.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 

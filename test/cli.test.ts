@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -10,12 +8,12 @@ import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import { correlationIdFor, FINGERPRINT_VERSION, fromPgPool, migrationSql, PostgresStore, type ClaimRequest } from '../src/index.js';
+import { FINGERPRINT_VERSION, type ClaimRequest } from '../src/index.js';
+import { fromPgPool, migrationSql, PostgresStore } from '../src/entries/postgres.js';
+import { correlationIdFor } from '../src/entries/otel.js';
 import { commandError } from '../src/cli/connection.js';
+import { runCli } from '../src/cli/run.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
-
-const CLI = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const CLI_TIMEOUT_MS = 60_000;
 
 interface CliRun {
   code: number;
@@ -25,25 +23,24 @@ interface CliRun {
   json: any;
 }
 
-/** Runs the CLI from source as a child process, the way an operator (or a script) runs it. */
-function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
-  for (const [name, value] of Object.entries(env)) if (value === undefined) delete childEnv[name];
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import', 'tsx', CLI, ...args], { env: childEnv, timeout: CLI_TIMEOUT_MS }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') {
-        const failure: Error = error; // the CLI did not run (spawn failed or timed out): not an exit code
-        return reject(failure);
-      }
-      let json: unknown;
-      try {
-        json = JSON.parse(stdout);
-      } catch {
-        json = undefined;
-      }
-      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr, json });
-    });
-  });
+/**
+ * Runs the CLI in this process through `runCli`, the function `koa-idempotency` (src/cli/main.ts) is a shell
+ * around: the same arguments, environment, output and exit code, without a Node start per run.
+ * test/system/cli-binary.test.ts runs the real executable.
+ */
+async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliRun> {
+  const cliEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  for (const [name, value] of Object.entries(env)) if (value === undefined) delete cliEnv[name];
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, cliEnv, { stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) });
+  let json: unknown;
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    json = undefined;
+  }
+  return { code, stdout, stderr, json };
 }
 
 describe.concurrent('koa-idempotency CLI without a database', () => {

@@ -5,18 +5,9 @@ import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
-import {
-  BAGGAGE_CORRELATION_ID,
-  CLIENT_TELEMETRY,
-  HTTP_REQUEST_RESEND_COUNT,
-  IdempotencyConfigError,
-  IdempotentFetchError,
-  idempotency,
-  idempotentFetch,
-  problemType,
-  resendCountAttributes,
-  type AttemptRecord,
-} from '../src/index.js';
+import { IdempotencyConfigError, idempotency, problemType } from '../src/index.js';
+import { BAGGAGE_CORRELATION_ID } from '../src/entries/otel.js';
+import { CLIENT_TELEMETRY, HTTP_REQUEST_RESEND_COUNT, IdempotentFetchError, idempotentFetch, resendCountAttributes, type AttemptRecord } from '../src/entries/client.js';
 import { databaseTargets } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { libraryProblem, notNow, startScriptedServer, type ScriptedServer } from './helpers/scripted-server.js';

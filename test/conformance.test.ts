@@ -1,7 +1,8 @@
 import { AssertionError } from 'node:assert';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeConformance, type ConformanceSuite, type StoreCapabilities } from '../src/conformance/index.js';
-import { FencedError, type IdempotencyStore, type PostgresStoreOptions } from '../src/index.js';
+import { FencedError, type IdempotencyStore } from '../src/index.js';
+import { type PostgresStoreOptions } from '../src/entries/postgres.js';
 import { databaseTargets, type DatabaseTarget, type TestDatabase } from './helpers/databases.js';
 
 /**

@@ -4,7 +4,7 @@ import type { Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
 import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
 import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
 import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
-import type { PostgresStore } from '../src/index.js';
+import type { PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';

@@ -10,7 +10,7 @@ import { BUNDLED_DASHBOARDS, serialize } from '../dashboards/src/dashboards.js';
 import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
 import { pipelineNames, SERIES } from '../dashboards/src/prometheus-names.js';
 import { PROVISIONED_UID, VAR } from '../dashboards/src/variables.js';
-import { METRIC } from '../src/index.js';
+import { METRIC } from '../src/entries/otel.js';
 import { libraryInstruments, resetInstruments } from '../src/telemetry/metrics.js';
 import { analyse, nameMatches } from './dashboards-support/promql.js';
 

@@ -3,7 +3,7 @@ import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import type { PostgresStore } from '../src/index.js';
+import type { PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { buildRequest, rawRequest, type RawAnswer } from './helpers/raw-http.js';

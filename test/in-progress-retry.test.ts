@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotentFetch } from '../src/index.js';
+import { idempotentFetch } from '../src/entries/client.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { signal, waiterApp } from './helpers/waiter-harness.js';
 

@@ -1,7 +1,8 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, PostgresStore, type ChangeWatch, type ClaimRequest, type PostgresStoreOptions } from '../src/index.js';
+import { IdempotencyConfigError, type ChangeWatch, type ClaimRequest } from '../src/index.js';
+import { PostgresStore, type PostgresStoreOptions } from '../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 import { observedStore, post, report, signal, until, waiterApp } from './helpers/waiter-harness.js';
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, PostgresStore, type SqlDatabase } from '../src/index.js';
+import { IdempotencyConfigError } from '../src/index.js';
+import { PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 
 /**

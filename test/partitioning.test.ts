@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, type ClaimRequest, type PartitioningOptions, type PostgresStore } from '../src/index.js';
+import { IdempotencyConfigError, type ClaimRequest } from '../src/index.js';
+import { type PartitioningOptions, type PostgresStore } from '../src/entries/postgres.js';
 import { createTestApp } from './helpers/app.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';

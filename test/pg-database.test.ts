@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/index.js';
+import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 
 /**

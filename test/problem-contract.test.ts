@@ -1,7 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUntracedClient, gate, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
-import { ATTR, correlationIdFor, PostgresStore, PROBLEMS, problemType, type IdempotencyOptions, type ProblemName } from '../src/index.js';
+import { PROBLEMS, problemType, type IdempotencyOptions, type ProblemName } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
+import { ATTR, correlationIdFor } from '../src/entries/otel.js';
 import { correlationTag, correlationTagOf } from '../src/problem-instance.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 

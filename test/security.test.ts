@@ -9,17 +9,9 @@ import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import {
-  ATTR,
-  BAGGAGE_CORRELATION_ID,
-  correlationIdFor,
-  DEFAULT_MAX_KEY_LENGTH,
-  idempotency,
-  IdempotencyConfigError,
-  PostgresStore,
-  problemType,
-  type IdempotencyOptions,
-} from '../src/index.js';
+import { DEFAULT_MAX_KEY_LENGTH, idempotency, IdempotencyConfigError, problemType, type IdempotencyOptions } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
+import { ATTR, BAGGAGE_CORRELATION_ID, correlationIdFor } from '../src/entries/otel.js';
 import { readKey } from '../src/key.js';
 import { upstreamCorrelationId } from '../src/telemetry/correlation.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';

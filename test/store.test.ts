@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CompletionRolledBackError, FencedError, IdempotencyConfigError, migrationSql, PostgresStore, schemaSql, type ClaimRequest } from '../src/index.js';
+import { CompletionRolledBackError, FencedError, IdempotencyConfigError, type ClaimRequest } from '../src/index.js';
+import { migrationSql, PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -13,7 +14,7 @@ const response = { status: 201, headers: { 'content-type': 'application/json' },
 
 describe('schema', () => {
   it('ships sql/schema.sql equal to the migration of the default table', () => {
-    expect(readFileSync(new URL('../sql/schema.sql', import.meta.url), 'utf8')).toBe(schemaSql({ schema: 'public', table: 'idempotency_records' }));
+    expect(readFileSync(new URL('../sql/schema.sql', import.meta.url), 'utf8')).toBe(migrationSql());
   });
 
   it('ships sql/schema-partitioned.sql equal to the migration of the default table partitioned by time', () => {

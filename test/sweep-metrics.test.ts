@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { METRIC, type ClaimRequest } from '../src/index.js';
+import { type ClaimRequest } from '../src/index.js';
+import { METRIC } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { freshMetricsPerTest } from './telemetry-harness.js';
 

@@ -10,7 +10,7 @@ import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { idempotencyTracing, type IdempotencyTracing } from '../src/index.js';
+import { idempotencyTracing, type IdempotencyTracing } from '../src/entries/otel.js';
 import { resetInstruments } from '../src/telemetry/metrics.js';
 import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 

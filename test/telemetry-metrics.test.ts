@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DataPoint, Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { gate, startTestTelemetry } from './telemetry-harness.js';
-import { ATTR, METRIC, OUTCOME } from '../src/index.js';
+import { ATTR, METRIC, OUTCOME } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 

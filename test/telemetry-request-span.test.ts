@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
-import { ATTR, MODE, NOT_REPLAYABLE_REASON, OUTCOME, type IdempotencyOptions, type NotReplayableReason } from '../src/index.js';
+import { type IdempotencyOptions } from '../src/index.js';
+import { ATTR, MODE, NOT_REPLAYABLE_REASON, OUTCOME, type NotReplayableReason } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 
 /**

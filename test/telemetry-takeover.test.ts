@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
-import { ATTR, correlationIdFor, EVENT, FINGERPRINT_VERSION, fingerprint, OUTCOME, type PostgresStore } from '../src/index.js';
+import { FINGERPRINT_VERSION, fingerprint } from '../src/index.js';
+import { type PostgresStore } from '../src/entries/postgres.js';
+import { ATTR, correlationIdFor, EVENT, OUTCOME } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 
 /**

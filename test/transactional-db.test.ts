@@ -5,7 +5,8 @@ import { integer, pgSchema, text } from 'drizzle-orm/pg-core';
 import { drizzle, type PgRemoteDatabase } from 'drizzle-orm/pg-proxy';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, TransactionControlError, type PostgresStore, type TransactionalDb } from '../src/index.js';
+import { idempotency, TransactionControlError, type TransactionalDb } from '../src/index.js';
+import { type PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 

@@ -2,7 +2,8 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, type IdempotencyOptions, type PostgresStore } from '../src/index.js';
+import { idempotency, type IdempotencyOptions } from '../src/index.js';
+import { type PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 

@@ -1,7 +1,8 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore, type IdempotencyOptions } from '../src/index.js';
+import { type IdempotencyOptions } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, uniqueSchema, type TestDatabase } from './helpers/databases.js';
 import { observedStore, post, report, signal, until, waiterApp, type Handler } from './helpers/waiter-harness.js';
 

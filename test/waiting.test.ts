@@ -2,7 +2,8 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, PostgresStore, problemType, type SqlDatabase } from '../src/index.js';
+import { idempotency, problemType } from '../src/index.js';
+import { PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 

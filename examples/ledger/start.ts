@@ -6,7 +6,7 @@ import { startTelemetry } from '../shared/otel.js';
  * Telemetry starts first: the instrumentations patch Koa and pg as they are imported.
  */
 const telemetry = await startTelemetry('ledger');
-const { PostgresStore } = await import('../../src/index.js');
+const { PostgresStore } = await import('../../src/entries/postgres.js');
 const { openExampleDatabase } = await import('../shared/database.js');
 const { createLedgerApp, ledgerSchemaSql, DEFAULT_LEDGER_SCHEMA } = await import('./app.js');
 

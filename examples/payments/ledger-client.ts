@@ -1,4 +1,5 @@
-import { idempotentFetch, IdempotentFetchError, type IdempotencyContext } from '../../src/index.js';
+import { type IdempotencyContext } from '../../src/index.js';
+import { idempotentFetch, IdempotentFetchError } from '../../src/entries/client.js';
 
 /**
  * Budget of the whole ledger call, retries included. The payments request (and, in transactional mode, its

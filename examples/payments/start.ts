@@ -11,7 +11,7 @@ import { startLedger } from './ledger-process.js';
  * Telemetry starts first: the instrumentations patch Koa and pg as they are imported.
  */
 const telemetry = await startTelemetry('payments');
-const { PostgresStore } = await import('../../src/index.js');
+const { PostgresStore } = await import('../../src/entries/postgres.js');
 const { openExampleDatabase } = await import('../shared/database.js');
 const { createPaymentsApp, paymentsSchemaSql } = await import('./app.js');
 const { startPostgresServer } = await import('../shared/postgres-server.js');

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
-import { fromPgPool, fromPGlite, type SqlDatabase } from '../../src/index.js';
+import { fromPgPool, fromPGlite, type SqlDatabase } from '../../src/entries/postgres.js';
 
 /**
  * The examples' database: the Postgres server at DATABASE_URL when set, else an embedded PGlite (in

@@ -12,7 +12,8 @@ import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
 import { KoaInstrumentation } from '@opentelemetry/instrumentation-koa';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { idempotencySampler, idempotencyTracing, keyHashAttributes, resendCountAttributes } from '../../src/index.js';
+import { idempotencySampler, idempotencyTracing, keyHashAttributes } from '../../src/entries/otel.js';
+import { resendCountAttributes } from '../../src/entries/client.js';
 
 /**
  * The examples' OpenTelemetry set-up, honouring the standard `OTEL_*` variables:

@@ -1,7 +1,7 @@
 import type { TopLevelSpec } from 'vega-lite';
 
 /**
- * A duplicate's trace beside its original on one time axis, as Jaeger returned them in test/jaeger-e2e.test.ts:
+ * A duplicate's trace beside its original on one time axis, as Jaeger returned them in test/system/jaeger-e2e.test.ts:
  * every span a bar on its own row (indented under its parent), the idempotency.duplicate event a mark on the
  * retry's server span, and the span link an arrow from that span back to the original's server span.
  */

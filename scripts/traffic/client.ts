@@ -1,4 +1,4 @@
-import { idempotentFetch, IdempotentFetchError, type AttemptRecord, type IdempotentFetchOptions } from '../../src/index.js';
+import { idempotentFetch, IdempotentFetchError, type AttemptRecord, type IdempotentFetchOptions } from '../../src/entries/client.js';
 import { parseRetryAfterMs } from '../../src/client/retry-after.js';
 
 /**

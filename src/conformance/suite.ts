@@ -36,7 +36,8 @@ export function storeConformance(suite: ConformanceSuite): void {
     suite.describe('complete() and release()', () => completionCases(context));
     suite.describe('leases and fencing: renewLease(), saveStep() and takeovers', () => leaseCases(context));
     suite.describe('claimInTransaction()', () => transactionCases(context));
-    suite.describe("claimInTransaction(): the handler's db", () => transactionalDbCases(context));
+    // Without transactions there is no handler's db to test, and an empty describe fails in vitest and jest.
+    if (capabilities.transactions) suite.describe("claimInTransaction(): the handler's db", () => transactionalDbCases(context));
     suite.describe('watch()', () => watchCases(context));
   });
 }

@@ -5,7 +5,7 @@ import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
 import { ForgetNotices } from './forget-notices.js';
 import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
-import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
+import { assertTableKind, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
 import { claimedNew, claimParams, completionParams, toRecord, type RecordRow } from './record-rows.js';
@@ -95,11 +95,6 @@ export class PostgresStore implements IdempotencyStore {
     await assertTableKind(this.#db, this.table, this.#partitioned);
     for (const statement of migrationStatements(this.table, this.#partitioned)) await this.#db.query(statement);
     await this.#sweeper.createPartitionsAhead();
-  }
-
-  /** The migration script of this store's table: `migrationSql()` for its name and layout. */
-  migrationSql(): string {
-    return migrationSql({ ...this.table, partitioning: this.#partitioned });
   }
 
   /**

@@ -1,7 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { idempotentFetch, problemType } from '../../src/index.js';
+import { problemType } from '../../src/index.js';
+import { idempotentFetch } from '../../src/entries/client.js';
 
 /**
  * Round 2 on idempotentFetch: 409 in-progress attempts no longer count against maxAttempts, so the deadline

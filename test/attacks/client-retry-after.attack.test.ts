@@ -1,7 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { idempotentFetch, problemType } from '../../src/index.js';
+import { problemType } from '../../src/index.js';
+import { idempotentFetch } from '../../src/entries/client.js';
 
 /**
  * Attacks on idempotentFetch's waits: a 409 request-in-progress advertises Retry-After: 1, and the client caps each

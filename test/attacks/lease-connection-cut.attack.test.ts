@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { post, signal, waiterApp, type Signal } from '../helpers/waiter-harness.js';

@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
 import { post, signal, waiterApp, type Signal } from '../helpers/waiter-harness.js';
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
 import { post, signal, until, waiterApp, type Signal } from '../helpers/waiter-harness.js';
 

@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { koaBody } from 'koa-body';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, type PostgresStore } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 

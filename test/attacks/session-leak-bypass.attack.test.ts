@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, PostgresStore, TransactionControlError, type TransactionalDb } from '../../src/index.js';
+import { idempotency, TransactionControlError, type TransactionalDb } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 

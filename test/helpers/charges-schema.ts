@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { PostgresStore } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { startChildServer, type ChildServer } from './child-server.js';
 import { DATABASE_URL, uniqueSchema } from './databases.js';
 

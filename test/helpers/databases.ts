@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
-import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase, type SqlQueryable } from '../../src/index.js';
+import { type SqlQueryable } from '../../src/index.js';
+import { fromPgPool, fromPGlite, PostgresStore, type PostgresStoreOptions, type SqlDatabase } from '../../src/entries/postgres.js';
 
 /**
  * The databases every store and middleware test runs against: a real Postgres server (the one at DATABASE_URL,

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
  * The programs of the system tier (Prometheus, PgBouncer, Jaeger), prepared by the test file that needs them when
  * it loads: found where its install script puts it, else installed by that script (idempotent, cached, and locked
  * inside the script, so two files that start together never install twice). Per file rather than in a global
- * setup, so that `npx vitest run test/key.test.ts` never waits for a Jaeger build it does not need.
+ * setup, so that `npx vitest run test/unit/key.test.ts` never waits for a Jaeger build it does not need.
  *
  * A tool the machine cannot have (no Go toolchain, no apt-get, neither root nor passwordless sudo) gives the reason
  * for the skipped test's name. An install that fails on a machine that could have the tool throws: the file fails

@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import { idempotency, type IdempotencyOptions, type IdempotencyStore, type PostgresStore } from '../../src/index.js';
+import { idempotency, type IdempotencyOptions, type IdempotencyStore } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
 import { serve } from './http.js';
 
 /**

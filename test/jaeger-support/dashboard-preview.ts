@@ -34,7 +34,7 @@ export async function gatherJaegerPreview(
   }
   return {
     title: dashboard.title,
-    subtitle: 'Each table as the Jaeger datasource fills it from a real Jaeger, after the scenarios of test/jaeger-e2e.test.ts',
+    subtitle: 'Each table as the Jaeger datasource fills it from a real Jaeger, after the scenarios of test/system/jaeger-e2e.test.ts',
     durationSeconds: Math.round((range.toMs - range.fromMs) / 1_000),
     panels,
   };

@@ -1,4 +1,4 @@
-import { ATTR, EVENT } from '../../src/index.js';
+import { ATTR, EVENT } from '../../src/entries/otel.js';
 import type { PictureSpan, TracePicture } from '../../scripts/pictures/trace-picture.js';
 import { serverSpan, serviceOf, tag, type JaegerSpan, type JaegerTrace } from './jaeger-api.js';
 
@@ -21,7 +21,7 @@ export function duplicatePicture(original: JaegerTrace, retry: JaegerTrace, serv
     title: 'A retry (replayed) beside its original, as Jaeger stores them',
     subtitle: [
       `Two traces of one intent, correlation ID ${String(tag(retryServer.tags, ATTR.CORRELATION_ID))}: the original ran the payment and the ledger call;`,
-      'the retry was answered from the stored response, with the idempotency.duplicate event and a span link back (test/jaeger-e2e.test.ts).',
+      'the retry was answered from the stored response, with the idempotency.duplicate event and a span link back (test/system/jaeger-e2e.test.ts).',
     ],
     spans,
     events: duplicate

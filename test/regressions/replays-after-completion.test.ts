@@ -1,0 +1,117 @@
+import Koa from 'koa';
+import { bodyParser } from '@koa/bodyparser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
+import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { postJson, serve } from '../helpers/http.js';
+
+/**
+ * Two defects of the claim and completion path, each pinned by a test that failed before its fix:
+ * - concurrent retries of a completed key, answered by a process whose replay cache is cold, are all
+ *   replays (the transactional claim used to take the key's lock first and answer some of them 409);
+ * - a record's expiry counts from its completion (it counted from the claim, so a handler slower than
+ *   the TTL committed an already expired record, and a lease-mode record expired about `leaseMs` after
+ *   its completion: a retry moments later ran the operation again).
+ */
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const layouts = [
+  { layout: 'a plain table', table: 'defects_plain', partitioning: false as const },
+  { layout: 'a table partitioned by time', table: 'defects_partitioned', partitioning: { intervalSeconds: 3600 } },
+];
+const modes = [
+  { mode: 'lease mode', transactional: false },
+  { mode: 'transactional mode', transactional: true },
+];
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await server.open('hot_path_defects');
+  await db.sql.query(`CREATE TABLE "${db.schema}".executions (key text NOT NULL)`);
+});
+afterAll(() => db?.close());
+
+/** POST /pay: records one execution (through the claim's transaction in transactional mode), sleeps `handlerMs`, answers 201. */
+async function startApp(database: TestDatabase, store: PostgresStore, options: { transactional: boolean; handlerMs?: number; ttlSeconds?: number; leaseMs?: number }) {
+  const app = new Koa();
+  app.silent = true;
+  app.use(bodyParser());
+  app.use(idempotency({ store, transactional: options.transactional, ttlSeconds: options.ttlSeconds ?? 3600, leaseMs: options.leaseMs ?? 30_000 }));
+  app.use(async (ctx) => {
+    const key = ctx.get('Idempotency-Key');
+    const insert = `INSERT INTO "${database.schema}".executions (key) VALUES ($1)`;
+    await (ctx.idempotency?.db ?? database.sql).query(insert, [key]);
+    if (options.handlerMs) await sleep(options.handlerMs);
+    ctx.status = 201;
+    ctx.body = { paid: key };
+  });
+  return serve(app);
+}
+
+const executions = (database: TestDatabase, key: string) => rowsWithKey(database.sql, `"${database.schema}".executions`, key);
+
+describe.each(layouts)(`concurrent retries of a completed key on ${server.name}, $layout`, ({ table, partitioning }) => {
+  it.each(modes)('are all replays in $mode, from a process whose replay cache is cold', async ({ mode, transactional }) => {
+    const key = `completed-${table}-${transactional}`;
+    const first = await startApp(db, await db.store({ table, partitioning }), { transactional });
+    // A second "process": its own store, pool and empty replay cache, as after a deploy or on another instance.
+    const coldStore = new PostgresStore({ pool: db.newPool!(10), schema: db.schema, table, partitioning });
+    const cold = await startApp(db, coldStore, { transactional });
+    try {
+      expect((await postJson(first.url, { amount: 1 }, { key })).status).toBe(201);
+      const retries = await Promise.all(Array.from({ length: 50 }, () => postJson(cold.url, { amount: 1 }, { key })));
+      const statuses = retries.map((retry) => retry.status);
+      expect(
+        statuses.filter((status) => status !== 201),
+        `${mode}: ${statuses.join(' ')}`,
+      ).toEqual([]);
+      expect(new Set(retries.map((retry) => retry.text))).toEqual(new Set([JSON.stringify({ paid: key })]));
+      expect(await executions(db, key)).toBe(1);
+    } finally {
+      await Promise.all([first.close(), cold.close()]);
+      await coldStore.close();
+    }
+  });
+});
+
+describe.each(databaseTargets())('a record expires ttlSeconds after its completion, on $name', (target) => {
+  let own: TestDatabase;
+  beforeAll(async () => {
+    own = await target.open('ttl_from_completion');
+    await own.sql.query(`CREATE TABLE "${own.schema}".executions (key text NOT NULL)`);
+  });
+  afterAll(() => own?.close());
+
+  it.each(modes)('in $mode: a handler slower than the TTL leaves a record that a retry right after replays', async ({ transactional }) => {
+    const store = await own.store({ table: `ttl_slow_${transactional}`, replayCacheEntries: 0 });
+    const app = await startApp(own, store, { transactional, handlerMs: 1_300, ttlSeconds: 1, leaseMs: 500 });
+    try {
+      const key = `slow-${transactional}`;
+      expect((await postJson(app.url, {}, { key })).status).toBe(201);
+      const retry = await postJson(app.url, {}, { key });
+      expect(retry.status).toBe(201);
+      expect(await executions(own, key)).toBe(1);
+      const record = await store.find('', key);
+      expect(record?.status).toBe('completed');
+      const keptMs = record!.expiresAt.getTime() - record!.completedAt!.getTime();
+      expect(keptMs).toBeGreaterThan(900);
+      expect(keptMs).toBeLessThan(1_100);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('in lease mode: a retry 600 ms after a slow request completed is a replay (ttlSeconds 1, leaseMs 500)', async () => {
+    const store = await own.store({ table: 'ttl_lease', replayCacheEntries: 0 });
+    const app = await startApp(own, store, { transactional: false, handlerMs: 1_500, ttlSeconds: 1, leaseMs: 500 });
+    try {
+      expect((await postJson(app.url, {}, { key: 'slow-lease' })).status).toBe(201);
+      await sleep(600);
+      expect((await postJson(app.url, {}, { key: 'slow-lease' })).status).toBe(201);
+      expect(await executions(own, 'slow-lease')).toBe(1);
+    } finally {
+      await app.close();
+    }
+  });
+});
