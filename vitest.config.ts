@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 import { sdk3Aliases } from './test/sdk3/aliases.js';
 
 /**
@@ -25,7 +25,7 @@ export default defineConfig({
     reporters: ['default'],
     projects: [
       { extends: true, test: { name: 'unit', include: UNIT } },
-      { extends: true, test: { name: 'db', include: ['test/**/*.test.ts'], exclude: [...UNIT, ...SYSTEM], globalSetup: POSTGRES } },
+      { extends: true, test: { name: 'db', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...UNIT, ...SYSTEM], globalSetup: POSTGRES } },
       { extends: true, test: { name: 'system', include: SYSTEM, globalSetup: POSTGRES } },
     ],
   },

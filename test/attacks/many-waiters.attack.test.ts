@@ -94,7 +94,9 @@ describe.each(databaseTargets())('hundreds of waiting keys on $name', (target) =
         Math.round(freeMs),
       );
       expect(maxLocks).toBeLessThanOrEqual(64);
-      expect(freeMs, 'an unrelated request while the keys wait').toBeLessThan(2_000);
+      // Served while the keys wait, not behind them (PGlite at 300 keys once took 29 s): a third of waitMs leaves
+      // room for a loaded machine, where a 2 s bound failed at 2.4-2.8 s on unchanged code.
+      expect(freeMs, 'an unrelated request while the keys wait').toBeLessThan(WAIT_MS / 3);
       expect(slowest, 'the slowest waiter, from the moment all were sent').toBeLessThan(WAIT_MS + 1_000);
       const wrong = keys.filter((key, i) => waiterAnswers[i]!.status !== 201 || waiterAnswers[i]!.body !== ownerAnswers[i]!.body || !waiterAnswers[i]!.replayed);
       expect(wrong).toEqual([]);
