@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { PostgresStore } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { benchSchemaSql } from './app.js';
 

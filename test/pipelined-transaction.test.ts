@@ -2,7 +2,8 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, PostgresStore } from '../src/index.js';
+import { idempotency } from '../src/index.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
