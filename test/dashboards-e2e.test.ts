@@ -111,7 +111,7 @@ describe.skipIf(!PROMETHEUS.binary)(
       for (const panel of panelsOf(overview)) expect(texts, panel.title).toContain(panel.title);
       expect(preview.panels.filter((panel) => panel.series.length === 0).map((panel) => panel.title)).toEqual([]);
       // Legends and table rows: the outcomes and routes the traffic produced.
-      expect(texts).toEqual(expect.arrayContaining(['executed', 'replayed', 'conflict', 'mismatch', ROUTES.ORDERS, 'Duplicates']));
+      expect(texts).toEqual(expect.arrayContaining(['executed', 'replayed', 'in_progress', 'key_reused', ROUTES.ORDERS, 'Duplicates']));
       maybeUpdatePicture(imageFile('dashboard-overview.svg'), svg);
     });
 

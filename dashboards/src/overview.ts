@@ -84,7 +84,7 @@ function requestsByOutcome() {
 function rejectionsByReason() {
   return timeseries(
     'Rejections by reason',
-    'Requests refused without running the handler: conflict (409, same key still in progress), mismatch (422, key reused with another request), not_replayable (409), invalid_key (400), store_unavailable (503).',
+    'Requests refused without running the handler: in_progress (409, same key still in progress), key_reused (422, key reused with another request), not_replayable (409), invalid_key (400), store_unavailable (503).',
     'reqps',
     [{ expr: OVERVIEW_QUERIES.rejectionsByReason, legend: `{{${LABEL.OUTCOME}}}` }],
   )
@@ -110,7 +110,7 @@ function duplicateRatio() {
 function topDuplicateRoutes() {
   return new TableBuilder()
     .title('Routes with most duplicates')
-    .description("Duplicates (replays, conflicts, mismatches) per route over the selected time range, and their share of the route's keyed requests.")
+    .description("Duplicates (replayed, in progress, key reused) per route over the selected time range, and their share of the route's keyed requests.")
     .datasource(PROMETHEUS)
     .height(8)
     .span(18)
@@ -153,7 +153,7 @@ function storeLatency() {
 function waitingDuplicates() {
   return timeseries(
     'Waiting duplicates',
-    "Duplicates held while the first request ran (onInProgress: 'wait'), per second, by how the wait ended: replayed, executed (the first was released), conflict (timed out).",
+    "Duplicates held while the first request ran (onInProgress: 'wait'), per second, by how the wait ended: replayed, executed (the first was released), in_progress (timed out).",
     'reqps',
     [{ expr: OVERVIEW_QUERIES.waitingDuplicates, legend: `{{${LABEL.OUTCOME}}}` }],
   );

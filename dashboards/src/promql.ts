@@ -24,7 +24,7 @@ export function selector(series: Series, matchers: Matchers, part?: HistogramPar
   return `{${[`__name__=~"${name}"`, ...labels].join(', ')}}`;
 }
 
-/** An alternation of label values, as a regex: `replayed|conflict`. */
+/** An alternation of label values, as a regex: `replayed|in_progress`. */
 export function anyOf(values: readonly string[]): string {
   return values.join('|');
 }
