@@ -51,7 +51,7 @@ describe.skipIf(!PROMETHEUS.binary)(
       store = await db.store({ sweepIntervalMs: 0 });
       exporter = await serveMetrics(JOB);
       app = await serve(createTrafficApp(store));
-      prometheus = await startPrometheus({ job: JOB, target: exporter.target, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS });
+      prometheus = await startPrometheus({ scrape: { job: JOB, target: exporter.target, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS, histograms: 'classic' } });
       await prometheus.scrapedAfter(Date.now());
       trafficStartMs = Date.now();
 
