@@ -71,6 +71,8 @@ export interface PrometheusServer {
   query(expr: string, timeS?: number): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>>;
   /** A range query (`/api/v1/query_range`), as a Grafana time series panel runs it; times in epoch seconds. */
   queryRange(expr: string, range: { startS: number; endS: number; stepS: number }): Promise<Array<{ metric: Record<string, string>; values: Array<[number, string]> }>>;
+  /** When the first series matching `selector` was sampled over the minute up to now (epoch seconds, ascending). */
+  sampleTimes(selector: string): Promise<number[]>;
   /** The series matching a selector (`/api/v1/series`), as Grafana's `label_values()` reads them. */
   series(selector: string): Promise<Array<Record<string, string>>>;
   /** Resolves once the scrape target was scraped (successfully) after `afterMs` (epoch ms). */
@@ -141,6 +143,9 @@ export async function startPrometheus(source: PrometheusSource): Promise<Prometh
           step: String(range.stepS),
         })
       ).result,
+    sampleTimes: async (selector) =>
+      (await api<{ result: Array<{ values: Array<[number, string]> }> }>('/api/v1/query', { query: `${selector}[1m]` })).result[0]?.values.map(([timeS]) => timeS) ??
+      [],
     series: (selector) => api<Array<Record<string, string>>>('/api/v1/series', { 'match[]': selector, start: String(Date.now() / 1000 - 600) }),
     scrapedAfter: (afterMs, timeoutMs = 15_000) =>
       until(
