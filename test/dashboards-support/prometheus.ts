@@ -144,8 +144,7 @@ export async function startPrometheus(source: PrometheusSource): Promise<Prometh
         })
       ).result,
     sampleTimes: async (selector) =>
-      (await api<{ result: Array<{ values: Array<[number, string]> }> }>('/api/v1/query', { query: `${selector}[1m]` })).result[0]?.values.map(([timeS]) => timeS) ??
-      [],
+      (await api<{ result: Array<{ values: Array<[number, string]> }> }>('/api/v1/query', { query: `${selector}[1m]` })).result[0]?.values.map(([timeS]) => timeS) ?? [],
     series: (selector) => api<Array<Record<string, string>>>('/api/v1/series', { 'match[]': selector, start: String(Date.now() / 1000 - 600) }),
     scrapedAfter: (afterMs, timeoutMs = 15_000) =>
       until(
