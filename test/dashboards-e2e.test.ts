@@ -14,8 +14,8 @@ import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sl
 
 /**
  * The overview dashboard against a real Prometheus: the library's metrics, exported by the JS
- * PrometheusExporter and scraped every second, must give every panel query data. Needs Debian's
- * `prometheus` binary, installed on import of its support module; skipped, saying why, where it cannot be.
+ * PrometheusExporter and scraped every second, must give every panel query data. Needs the Prometheus 3
+ * binary scripts/install-prometheus.sh builds, on import of its support module; skipped, saying why, without Go.
  */
 
 const JOB = 'koa-idempotency-e2e';
