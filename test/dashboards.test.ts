@@ -8,7 +8,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { VariableType, type Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
 import { BUNDLED_DASHBOARDS, serialize } from '../dashboards/src/dashboards.js';
 import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
-import { pipelineNames, SERIES } from '../dashboards/src/prometheus-names.js';
+import { pipelineNames, SERIES, type Pipeline } from '../dashboards/src/prometheus-names.js';
 import { PROVISIONED_UID, VAR } from '../dashboards/src/variables.js';
 import { METRIC } from '../src/entries/otel.js';
 import { libraryInstruments, resetInstruments } from '../src/telemetry/metrics.js';
@@ -205,32 +205,50 @@ describe('metric names', () => {
     resetInstruments();
   });
 
-  const selectors = dashboards
-    .flatMap(({ dashboard }) => allPromql(dashboard))
-    .flatMap(({ where, expr }) => analyse(substitute(expr, MACROS)).selectors.map((selector) => ({ where, ...selector })));
+  /** Each overview and the pipelines whose names it reads (prometheus-names.ts), each with classic and native histograms. */
+  const overviews = [
+    { file: 'idempotency-overview.json', pipelines: ['js-exporter', 'otlp'] },
+    { file: 'idempotency-overview-utf8.json', pipelines: ['otlp-no-translation'] },
+  ] as const;
+  const namesOf = (pipeline: Pipeline, histograms: 'classic' | 'native') => Object.values(SERIES).flatMap((series) => pipelineNames(series, pipeline, histograms));
+  const selectorsOf = (file: string) =>
+    allPromql(dashboards.find((entry) => entry.file === file)!.dashboard).map(({ where, expr }) => ({
+      where,
+      names: analyse(substitute(expr, MACROS)).selectors.map((selector) => selector.name),
+    }));
 
   it('reads only instruments defined in METRIC', () => {
     const defined = new Set<string>(Object.values(METRIC));
     for (const series of Object.values(SERIES)) expect(defined).toContain(series.instrument);
   });
 
-  it('names, in every selector, a series the JS PrometheusExporter exposes', () => {
-    for (const { where, name } of selectors) {
+  it.each(
+    overviews.flatMap(({ file, pipelines }) =>
+      pipelines.flatMap((pipeline) => (['classic', 'native'] as const).map((histograms) => [file, pipeline, histograms] as const)),
+    ),
+  )('gives every query of %s a selector that names a series of the %s pipeline with %s histograms', (file, pipeline, histograms) => {
+    const produced = namesOf(pipeline, histograms);
+    for (const { where, names } of selectorsOf(file)) {
       expect(
-        [...exposed.samples].some((sample) => nameMatches(name, sample)),
-        `${where}: ${JSON.stringify(name)}`,
+        names.some((name) => produced.some((sample) => nameMatches(name, sample))),
+        `${where}: ${JSON.stringify(names)}`,
       ).toBe(true);
     }
   });
 
-  it('names, in every selector, a series an OTLP -> Collector -> Prometheus pipeline produces', () => {
-    const otlp = Object.values(SERIES).flatMap((series) => pipelineNames(series, 'otlp'));
-    for (const { where, name } of selectors)
-      expect(
-        otlp.some((sample) => nameMatches(name, sample)),
-        `${where}: ${JSON.stringify(name)}`,
-      ).toBe(true);
-  });
+  it.each(overviews.map(({ file, pipelines }) => [file, pipelines] as const))(
+    'names, in every selector of %s, a series one of its pipelines produces',
+    (file, pipelines) => {
+      const produced = pipelines.flatMap((pipeline) => [...namesOf(pipeline, 'classic'), ...namesOf(pipeline, 'native')]);
+      for (const { where, names } of selectorsOf(file)) {
+        for (const name of names)
+          expect(
+            produced.some((sample) => nameMatches(name, sample)),
+            `${where}: ${JSON.stringify(name)}`,
+          ).toBe(true);
+      }
+    },
+  );
 
   it('shows every metric the library exposes on the overview', () => {
     const overviewSelectors = allPromql(overview).flatMap(({ expr }) => analyse(substitute(expr, MACROS)).selectors);
@@ -241,8 +259,12 @@ describe('metric names', () => {
     expect(shown).toEqual(exposed.families);
   });
 
-  it('matches the names of both pipelines for each kind of instrument', () => {
+  it('matches the names of every pipeline for each kind of instrument', () => {
     expect(pipelineNames(SERIES.requests, 'js-exporter')).toEqual(['idempotency_requests_total']);
+    expect(pipelineNames(SERIES.requests, 'otlp-no-translation')).toEqual(['idempotency.requests']);
+    expect(pipelineNames(SERIES.requestDuration, 'otlp-no-translation')).toContain('idempotency.request.duration_bucket');
+    expect(pipelineNames(SERIES.requestDuration, 'otlp', 'native')).toEqual(['idempotency_request_duration_seconds']);
+    expect(pipelineNames(SERIES.requestDuration, 'js-exporter', 'native')).toEqual(['idempotency_request_duration']);
     expect(pipelineNames(SERIES.requests, 'otlp')).toEqual(['idempotency_requests_total']);
     expect(pipelineNames(SERIES.requestDuration, 'js-exporter')).toContain('idempotency_request_duration_bucket');
     expect(pipelineNames(SERIES.requestDuration, 'otlp')).toContain('idempotency_request_duration_seconds_bucket');

@@ -4,14 +4,16 @@ import { PanelBuilder as StatBuilder } from '@grafana/grafana-foundation-sdk/sta
 import { PanelBuilder as TableBuilder } from '@grafana/grafana-foundation-sdk/table';
 import { OUTCOME } from '../../src/telemetry/names.js';
 import { rangeQuery, tableQuery, timeseries } from './panels.js';
-import { LABEL, SERIES } from './prometheus-names.js';
-import { anyOf, increaseOverRange, quantile, rate, selector, sumBy, type Matchers } from './promql.js';
-import { DUPLICATE_TRACES_UID, OVERVIEW_UID } from './uids.js';
+import { ESCAPED, SERIES, type Naming } from './prometheus-names.js';
+import { anyOf, labelName, promql, sumBy, type Matchers } from './promql.js';
+import { DUPLICATE_TRACES_UID, OVERVIEW_UID, OVERVIEW_UTF8_UID } from './uids.js';
 import { PROMETHEUS, prometheusDatasource, ref, routeVariable, serviceVariable, VAR } from './variables.js';
 
 /**
  * "Idempotency overview": duplicate traffic, rejection reasons, latency of replays, executions and the
- * store, waiting duplicates, in-flight requests and sweeping, for the services and routes selected.
+ * store, waiting duplicates, in-flight requests and sweeping, for the services and routes selected. Built
+ * once per naming (prometheus-names.ts): the escaped names most Prometheus servers hold, and the UTF-8 names
+ * of an OTLP receiver set to `NoTranslation`.
  */
 
 /** Requests answered from an existing record instead of running the handler. */
@@ -19,36 +21,51 @@ export const DUPLICATE_OUTCOMES = [OUTCOME.REPLAYED, OUTCOME.IN_PROGRESS, OUTCOM
 /** Requests refused with a 4xx or 503 problem, by reason. */
 export const REJECTION_OUTCOMES = [OUTCOME.IN_PROGRESS, OUTCOME.KEY_REUSED, OUTCOME.NOT_REPLAYABLE, OUTCOME.INVALID_KEY, OUTCOME.STORE_UNAVAILABLE] as const;
 
-/** Metrics with the route label are filtered by service and route; store and sweeper metrics by service only. */
-const SERVICE: Matchers = { [LABEL.SERVICE]: ref(VAR.SERVICE) };
-const SERVICE_ROUTE: Matchers = { ...SERVICE, [LABEL.ROUTE]: ref(VAR.ROUTE) };
-const withOutcomes = (outcomes: readonly string[]): Matchers => ({ ...SERVICE_ROUTE, [LABEL.OUTCOME]: anyOf(outcomes) });
+/** The PromQL of every panel, in one naming. */
+export function overviewQueries(naming: Naming) {
+  const { LABEL, increaseOverRange, quantile, rate, selector, countRate } = promql(naming);
+  /** Metrics with the route label are filtered by service and route; store and sweeper metrics by service only. */
+  const SERVICE: Matchers = { [LABEL.SERVICE]: ref(VAR.SERVICE) };
+  const SERVICE_ROUTE: Matchers = { ...SERVICE, [LABEL.ROUTE]: ref(VAR.ROUTE) };
+  const withOutcomes = (outcomes: readonly string[]): Matchers => ({ ...SERVICE_ROUTE, [LABEL.OUTCOME]: anyOf(outcomes) });
+  const duplicatesPerRoute = sumBy([LABEL.ROUTE], increaseOverRange(SERIES.requests, withOutcomes(DUPLICATE_OUTCOMES)));
+  return {
+    requestsByOutcome: sumBy([LABEL.OUTCOME], rate(SERIES.requests, SERVICE_ROUTE)),
+    // `or vector(0)`: traffic without duplicates is a 0% ratio, not "no data".
+    duplicateRatio: `(${sumBy([], rate(SERIES.requests, withOutcomes(DUPLICATE_OUTCOMES)))} or vector(0)) / ${sumBy([], rate(SERIES.requests, SERVICE_ROUTE))}`,
+    rejectionsByReason: sumBy([LABEL.OUTCOME], rate(SERIES.requests, withOutcomes(REJECTION_OUTCOMES))),
+    topDuplicateRoutes: `topk(10, ${duplicatesPerRoute})`,
+    topDuplicateRoutesRatio: `topk(10, ${duplicatesPerRoute}) / on (${labelName(LABEL.ROUTE)}) ${sumBy([LABEL.ROUTE], increaseOverRange(SERIES.requests, SERVICE_ROUTE))}`,
+    replayVsExecution: (q: number) => quantile(q, SERIES.requestDuration, withOutcomes([OUTCOME.EXECUTED, OUTCOME.REPLAYED]), [LABEL.OUTCOME]),
+    storeLatency: (q: number) => quantile(q, SERIES.storeOperationDuration, SERVICE, [LABEL.OPERATION]),
+    waitingDuplicates: countRate(SERIES.waitDuration, SERVICE_ROUTE, [LABEL.OUTCOME]),
+    waitTime: (q: number) => quantile(q, SERIES.waitDuration, SERVICE_ROUTE),
+    inFlight: sumBy([LABEL.ROUTE], selector(SERIES.activeRequests, SERVICE_ROUTE)),
+    recordsSwept: sumBy([LABEL.SERVICE], rate(SERIES.recordsSwept, SERVICE)),
+  };
+}
 
-const duplicatesPerRoute = sumBy([LABEL.ROUTE], increaseOverRange(SERIES.requests, withOutcomes(DUPLICATE_OUTCOMES)));
-
-export const OVERVIEW_QUERIES = {
-  requestsByOutcome: sumBy([LABEL.OUTCOME], rate(SERIES.requests, SERVICE_ROUTE)),
-  // `or vector(0)`: traffic without duplicates is a 0% ratio, not "no data".
-  duplicateRatio: `(${sumBy([], rate(SERIES.requests, withOutcomes(DUPLICATE_OUTCOMES)))} or vector(0)) / ${sumBy([], rate(SERIES.requests, SERVICE_ROUTE))}`,
-  rejectionsByReason: sumBy([LABEL.OUTCOME], rate(SERIES.requests, withOutcomes(REJECTION_OUTCOMES))),
-  topDuplicateRoutes: `topk(10, ${duplicatesPerRoute})`,
-  topDuplicateRoutesRatio: `topk(10, ${duplicatesPerRoute}) / on (${LABEL.ROUTE}) ${sumBy([LABEL.ROUTE], increaseOverRange(SERIES.requests, SERVICE_ROUTE))}`,
-  replayVsExecution: (q: number) => quantile(q, SERIES.requestDuration, withOutcomes([OUTCOME.EXECUTED, OUTCOME.REPLAYED]), [LABEL.OUTCOME]),
-  storeLatency: (q: number) => quantile(q, SERIES.storeOperationDuration, SERVICE, [LABEL.OPERATION]),
-  waitingDuplicates: sumBy([LABEL.OUTCOME], rate(SERIES.waitDuration, SERVICE_ROUTE, 'count')),
-  waitTime: (q: number) => quantile(q, SERIES.waitDuration, SERVICE_ROUTE),
-  inFlight: sumBy([LABEL.ROUTE], selector(SERIES.activeRequests, SERVICE_ROUTE)),
-  recordsSwept: sumBy([LABEL.SERVICE], rate(SERIES.recordsSwept, SERVICE)),
-};
+/** What differs between the two builds of the overview. */
+const VARIANTS = {
+  escaped: { uid: OVERVIEW_UID, title: 'Idempotency overview', names: 'escaped names (http_route, idempotency_requests_total)' },
+  utf8: {
+    uid: OVERVIEW_UTF8_UID,
+    title: 'Idempotency overview (UTF-8 names)',
+    names: 'UTF-8 names of an OTLP receiver set to NoTranslation (http.route, idempotency.requests)',
+  },
+} as const;
 
 const PERCENTILES = [0.5, 0.95, 0.99] as const;
 const percentileLabel = (q: number) => `p${Math.round(q * 100)}`;
 
-export function overviewDashboard() {
-  return new DashboardBuilder('Idempotency overview')
-    .uid(OVERVIEW_UID)
+export function overviewDashboard(naming: Naming = ESCAPED) {
+  const variant = VARIANTS[naming.id];
+  const queries = overviewQueries(naming);
+  const { LABEL } = promql(naming);
+  return new DashboardBuilder(variant.title)
+    .uid(variant.uid)
     .description(
-      'koa-idempotency: duplicate traffic, rejection reasons, replay and store latency. Generated by dashboards/generate.ts; edit the generator, not this JSON.',
+      `koa-idempotency: duplicate traffic, rejection reasons, replay and store latency, for metrics with ${variant.names}; classic or native histograms. Generated by dashboards/generate.ts; edit the generator, not this JSON.`,
     )
     .tags(['koa-idempotency', 'idempotency'])
     .editable()
@@ -58,42 +75,45 @@ export function overviewDashboard() {
     .timezone('browser')
     .link(new DashboardLinkBuilder('Duplicate traces (Jaeger)').type(DashboardLinkType.Link).url(`/d/${DUPLICATE_TRACES_UID}`).keepTime(true))
     .withVariable(prometheusDatasource())
-    .withVariable(serviceVariable())
-    .withVariable(routeVariable())
+    .withVariable(serviceVariable(naming))
+    .withVariable(routeVariable(naming))
     .withRow(new RowBuilder('Traffic'))
-    .withPanel(requestsByOutcome())
-    .withPanel(rejectionsByReason())
-    .withPanel(duplicateRatio())
-    .withPanel(topDuplicateRoutes())
+    .withPanel(requestsByOutcome(queries, LABEL))
+    .withPanel(rejectionsByReason(queries, LABEL))
+    .withPanel(duplicateRatio(queries))
+    .withPanel(topDuplicateRoutes(queries, LABEL))
     .withRow(new RowBuilder('Latency'))
-    .withPanel(replayVsExecutionLatency())
-    .withPanel(storeLatency())
+    .withPanel(replayVsExecutionLatency(queries, LABEL))
+    .withPanel(storeLatency(queries, LABEL))
     .withRow(new RowBuilder('Waiting duplicates, in flight, sweeping'))
-    .withPanel(waitingDuplicates())
-    .withPanel(waitTime())
-    .withPanel(inFlight())
-    .withPanel(recordsSwept());
+    .withPanel(waitingDuplicates(queries, LABEL))
+    .withPanel(waitTime(queries))
+    .withPanel(inFlight(queries, LABEL))
+    .withPanel(recordsSwept(queries, LABEL));
 }
 
-function requestsByOutcome() {
+type Queries = ReturnType<typeof overviewQueries>;
+type Labels = ReturnType<typeof promql>['LABEL'];
+
+function requestsByOutcome(queries: Queries, LABEL: Labels) {
   return timeseries('Requests by outcome', 'Requests that carried an idempotency key, per second, by what the middleware did with them.', 'reqps', [
-    { expr: OVERVIEW_QUERIES.requestsByOutcome, legend: `{{${LABEL.OUTCOME}}}` },
+    { expr: queries.requestsByOutcome, legend: `{{${LABEL.OUTCOME}}}` },
   ]).stacking(new StackingConfigBuilder().mode(StackingMode.Normal));
 }
 
-function rejectionsByReason() {
+function rejectionsByReason(queries: Queries, LABEL: Labels) {
   return timeseries(
     'Rejections by reason',
-    'Requests refused without running the handler: conflict (409, same key still in progress), mismatch (422, key reused with another request), not_replayable (409), invalid_key (400), store_unavailable (503).',
+    'Requests refused without running the handler: in_progress (409, same key still in progress), key_reused (422, key reused with another request), not_replayable (409), invalid_key (400), store_unavailable (503).',
     'reqps',
-    [{ expr: OVERVIEW_QUERIES.rejectionsByReason, legend: `{{${LABEL.OUTCOME}}}` }],
+    [{ expr: queries.rejectionsByReason, legend: `{{${LABEL.OUTCOME}}}` }],
   )
     .drawStyle(GraphDrawStyle.Bars)
     .fillOpacity(80)
     .stacking(new StackingConfigBuilder().mode(StackingMode.Normal));
 }
 
-function duplicateRatio() {
+function duplicateRatio(queries: Queries) {
   return new StatBuilder()
     .title('Duplicate ratio')
     .description(`Share of keyed requests that found their key already used (${DUPLICATE_OUTCOMES.join(', ')}).`)
@@ -104,18 +124,18 @@ function duplicateRatio() {
     .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']))
     .height(8)
     .span(6)
-    .withTarget(rangeQuery('A', { expr: OVERVIEW_QUERIES.duplicateRatio, legend: 'duplicates' }));
+    .withTarget(rangeQuery('A', { expr: queries.duplicateRatio, legend: 'duplicates' }));
 }
 
-function topDuplicateRoutes() {
+function topDuplicateRoutes(queries: Queries, LABEL: Labels) {
   return new TableBuilder()
     .title('Routes with most duplicates')
-    .description("Duplicates (replays, conflicts, mismatches) per route over the selected time range, and their share of the route's keyed requests.")
+    .description("Duplicates (replayed, in progress, key reused) per route over the selected time range, and their share of the route's keyed requests.")
     .datasource(PROMETHEUS)
     .height(8)
     .span(18)
-    .withTarget(tableQuery('A', OVERVIEW_QUERIES.topDuplicateRoutes))
-    .withTarget(tableQuery('B', OVERVIEW_QUERIES.topDuplicateRoutesRatio))
+    .withTarget(tableQuery('A', queries.topDuplicateRoutes))
+    .withTarget(tableQuery('B', queries.topDuplicateRoutesRatio))
     .withTransformation({ id: 'merge', options: {} })
     .withTransformation({
       id: 'organize',
@@ -132,50 +152,48 @@ function topDuplicateRoutes() {
     ]);
 }
 
-function replayVsExecutionLatency() {
+function replayVsExecutionLatency(queries: Queries, LABEL: Labels) {
   return timeseries(
     'Replay vs execution latency',
     'Whole-request latency seen by the middleware: a replay is answered from the store, an execution runs the handler.',
     's',
-    [0.5, 0.95].map((q) => ({ expr: OVERVIEW_QUERIES.replayVsExecution(q), legend: `{{${LABEL.OUTCOME}}} ${percentileLabel(q)}` })),
+    [0.5, 0.95].map((q) => ({ expr: queries.replayVsExecution(q), legend: `{{${LABEL.OUTCOME}}} ${percentileLabel(q)}` })),
   );
 }
 
-function storeLatency() {
+function storeLatency(queries: Queries, LABEL: Labels) {
   return timeseries(
     'Store operation latency',
     'Duration of each store primitive (claim, complete, release, renew, step, find, sweep, begin) at p50, p95 and p99.',
     's',
-    PERCENTILES.map((q) => ({ expr: OVERVIEW_QUERIES.storeLatency(q), legend: `{{${LABEL.OPERATION}}} ${percentileLabel(q)}` })),
+    PERCENTILES.map((q) => ({ expr: queries.storeLatency(q), legend: `{{${LABEL.OPERATION}}} ${percentileLabel(q)}` })),
   );
 }
 
-function waitingDuplicates() {
+function waitingDuplicates(queries: Queries, LABEL: Labels) {
   return timeseries(
     'Waiting duplicates',
-    "Duplicates held while the first request ran (onInProgress: 'wait'), per second, by how the wait ended: replayed, executed (the first was released), conflict (timed out).",
+    "Duplicates held while the first request ran (onInProgress: 'wait'), per second, by how the wait ended: replayed, executed (the first was released), in_progress (timed out).",
     'reqps',
-    [{ expr: OVERVIEW_QUERIES.waitingDuplicates, legend: `{{${LABEL.OUTCOME}}}` }],
+    [{ expr: queries.waitingDuplicates, legend: `{{${LABEL.OUTCOME}}}` }],
   );
 }
 
-function waitTime() {
+function waitTime(queries: Queries) {
   return timeseries(
     'Wait time',
     'How long waiting duplicates waited for the first request.',
     's',
-    [0.5, 0.95].map((q) => ({ expr: OVERVIEW_QUERIES.waitTime(q), legend: percentileLabel(q) })),
+    [0.5, 0.95].map((q) => ({ expr: queries.waitTime(q), legend: percentileLabel(q) })),
   );
 }
 
-function inFlight() {
+function inFlight(queries: Queries, LABEL: Labels) {
   return timeseries('In flight', 'Requests holding a claim right now (the handler is running), by route.', 'short', [
-    { expr: OVERVIEW_QUERIES.inFlight, legend: `{{${LABEL.ROUTE}}}` },
+    { expr: queries.inFlight, legend: `{{${LABEL.ROUTE}}}` },
   ]);
 }
 
-function recordsSwept() {
-  return timeseries('Records swept', 'Expired records deleted by the sweeper, per second.', 'short', [
-    { expr: OVERVIEW_QUERIES.recordsSwept, legend: `{{${LABEL.SERVICE}}}` },
-  ]);
+function recordsSwept(queries: Queries, LABEL: Labels) {
+  return timeseries('Records swept', 'Expired records deleted by the sweeper, per second.', 'short', [{ expr: queries.recordsSwept, legend: `{{${LABEL.SERVICE}}}` }]);
 }

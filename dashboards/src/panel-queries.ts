@@ -26,7 +26,7 @@ export function variableQueries(dashboard: Dashboard): Array<{ name: string; sel
     .filter((variable) => variable.type === VariableType.Query && typeof variable.query === 'string')
     .map((variable) => {
       const query = variable.query as string;
-      const match = /^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$/.exec(query);
+      const match = /^label_values\((.+),\s*([^\s,()]+)\)$/.exec(query);
       if (!match) throw new Error(`variable ${variable.name}: not a label_values() query: ${query}`);
       return { name: variable.name, selector: match[1]!, label: match[2]! };
     });

@@ -1,7 +1,7 @@
 import { DatasourceVariableBuilder, QueryVariableBuilder, TextBoxVariableBuilder, VariableRefresh, VariableSort } from '@grafana/grafana-foundation-sdk/dashboard';
 import type { DataSourceRef } from '@grafana/grafana-foundation-sdk/common';
-import { LABEL, SERIES } from './prometheus-names.js';
-import { selector } from './promql.js';
+import { SERIES, type Naming } from './prometheus-names.js';
+import { promql } from './promql.js';
 
 /**
  * Dashboard variables. Datasources are variables, never `__inputs`: a provisioned dashboard is not run
@@ -27,9 +27,18 @@ export const PROVISIONED_UID = { PROMETHEUS: 'prometheus', JAEGER: 'jaeger' } as
 export const PROMETHEUS: DataSourceRef = { type: 'prometheus', uid: `\${${VAR.DATASOURCE}}` };
 export const JAEGER: DataSourceRef = { type: 'jaeger', uid: `\${${VAR.JAEGER}}` };
 
-/** Every service (Prometheus `job`) and route that has reported the request counter. */
-const SERVICE_VALUES = `label_values(${selector(SERIES.requests, {})}, ${LABEL.SERVICE})`;
-const ROUTE_VALUES = `label_values(${selector(SERIES.requests, { [LABEL.SERVICE]: ref(VAR.SERVICE) })}, ${LABEL.ROUTE})`;
+/**
+ * Every service (Prometheus `job`) and route that has reported the request counter. Grafana takes the label
+ * of `label_values()` as written, dots included (`http.route`), and quotes it for Prometheus itself.
+ */
+function serviceValues(naming: Naming): string {
+  const { LABEL, selector } = promql(naming);
+  return `label_values(${selector(SERIES.requests, {})}, ${LABEL.SERVICE})`;
+}
+function routeValues(naming: Naming): string {
+  const { LABEL, selector } = promql(naming);
+  return `label_values(${selector(SERIES.requests, { [LABEL.SERVICE]: ref(VAR.SERVICE) })}, ${LABEL.ROUTE})`;
+}
 
 export function prometheusDatasource() {
   return new DatasourceVariableBuilder(VAR.DATASOURCE)
@@ -54,17 +63,17 @@ function labelVariable(name: string, label: string, query: string, description: 
     .current({ selected: true, text: ['All'], value: ['$__all'] });
 }
 
-export function serviceVariable() {
+export function serviceVariable(naming: Naming) {
   return labelVariable(
     VAR.SERVICE,
     'Service',
-    SERVICE_VALUES,
+    serviceValues(naming),
     'The Prometheus job label: the scrape job name when Prometheus scrapes the app, service.namespace/service.name through OTLP.',
   );
 }
 
-export function routeVariable() {
-  return labelVariable(VAR.ROUTE, 'Route', ROUTE_VALUES, 'The http.route label of the requests (the router template, never a raw path).');
+export function routeVariable(naming: Naming) {
+  return labelVariable(VAR.ROUTE, 'Route', routeValues(naming), 'The http.route label of the requests (the router template, never a raw path).');
 }
 
 export function jaegerDatasource() {

@@ -166,5 +166,6 @@ export function legendOf(legendFormat: string | undefined, labels: Readonly<Reco
       .join(', ');
     return text || fallback;
   }
-  return legendFormat.replace(/\{\{\s*(\w+)\s*\}\}/g, (_match, name: string) => labels[name] ?? '');
+  // Grafana's pattern: any label name, dots included (`{{http.route}}` on UTF-8 names).
+  return legendFormat.replace(/\{\{\s*(.+?)\s*\}\}/g, (_match, name: string) => labels[name] ?? '');
 }

@@ -69,13 +69,9 @@ export const OUTCOME = {
   /** Stored response replayed. */
   REPLAYED: 'replayed',
   /** A duplicate of a request still in progress: 409 (or, in `'wait'` mode, a wait that ran out). */
-  IN_PROGRESS: 'conflict',
+  IN_PROGRESS: 'in_progress',
   /** The key was reused for a different request (another method, path, query or body): 422. */
-  KEY_REUSED: 'mismatch',
-  /** @deprecated Use `OUTCOME.IN_PROGRESS` (the same value, `'conflict'`). */
-  CONFLICT: 'conflict',
-  /** @deprecated Use `OUTCOME.KEY_REUSED` (the same value, `'mismatch'`). */
-  MISMATCH: 'mismatch',
+  KEY_REUSED: 'key_reused',
   /** Executed before, but the response could not be stored: 409. */
   NOT_REPLAYABLE: 'not_replayable',
   /** Executed but the outcome was not stored (an error or 5xx): the key was released. */
@@ -128,7 +124,7 @@ export const NOT_REPLAYABLE_REASON = {
 export type NotReplayableReason = (typeof NOT_REPLAYABLE_REASON)[keyof typeof NOT_REPLAYABLE_REASON];
 
 export const EVENT = {
-  /** A request arrived with a key that was already used (replay, conflict, mismatch, not replayable). */
+  /** A request arrived with a key that was already used (replayed, in progress, key reused, not replayable). */
   DUPLICATE: 'idempotency.duplicate',
   /** The lease of a crashed or stalled owner lapsed and this request took over. */
   TAKEOVER: 'idempotency.takeover',

@@ -6,7 +6,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { metrics } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { MeterProvider, type MetricReader } from '@opentelemetry/sdk-metrics';
 import { idempotency, type IdempotencyStore } from '../../src/index.js';
 import { resetInstruments } from '../../src/telemetry/metrics.js';
 import { postJson } from '../helpers/http.js';
@@ -44,10 +44,13 @@ export function createTrafficApp(store: IdempotencyStore): Koa {
   return app;
 }
 
-/** An SDK MeterProvider, registered globally, whose metrics are served at `<url>/metrics` on a loopback port. */
-export async function serveMetrics(serviceName: string): Promise<{ target: string; close(): Promise<void> }> {
+/**
+ * An SDK MeterProvider, registered globally, whose metrics are served at `<url>/metrics` on a loopback port, and
+ * read by `pushers` too (OTLP exporters); `flush()` makes every pusher export now.
+ */
+export async function serveMetrics(serviceName: string, pushers: MetricReader[] = []): Promise<{ target: string; flush(): Promise<void>; close(): Promise<void> }> {
   const exporter = new PrometheusExporter({ preventServerStart: true });
-  const provider = new MeterProvider({ readers: [exporter], resource: resourceFromAttributes({ 'service.name': serviceName }) });
+  const provider = new MeterProvider({ readers: [exporter, ...pushers], resource: resourceFromAttributes({ 'service.name': serviceName }) });
   metrics.setGlobalMeterProvider(provider);
   resetInstruments();
   const server: Server = createServer((request, response) => exporter.getMetricsRequestHandler(request, response));
@@ -55,6 +58,7 @@ export async function serveMetrics(serviceName: string): Promise<{ target: strin
   const { port } = server.address() as AddressInfo;
   return {
     target: `127.0.0.1:${port}`,
+    flush: () => provider.forceFlush(),
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await provider.shutdown();

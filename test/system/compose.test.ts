@@ -79,6 +79,13 @@ describe('examples/compose/docker-compose.yml', () => {
     expect(services.jaeger!.image).toBe(`jaegertracing/jaeger:${release}`);
   });
 
+  it('pins the Prometheus release that the dashboard tests build and run (scripts/install-prometheus.sh)', () => {
+    const script = readFileSync(join(ROOT, 'scripts/install-prometheus.sh'), 'utf8');
+    const release = /^RELEASE_VERSION='(\d+\.\d+\.\d+)'$/m.exec(script)?.[1];
+    expect(release).toBe('3.16.0');
+    expect(services.prometheus!.image).toBe(`prom/prometheus:v${release}`);
+  });
+
   it('mounts only files that exist in the repository', () => {
     const mounts = Object.values(services).flatMap(bindMounts);
     expect(mounts.length).toBeGreaterThan(0);
