@@ -37,6 +37,8 @@ class PGliteDatabase implements SqlDatabase {
       async query<Row>(text: string, params?: unknown[]) {
         // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
         assertNoTransactionControl(text);
+        // Without parameters, several statements in one text, as node-postgres sends them (a simple query).
+        if (params === undefined || params.length === 0) return toResult<Row>(((await tx.exec(text)).at(-1) ?? { rows: [] }) as unknown as { rows: Row[] });
         return toResult(await tx.query<Row>(text, params));
       },
       async commit() {

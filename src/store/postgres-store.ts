@@ -11,7 +11,7 @@ import { claimedNew, claimParams, toRecord, type RecordRow } from './record-rows
 import { ReplayCache } from './replay-cache.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
-import { buildStatements, type Statements } from './statements.js';
+import { buildStatements, sweepBatch, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
 import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
@@ -74,10 +74,10 @@ export class PostgresStore implements IdempotencyStore {
     this.#forgets = new ForgetNotices({ db: this.#db, table: this.table, channel: this.#waiters.channel, cache: this.#cache, listens });
     this.#sweeper = new Sweeper({
       db: this.#db,
-      sweepStatement: this.#sql.sweep,
+      sweepStatement: { locked: this.#sql.sweep, unlocked: this.#sql.sweepWithoutLocks },
       partitions: resolved.partitioning && {
         maintenance: new PartitionMaintenance(this.#db, this.table, resolved.partitioning),
-        sweepAllStatement: buildStatements(this.table, { partitioned: false, notify }).sweep,
+        sweepAllStatement: { locked: sweepBatch(this.table, true), unlocked: sweepBatch(this.table, false) },
       },
       batchSize: resolved.sweepBatchSize,
       pauseMs: resolved.sweepPauseMs,
@@ -244,8 +244,8 @@ export class PostgresStore implements IdempotencyStore {
   async #claimOn(db: SqlQueryable, request: ClaimRequest, fence: string, mode: 'lease' | 'transactional'): Promise<ClaimResult> {
     const [claimNew, claim] = mode === 'lease' ? [this.#sql.claimNew, this.#sql.claim] : [this.#sql.claimNewInTransaction, this.#sql.claimInTransaction];
     if (claimNew) {
-      const { rowCount } = await db.query(claimNew, [...claimParams(request), fence]);
-      if (rowCount === 1) return claimedNew(request, fence);
+      const { rows } = await db.query(claimNew, [...claimParams(request), fence]);
+      if (rows.length === 1) return claimedNew(request, fence);
     }
     for (let attempt = 1; attempt <= CLAIM_ATTEMPTS; attempt++) {
       // The transactional statement always yields one row (its lock CTE), with no record when none was found.
