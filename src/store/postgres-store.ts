@@ -4,6 +4,7 @@ import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
 import { ForgetNotices } from './forget-notices.js';
 import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
+import { distributeTable, resolveDistribution, type MigrateOptions } from './distribution.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -20,6 +21,7 @@ import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRec
 import { notifyId, Waiters } from './waiters.js';
 
 export type { PostgresStoreOptions } from './postgres-store-options.js';
+export type { DistributionOptions, MigrateOptions } from './distribution.js';
 export type { SweepOptions, SweepReport } from './sweeper.js';
 export type { ForgetResult } from './operator-records.js';
 
@@ -88,12 +90,17 @@ export class PostgresStore implements IdempotencyStore {
 
   /**
    * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition,
-   * the claim function and the partitions ahead). Safe to run on every deploy.
+   * the claim function and the partitions ahead). Safe to run on every deploy. With `distribute`, then
+   * distributes the table with Citus (distribution.ts, docs/scale-out.md); refused where Citus is absent.
    */
-  async migrate(): Promise<void> {
+  async migrate(options: MigrateOptions = {}): Promise<void> {
+    const distribution = resolveDistribution(options.distribute);
     await assertTableKind(this.#db, this.table, this.#partitioned);
-    for (const statement of migrationStatements(this.table, this.#partitioned)) await this.#db.query(statement);
+    const statements = migrationStatements(this.table, this.#partitioned);
+    for (const statement of statements) await this.#db.query(statement);
     await this.#sweeper.createPartitionsAhead();
+    // A partitioned table's claim function (its migration's last statement) is created again once distributed.
+    if (distribution) await distributeTable(this.#db, this.table, distribution, this.#partitioned ? statements.at(-1) : undefined);
   }
 
   /** The migration script of this store's table: `migrationSql()` for its name and layout. */

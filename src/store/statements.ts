@@ -139,6 +139,14 @@ CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
 }
 
 /**
+ * Joined to the row a write returns before it notifies: a join that never matches, which Postgres plans as
+ * nothing at all. On a table distributed by Citus, the catalog table in it is a local table, so the query
+ * cannot go whole to the worker holding the shard: the write runs there as a subplan, and the NOTIFY and the
+ * waiter-lock test run on the coordinator, where the store LISTENs and its waiters hold their locks.
+ */
+const WHERE_THE_LISTENERS_ARE = 'LEFT JOIN pg_catalog.pg_am coordinator_only ON false';
+
+/**
  * NOTIFY of one key's waiters ($1 scope, $2 key; channel and payload as given), or, with `'whenWaited'`, only
  * if a waiter holds the key's waiter lock. Taking that lock instead holds it until the transaction ends, so
  * a waiter arriving in between fails to announce itself (it never waits for the lock: the listening session
@@ -163,7 +171,7 @@ function complete(name: TableName, options: StatementOptions, condition = ''): s
   WHERE scope = $1 AND key = $2 AND fence = $3::bigint${condition}
   RETURNING 1
 )
-SELECT ${notifyExpression(name, options.notify, '$8', '$9')} FROM done`;
+SELECT ${notifyExpression(name, options.notify, '$8', '$9')} FROM done ${WHERE_THE_LISTENERS_ARE}`;
 }
 
 /**
@@ -261,7 +269,7 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
     release: `WITH gone AS (
   DELETE FROM ${table} WHERE ${owned} RETURNING 1
 )
-SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
+SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone ${WHERE_THE_LISTENERS_ARE}`,
 
     // The key's two parameters typed here: the 'always' expression does not read them.
     notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')} FROM (VALUES ($1::text, $2::text)) AS waited (scope, key)`,

@@ -39,6 +39,18 @@ function requireDatabaseUrl(): string {
   return url;
 }
 
+/**
+ * KOA_IDEMPOTENCY_TEST_DISTRIBUTE=scope|key: the Postgres server's tables distributed with Citus by that
+ * column (DATABASE_URL then points at a Citus coordinator; docs/scale-out.md). Unset: local tables.
+ */
+const TEST_DISTRIBUTION = testDistribution(process.env.KOA_IDEMPOTENCY_TEST_DISTRIBUTE);
+
+function testDistribution(column: string | undefined): { column: 'scope' | 'key' } | undefined {
+  if (column === undefined || column === '') return undefined;
+  if (column !== 'scope' && column !== 'key') throw new Error(`KOA_IDEMPOTENCY_TEST_DISTRIBUTE must be scope or key; got ${column}`);
+  return { column };
+}
+
 export function databaseTargets(): DatabaseTarget[] {
   return [
     { name: 'Postgres server', open: openPostgres },
@@ -100,7 +112,7 @@ function withStores(database: Omit<TestDatabase, 'store'>): TestDatabase {
     ...database,
     async store(options = {}) {
       const store = new PostgresStore({ ...database.source, schema: database.schema, ...options });
-      await store.migrate();
+      await store.migrate({ distribute: database.kind === 'postgres' ? TEST_DISTRIBUTION : undefined });
       stores.push(store);
       return store;
     },
