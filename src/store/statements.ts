@@ -144,7 +144,7 @@ CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
  * cannot go whole to the worker holding the shard: the write runs there as a subplan, and the NOTIFY and the
  * waiter-lock test run on the coordinator, where the store LISTENs and its waiters hold their locks.
  */
-const WHERE_THE_LISTENERS_ARE = 'LEFT JOIN pg_catalog.pg_am coordinator_only ON false';
+export const WHERE_THE_LISTENERS_ARE = 'LEFT JOIN pg_catalog.pg_am coordinator_only ON false';
 
 /**
  * NOTIFY of one key's waiters ($1 scope, $2 key; channel and payload as given), or, with `'whenWaited'`, only
