@@ -57,8 +57,18 @@ export function resolveDistribution(options: MigrateOptions['distribute']): Reso
   return { column, colocateWith: parts.map((part) => assertIdentifier(part, 'distribute.colocateWith')).join('.') };
 }
 
+/** Refuses, before anything is created, to distribute a table where Citus is not installed. */
+export async function assertCitus(db: SqlQueryable, name: TableName): Promise<void> {
+  const { rows } = await db.query<{ version: string }>(`SELECT extversion AS version FROM pg_extension WHERE extname = 'citus'`);
+  if (rows.length > 0) return;
+  throw new IdempotencyConfigError(
+    `cannot distribute ${qualified(name)}: the citus extension is not installed in this database (CREATE EXTENSION citus on the ` +
+      'coordinator, see docs/scale-out.md), or migrate without the distribute option to keep a local table',
+  );
+}
+
 /**
- * Distributes the records table by `column`, refusing clearly without Citus. `afterDistribution` runs once the
+ * Distributes the records table by `column` (Citus checked by assertCitus). `afterDistribution` runs once the
  * table is distributed (a partitioned table's claim function, which Citus sends to the workers only when it is
  * created after the table it returns rows of is distributed).
  */
@@ -69,13 +79,6 @@ export async function distributeTable(
   afterDistribution: string | undefined,
 ): Promise<DistributionOutcome> {
   const table = qualified(name);
-  const { rows: citus } = await db.query<{ version: string }>(`SELECT extversion AS version FROM pg_extension WHERE extname = 'citus'`);
-  if (citus.length === 0) {
-    throw new IdempotencyConfigError(
-      `cannot distribute ${table}: the citus extension is not installed in this database (CREATE EXTENSION citus on the ` +
-        'coordinator, see docs/scale-out.md), or migrate without the distribute option to keep a local table',
-    );
-  }
   const { rows } = await db.query<{ column: string }>(
     `SELECT column_to_column_name(logicalrelid, partkey) AS column FROM pg_dist_partition WHERE logicalrelid = $1::regclass`,
     [table],

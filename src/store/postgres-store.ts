@@ -4,7 +4,7 @@ import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
 import { ForgetNotices } from './forget-notices.js';
 import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
-import { distributeTable, resolveDistribution, type MigrateOptions } from './distribution.js';
+import { assertCitus, distributeTable, resolveDistribution, type MigrateOptions } from './distribution.js';
 import { assertTableKind, migrationSql, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -89,17 +89,16 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
-   * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition,
-   * the claim function and the partitions ahead). Safe to run on every deploy. With `distribute`, then
-   * distributes the table with Citus (distribution.ts, docs/scale-out.md); refused where Citus is absent.
+   * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition, the claim
+   * function and the partitions ahead), then with `distribute` distributes it with Citus (distribution.ts). Idempotent.
    */
   async migrate(options: MigrateOptions = {}): Promise<void> {
     const distribution = resolveDistribution(options.distribute);
+    if (distribution) await assertCitus(this.#db, this.table);
     await assertTableKind(this.#db, this.table, this.#partitioned);
     const statements = migrationStatements(this.table, this.#partitioned);
     for (const statement of statements) await this.#db.query(statement);
-    await this.#sweeper.createPartitionsAhead();
-    // A partitioned table's claim function (its migration's last statement) is created again once distributed.
+    await this.#sweeper.createPartitionsAhead(); // then a partitioned table's claim function (the last statement) again
     if (distribution) await distributeTable(this.#db, this.table, distribution, this.#partitioned ? statements.at(-1) : undefined);
   }
 

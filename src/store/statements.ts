@@ -18,9 +18,8 @@ const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() A
 /** LEASE_LAPSED, judged before the insert: against the request's fingerprint parameter. */
 const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
 /**
- * EXPIRED and LEASE_LAPSED inside ON CONFLICT DO UPDATE, where Citus accepts no function that is not
- * IMMUTABLE on a distributed table (0A000, docs/scale-out.md): the proposed row's created_at is now()
- * (its default), the same instant as a column reference.
+ * EXPIRED and LEASE_LAPSED inside ON CONFLICT DO UPDATE, where Citus refuses any function not IMMUTABLE (0A000,
+ * docs/scale-out.md): the proposed row's created_at is now() (its default), the same instant as a column.
  */
 const CLAIM_TIME = 'EXCLUDED.created_at';
 const EXPIRED_AT_CLAIM = EXPIRED.replace('now()', CLAIM_TIME);
@@ -139,10 +138,9 @@ CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
 }
 
 /**
- * Joined to the row a write returns before it notifies: a join that never matches, which Postgres plans as
- * nothing at all. On a table distributed by Citus, the catalog table in it is a local table, so the query
- * cannot go whole to the worker holding the shard: the write runs there as a subplan, and the NOTIFY and the
- * waiter-lock test run on the coordinator, where the store LISTENs and its waiters hold their locks.
+ * Joined to the row a write returns before it notifies: a join that never matches, which Postgres plans as nothing.
+ * On Citus the catalog table in it is local, so the query cannot go whole to the worker holding the shard: the write
+ * runs there as a subplan, and NOTIFY and the waiter-lock test on the coordinator, where the store LISTENs.
  */
 export const WHERE_THE_LISTENERS_ARE = 'LEFT JOIN pg_catalog.pg_am coordinator_only ON false';
 
