@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { IdempotencyConfigError } from '../errors.js';
+import { resolveDistribution, type DistributionOptions } from '../store/distribution.js';
 import { assertIdentifier } from '../store/identifiers.js';
 import { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS } from '../store/partition-maintenance.js';
 import { DEFAULT_SCHEMA, DEFAULT_TABLE, type TableName } from '../store/schema.js';
@@ -24,6 +25,9 @@ const OPTIONS = {
   partitioned: { type: 'boolean' },
   'partition-interval-seconds': { type: 'string' },
   'premade-partitions': { type: 'string' },
+  distribute: { type: 'boolean' },
+  'distribution-column': { type: 'string' },
+  'colocate-with': { type: 'string' },
 } as const;
 
 type Flag = keyof typeof OPTIONS;
@@ -33,9 +37,12 @@ export const COMMANDS = {
   migrate: {
     summary:
       'Create the schema, sequence, table and index if missing (safe to run on every deploy). With --partitioned, a table\n' +
-      'partitioned by creation time, with its catch-all partition, its claim function and the partitions ahead.',
-    usage: 'migrate [--print-sql] [--partitioned [--partition-interval-seconds N] [--premade-partitions N]]',
-    flags: ['print-sql', 'partitioned', 'partition-interval-seconds', 'premade-partitions'],
+      'partitioned by creation time, with its catch-all partition, its claim function and the partitions ahead.\n' +
+      'With --distribute, then distribute it with Citus (docs/scale-out.md).',
+    usage:
+      'migrate [--print-sql] [--partitioned [--partition-interval-seconds N] [--premade-partitions N]] ' +
+      '[--distribute [--distribution-column scope|key] [--colocate-with TABLE]]',
+    flags: ['print-sql', 'partitioned', 'partition-interval-seconds', 'premade-partitions', 'distribute', 'distribution-column', 'colocate-with'],
   },
   sweep: {
     summary:
@@ -81,7 +88,7 @@ export interface PartitionFlags {
 export type Invocation =
   | { command: 'help'; json: boolean; topic?: CommandName }
   /** `partitioning` is undefined without --partitioned. */
-  | (Common & { command: 'migrate'; printSql: boolean; partitioning: PartitionFlags | undefined })
+  | (Common & { command: 'migrate'; printSql: boolean; partitioning: PartitionFlags | undefined; distribute: DistributionOptions | undefined })
   | (Common & { command: 'sweep'; batchSize: number | undefined; maxBatches: number | undefined; partitions: PartitionFlags })
   | (Common & { command: 'inspect'; target: InspectTarget; jaegerUrl: string })
   | (Common & { command: 'forget'; scope: string; key: string; force: boolean })
@@ -121,7 +128,8 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
         const given = (['partition-interval-seconds', 'premade-partitions'] as const).find((flag) => values[flag] !== undefined);
         if (given) throw usageError(`--${given} needs --partitioned`);
       }
-      return { ...common, command, printSql: values['print-sql'] ?? false, partitioning: values.partitioned ? partitioning : undefined };
+      const printSql = values['print-sql'] ?? false;
+      return { ...common, command, printSql, partitioning: values.partitioned ? partitioning : undefined, distribute: distributeFlags(values, printSql) };
     }
     case 'sweep':
       return {
@@ -193,6 +201,12 @@ const FLAGS_HELP = `Flags:
   --premade-partitions N
                       migrate, sweep (partitioned tables): partitions created ahead of the current one
                       (default: ${DEFAULT_PREMADE_PARTITIONS}; 0 is allowed)
+  --distribute        migrate: then distribute the table with Citus (create_distributed_table, on the
+                      coordinator; refused where the citus extension is absent; idempotent)
+  --distribution-column scope|key
+                      migrate --distribute: the distribution column (default: scope, co-located by tenant)
+  --colocate-with TABLE
+                      migrate --distribute: a distributed table ([schema.]table) to co-locate with
   -h, --help          show help
 
 Environment: DATABASE_URL (postgres://user:password@host:5432/database), JAEGER_URL.
@@ -210,6 +224,28 @@ function tableName(schema: string | undefined, table: string | undefined): Table
     if (error instanceof IdempotencyConfigError) throw usageError(error.message);
     throw error;
   }
+}
+
+/** --distribute and its two flags, validated as migrate() validates them; undefined without --distribute. */
+function distributeFlags(
+  values: { distribute?: boolean | undefined; 'distribution-column'?: string | undefined; 'colocate-with'?: string | undefined },
+  printSql: boolean,
+): DistributionOptions | undefined {
+  if (!values.distribute) {
+    const given = (['distribution-column', 'colocate-with'] as const).find((flag) => values[flag] !== undefined);
+    if (given) throw usageError(`--${given} needs --distribute`);
+    return undefined;
+  }
+  if (printSql) throw usageError('--distribute runs create_distributed_table on the coordinator: it has no --print-sql script');
+  const options = { column: values['distribution-column'] as DistributionOptions['column'], colocateWith: values['colocate-with'] };
+  try {
+    resolveDistribution(options);
+  } catch (error) {
+    if (error instanceof IdempotencyConfigError)
+      throw usageError(error.message.replace('distribute.column', '--distribution-column').replace('distribute.colocateWith', '--colocate-with'));
+    throw error;
+  }
+  return options;
 }
 
 function partitionFlags(values: { 'partition-interval-seconds'?: string | undefined; 'premade-partitions'?: string | undefined }): PartitionFlags {

@@ -28,6 +28,7 @@ export type CliErrorCode =
   | 'database_missing'
   | 'table_missing'
   | 'layout_mismatch'
+  | 'distribution_refused'
   | 'failed';
 
 export function usageError(message: string): CliError {

@@ -8,7 +8,8 @@
  * | 2    | usage error: unknown command or flag, bad value, DATABASE_URL unset or malformed |
  * |      | or a flag that does not fit the table (`migrate --partitioned` on a plain table, |
  * |      | `migrate` without it on a partitioned one, partition flags of `sweep` on a plain |
- * |      | table)                                                                           |
+ * |      | table, `migrate --distribute` without Citus or on a table distributed by the     |
+ * |      | other column)                                                                    |
  * | 3    | database unavailable: unreachable, login refused, no such database, connection   |
  * |      | lost mid-command, or the records table is missing (run `migrate`)                |
  * | 4    | any other failure (an unexpected SQL error, a missing privilege)                 |

@@ -3,7 +3,7 @@
  * SQL for a migration tool of your own.
  */
 export { PostgresStore } from '../store/postgres-store.js';
-export type { PostgresStoreOptions, SweepOptions, SweepReport, ForgetResult } from '../store/postgres-store.js';
+export type { PostgresStoreOptions, SweepOptions, SweepReport, ForgetResult, MigrateOptions, DistributionOptions } from '../store/postgres-store.js';
 export { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS, DEFAULT_PARTITION_LOCK_TIMEOUT_MS } from '../store/partition-maintenance.js';
 export type { PartitioningOptions, PartitionReport } from '../store/partition-maintenance.js';
 export { fromPgPool } from '../store/pg-database.js';

@@ -3,7 +3,7 @@ import { ATTR, EVENT } from '../telemetry/names.js';
 import { toRecord, type RecordRow } from './record-rows.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlQueryable } from './sql-database.js';
-import { RECORD_COLUMNS } from './statements.js';
+import { RECORD_COLUMNS, WHERE_THE_LISTENERS_ARE } from './statements.js';
 import type { IdempotencyRecord } from './types.js';
 
 /**
@@ -32,7 +32,7 @@ export interface ForgetRequest {
  * Deletes a completed record, or with `force` an in-progress one whose lease has lapsed, and returns it. A
  * live lease is never deleted: its handler is running and would complete into nothing, or, in transactional
  * mode, its row lock is held (SKIP LOCKED: the statement never waits for a running handler). Nothing deleted:
- * the record as it stands tells why.
+ * the record as it stands tells why. The NOTIFY is outside the DELETE, where Citus allows it (statements.ts).
  */
 export async function forgetRecord(db: SqlQueryable, table: TableName, request: ForgetRequest): Promise<ForgetResult> {
   const { scope, key, force, channel, notice } = request;
@@ -42,9 +42,11 @@ export async function forgetRecord(db: SqlQueryable, table: TableName, request: 
   SELECT scope, key, created_at FROM ${name}
   WHERE scope = $1 AND key = $2 AND (status = 'completed' OR ($3::boolean AND lease_expires_at <= now()))
   FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM ${name} r USING doomed d WHERE r.scope = d.scope AND r.key = d.key AND r.created_at = d.created_at
+  RETURNING ${RECORD_COLUMNS}
 )
-DELETE FROM ${name} r USING doomed d WHERE r.scope = d.scope AND r.key = d.key AND r.created_at = d.created_at
-RETURNING ${RECORD_COLUMNS}, pg_notify($4, $5)::text AS notified`,
+SELECT gone.*, pg_notify($4, $5)::text AS notified FROM gone ${WHERE_THE_LISTENERS_ARE}`,
     [scope, key, force, channel, notice],
   );
   const removed = rows[0];

@@ -2,7 +2,7 @@ import { sqlstateOf } from '../error-code.js';
 import { integerAtLeast, integerInRange } from '../validation.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
-import { MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
+import { localLockTimeout, MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
 
 export const DEFAULT_PARTITION_INTERVAL_SECONDS = 86_400;
 export const DEFAULT_PREMADE_PARTITIONS = 2;
@@ -162,7 +162,7 @@ export class PartitionMaintenance {
   async #underLockTimeout(step: (tx: SqlQueryable) => Promise<boolean>): Promise<boolean> {
     const tx = await this.#db.begin();
     try {
-      await tx.query(`SET LOCAL lock_timeout = ${this.#options.lockTimeoutMs}`);
+      await tx.query(localLockTimeout(this.#options.lockTimeoutMs));
       const done = await step(tx);
       if (done) await tx.commit();
       else await tx.rollback();

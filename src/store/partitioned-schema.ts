@@ -71,6 +71,7 @@ LANGUAGE plpgsql VOLATILE
 AS $claim$
 DECLARE
   v_row ${table};
+  v_fence bigint;
   v_lock_key bigint := ${keyLockExpression(name, 'p_scope', 'p_key')};
   v_lease_expires_at timestamptz := now() + make_interval(secs => p_lease_ms / 1000);
   v_expires_at timestamptz := now() + make_interval(secs => p_ttl_seconds);
@@ -94,10 +95,13 @@ BEGIN
     RETURN;
   END IF;
 
+  -- Drawn here, on the node running the function: Citus refuses a volatile call inside an UPDATE of a
+  -- distributed table, and the sequence exists on that node only (docs/scale-out.md).
+  v_fence := nextval('${sequence}');
   IF FOUND AND v_row.status = 'in_progress' AND v_row.expires_at > now() THEN
     UPDATE ${table} r SET
       fingerprint_version = p_fingerprint_version,
-      fence = nextval('${sequence}'),
+      fence = v_fence,
       attempt = r.attempt + 1,
       lease_expires_at = v_lease_expires_at,
       expires_at = v_expires_at,
@@ -111,7 +115,7 @@ BEGIN
     END IF;
     INSERT INTO ${table} (scope, key, fingerprint, fingerprint_version, status, fence, attempt,
         lease_expires_at, expires_at, correlation_id, traceparent)
-      VALUES (p_scope, p_key, p_fingerprint, p_fingerprint_version, 'in_progress', nextval('${sequence}'), 1,
+      VALUES (p_scope, p_key, p_fingerprint, p_fingerprint_version, 'in_progress', v_fence, 1,
         v_lease_expires_at, v_expires_at, p_correlation_id, p_traceparent)
       RETURNING * INTO v_row;
   END IF;

@@ -33,10 +33,18 @@ class PGliteDatabase implements SqlDatabase {
       if ((await ended) === 'rollback') await tx.rollback();
     });
     const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
+    let begun = false;
     return {
       async query<Row>(text: string, params?: unknown[]) {
         // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
         assertNoTransactionControl(text);
+        // The first statement, without parameters, may be several in one text, as node-postgres sends it (one
+        // simple query with BEGIN); every later one is a single statement, as there.
+        const first = !begun;
+        begun = true;
+        if (first && (params === undefined || params.length === 0)) {
+          return toResult<Row>(((await tx.exec(text)).at(-1) ?? { rows: [] }) as unknown as { rows: Row[] });
+        }
         return toResult(await tx.query<Row>(text, params));
       },
       async commit() {

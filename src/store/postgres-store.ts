@@ -5,6 +5,7 @@ import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
 import { ForgetNotices } from './forget-notices.js';
 import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
+import { assertCitus, distributeTable, resolveDistribution, type MigrateOptions } from './distribution.js';
 import { assertTableKind, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
@@ -12,7 +13,7 @@ import { claimedNew, claimParams, completionParams, toRecord, type RecordRow } f
 import { ReplayCache } from './replay-cache.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
-import { buildStatements, NOTHING_COMPLETED, type Statements } from './statements.js';
+import { buildStatements, NOTHING_COMPLETED, sweepBatch, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
 import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
@@ -21,6 +22,7 @@ import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRec
 import { notifyId, Waiters } from './waiters.js';
 
 export type { PostgresStoreOptions } from './postgres-store-options.js';
+export type { DistributionOptions, MigrateOptions } from './distribution.js';
 export type { SweepOptions, SweepReport } from './sweeper.js';
 export type { ForgetResult } from './operator-records.js';
 
@@ -75,10 +77,10 @@ export class PostgresStore implements IdempotencyStore {
     this.#forgets = new ForgetNotices({ db: this.#db, table: this.table, channel: this.#waiters.channel, cache: this.#cache, listens });
     this.#sweeper = new Sweeper({
       db: this.#db,
-      sweepStatement: this.#sql.sweep,
+      sweepStatement: { locked: this.#sql.sweep, unlocked: this.#sql.sweepWithoutLocks },
       partitions: resolved.partitioning && {
         maintenance: new PartitionMaintenance(this.#db, this.table, resolved.partitioning),
-        sweepAllStatement: buildStatements(this.table, { partitioned: false, notify }).sweep,
+        sweepAllStatement: { locked: sweepBatch(this.table, true), unlocked: sweepBatch(this.table, false) },
       },
       batchSize: resolved.sweepBatchSize,
       pauseMs: resolved.sweepPauseMs,
@@ -88,13 +90,17 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
-   * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition,
-   * the claim function and the partitions ahead). Safe to run on every deploy.
+   * Creates the schema, sequence, table and index if missing (partitioned: also the catch-all partition, the claim
+   * function and the partitions ahead), then with `distribute` distributes it with Citus (distribution.ts). Idempotent.
    */
-  async migrate(): Promise<void> {
+  async migrate(options: MigrateOptions = {}): Promise<void> {
+    const distribution = resolveDistribution(options.distribute);
+    if (distribution) await assertCitus(this.#db, this.table);
     await assertTableKind(this.#db, this.table, this.#partitioned);
-    for (const statement of migrationStatements(this.table, this.#partitioned)) await this.#db.query(statement);
-    await this.#sweeper.createPartitionsAhead();
+    const statements = migrationStatements(this.table, this.#partitioned);
+    for (const statement of statements) await this.#db.query(statement);
+    await this.#sweeper.createPartitionsAhead(); // then a partitioned table's claim function (the last statement) again
+    if (distribution) await distributeTable(this.#db, this.table, distribution, this.#partitioned ? statements.at(-1) : undefined);
   }
 
   /**
@@ -245,8 +251,8 @@ export class PostgresStore implements IdempotencyStore {
   async #claimOn(db: SqlQueryable, request: ClaimRequest, fence: string, mode: 'lease' | 'transactional'): Promise<ClaimResult> {
     const [claimNew, claim] = mode === 'lease' ? [this.#sql.claimNew, this.#sql.claim] : [this.#sql.claimNewInTransaction, this.#sql.claimInTransaction];
     if (claimNew) {
-      const { rowCount } = await db.query(claimNew, [...claimParams(request), fence]);
-      if (rowCount === 1) return claimedNew(request, fence);
+      const { rows } = await db.query(claimNew, [...claimParams(request), fence]);
+      if (rows.length === 1) return claimedNew(request, fence);
     }
     for (let attempt = 1; attempt <= CLAIM_ATTEMPTS; attempt++) {
       // The transactional statement always yields one row (its lock CTE), with no record when none was found.

@@ -17,6 +17,13 @@ const EXPIRED = 'r.expires_at <= now()';
 const LEASE_LAPSED = `r.status = 'in_progress' AND r.lease_expires_at <= now() AND split_part(r.fingerprint, ' ', 1) = split_part(EXCLUDED.fingerprint, ' ', 1)`;
 /** LEASE_LAPSED, judged before the insert: against the request's fingerprint parameter. */
 const LEASE_LAPSED_FOR_REQUEST = LEASE_LAPSED.replace('EXCLUDED.fingerprint', '$3::text');
+/**
+ * EXPIRED and LEASE_LAPSED inside ON CONFLICT DO UPDATE, where Citus refuses any function not IMMUTABLE (0A000,
+ * docs/scale-out.md): the proposed row's created_at is now() (its default), the same instant as a column.
+ */
+const CLAIM_TIME = 'EXCLUDED.created_at';
+const EXPIRED_AT_CLAIM = EXPIRED.replace('now()', CLAIM_TIME);
+const LEASE_LAPSED_AT_CLAIM = LEASE_LAPSED.replace('now()', CLAIM_TIME);
 
 /** Columns of a record as the store reads them; the same list for the claim and for find(). */
 export const RECORD_COLUMNS = `r.scope, r.key, r.status, r.fingerprint, r.fingerprint_version, r.fence::text AS fence,
@@ -41,17 +48,17 @@ const ON_CONFLICT = `ON CONFLICT (scope, key) DO UPDATE SET
     status = 'in_progress',
     fingerprint = EXCLUDED.fingerprint,
     fingerprint_version = EXCLUDED.fingerprint_version,
-    fence = CASE WHEN ${EXPIRED} THEN EXCLUDED.fence ELSE r.fence + 1 END,
-    attempt = CASE WHEN ${EXPIRED} THEN 1 ELSE r.attempt + 1 END,
-    steps = CASE WHEN ${EXPIRED} THEN '{}'::jsonb ELSE r.steps END,
-    created_at = CASE WHEN ${EXPIRED} THEN now() ELSE r.created_at END,
+    fence = CASE WHEN ${EXPIRED_AT_CLAIM} THEN EXCLUDED.fence ELSE r.fence + 1 END,
+    attempt = CASE WHEN ${EXPIRED_AT_CLAIM} THEN 1 ELSE r.attempt + 1 END,
+    steps = CASE WHEN ${EXPIRED_AT_CLAIM} THEN '{}'::jsonb ELSE r.steps END,
+    created_at = CASE WHEN ${EXPIRED_AT_CLAIM} THEN ${CLAIM_TIME} ELSE r.created_at END,
     replayable = NULL, response_status = NULL, response_headers = NULL, response_body = NULL,
     completed_at = NULL,
     lease_expires_at = EXCLUDED.lease_expires_at,
     expires_at = EXCLUDED.expires_at,
     correlation_id = EXCLUDED.correlation_id,
     traceparent = EXCLUDED.traceparent
-  WHERE ${EXPIRED} OR (${LEASE_LAPSED})`;
+  WHERE ${EXPIRED_AT_CLAIM} OR (${LEASE_LAPSED_AT_CLAIM})`;
 
 export interface Statements {
   /**
@@ -85,7 +92,13 @@ export interface Statements {
   /** Releases an announcement, only on the session that took it ($3): a new session never holds it. */
   withdrawWaiter: string;
   find: string;
+  /** One bounded batch of the sweep ($1 = batch size), skipping the rows a claim has locked. */
   sweep: string;
+  /**
+   * `sweep` without row locks, for a table distributed by Citus, which refuses FOR UPDATE across shards
+   * (0A000): the DELETE checks expiry again on the row it deletes, so a record claimed afresh meanwhile stays.
+   */
+  sweepWithoutLocks: string;
   stats: string;
 }
 
@@ -110,7 +123,8 @@ export function buildStatements(name: TableName, options: StatementOptions): Sta
     claim: partitionedClaim(name, true),
     claimInTransaction: partitionedClaim(name, false),
     // Expired rows wait for their partition to be dropped; only the catch-all partition is swept row by row.
-    sweep: buildPlainStatements(defaultPartition(name), options).sweep,
+    sweep: sweepBatch(defaultPartition(name), true),
+    sweepWithoutLocks: sweepBatch(defaultPartition(name), false),
   };
 }
 
@@ -123,6 +137,13 @@ function partitionedClaim(name: TableName, wait: boolean): string {
 FROM ${claimFunction(name)}($1, $2, $3, $4, $5, $6, $7, $8, ${wait}) c
 CROSS JOIN LATERAL (SELECT (c.rec).*) r`;
 }
+
+/**
+ * Joined to the row a write returns before it notifies: a join that never matches, which Postgres plans as nothing.
+ * On Citus the catalog table in it is local, so the query cannot go whole to the worker holding the shard: the write
+ * runs there as a subplan, and NOTIFY and the waiter-lock test on the coordinator, where the store LISTENs.
+ */
+export const WHERE_THE_LISTENERS_ARE = 'LEFT JOIN pg_catalog.pg_am coordinator_only ON false';
 
 /**
  * NOTIFY of one key's waiters ($1 scope, $2 key; channel and payload as given), or, with `'whenWaited'`, only
@@ -145,24 +166,43 @@ export const NOTHING_COMPLETED = '22012';
 
 /**
  * The completion's UPDATE of an owned record, `condition` added to its WHERE. Expiry counts from the
- * completion (clock_timestamp(): inside a transaction now() is its start), $10 seconds ahead.
+ * completion (statement_timestamp(): inside a transaction now() is its start; not clock_timestamp(), which is
+ * VOLATILE, and Citus refuses volatile functions in an UPDATE of a distributed table), $10 seconds ahead.
  * `failWhenNone`: one row (completed = 1) when the record was completed, else the statement fails with
  * NOTHING_COMPLETED (1 / 0); the MATERIALIZED step is read whole by count(*), so its NOTIFY still runs.
  */
 function complete(name: TableName, options: StatementOptions, condition = '', failWhenNone = false): string {
   const done = `WITH done AS (
-  UPDATE ${qualified(name)} SET status = 'completed', completed_at = clock_timestamp(), lease_expires_at = NULL,
+  UPDATE ${qualified(name)} SET status = 'completed', completed_at = statement_timestamp(), lease_expires_at = NULL,
     replayable = $4, response_status = $5, response_headers = $6, response_body = $7,
-    expires_at = clock_timestamp() + make_interval(secs => $10::float8)
+    expires_at = statement_timestamp() + make_interval(secs => $10::float8)
   WHERE scope = $1 AND key = $2 AND fence = $3::bigint${condition}
   RETURNING 1
 )`;
   const notify = notifyExpression(name, options.notify, '$8', '$9');
-  if (!failWhenNone) return `${done}\nSELECT ${notify} FROM done`;
+  if (!failWhenNone) return `${done}\nSELECT ${notify} FROM done ${WHERE_THE_LISTENERS_ARE}`;
   return `${done}, notified AS MATERIALIZED (
-  SELECT ${notify} AS notified FROM done
+  SELECT ${notify} AS notified FROM done ${WHERE_THE_LISTENERS_ARE}
 )
 SELECT 1 / count(*)::int AS completed FROM notified`;
+}
+
+/**
+ * One bounded batch of the sweep. SKIP LOCKED keeps the sweeper out of the way of claims, and a live lease
+ * is never swept even past the TTL. The DELETE repeats the condition: without the row locks (`locking` false)
+ * it is what keeps a record claimed afresh since the batch was chosen.
+ */
+export function sweepBatch(name: TableName, locking: boolean): string {
+  const table = qualified(name);
+  const doomed = (row: string) => `${row}.expires_at <= now() AND NOT (${row}.status = 'in_progress' AND ${row}.lease_expires_at > now())`;
+  return `WITH doomed AS (
+  SELECT scope, key FROM ${table} t
+  WHERE ${doomed('t')}
+  LIMIT $1${locking ? '\n  FOR UPDATE SKIP LOCKED' : ''}
+), gone AS (
+  DELETE FROM ${table} r USING doomed d WHERE r.scope = d.scope AND r.key = d.key AND ${doomed('r')} RETURNING 1
+)
+SELECT count(*)::int AS deleted FROM gone`;
 }
 
 function buildPlainStatements(name: TableName, options: StatementOptions): Statements {
@@ -173,9 +213,11 @@ function buildPlainStatements(name: TableName, options: StatementOptions): State
   SELECT ${RECORD_COLUMNS} FROM ${table} r
   WHERE r.scope = $1 AND r.key = $2 AND NOT (${EXPIRED} OR (${LEASE_LAPSED_FOR_REQUEST}))
 ),`;
+  // RETURNING tells whether a row went in: Citus reports INSERT 0 1 for an INSERT ... SELECT that inserted nothing.
   const insertNew = (source: string) => `INSERT INTO ${table} AS r ${INSERT_COLUMNS}
   ${source}
-  ON CONFLICT (scope, key) DO NOTHING`;
+  ON CONFLICT (scope, key) DO NOTHING
+  RETURNING 1`;
   return {
     claimNew: insertNew(`VALUES ${VALUES}`),
 
@@ -240,7 +282,7 @@ SELECT lock.acquired, record.* FROM lock LEFT JOIN (
     release: `WITH gone AS (
   DELETE FROM ${table} WHERE ${owned} RETURNING 1
 )
-SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
+SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone ${WHERE_THE_LISTENERS_ARE}`,
 
     // The key's two parameters typed here: the 'always' expression does not read them.
     notifyWaiters: `SELECT ${notifyExpression(name, options.notify, '$3', '$4')} FROM (VALUES ($1::text, $2::text)) AS waited (scope, key)`,
@@ -261,19 +303,8 @@ SELECT ${notifyExpression(name, options.notify, '$4', '$5')} FROM gone`,
 
     find: `SELECT ${RECORD_COLUMNS} FROM ${table} r WHERE r.scope = $1 AND r.key = $2`,
 
-    /**
-     * One bounded batch of the sweep. SKIP LOCKED keeps the sweeper out of the way of claims, and a
-     * live lease is never swept even past the TTL.
-     */
-    sweep: `WITH doomed AS (
-  SELECT scope, key FROM ${table}
-  WHERE expires_at <= now() AND NOT (status = 'in_progress' AND lease_expires_at > now())
-  LIMIT $1
-  FOR UPDATE SKIP LOCKED
-), gone AS (
-  DELETE FROM ${table} r USING doomed d WHERE r.scope = d.scope AND r.key = d.key RETURNING 1
-)
-SELECT count(*)::int AS deleted FROM gone`,
+    sweep: sweepBatch(name, true),
+    sweepWithoutLocks: sweepBatch(name, false),
 
     stats: `SELECT status, count(*)::int AS records,
   (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms,

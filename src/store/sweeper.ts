@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sqlstateOf } from '../error-code.js';
 import { IdempotencyConfigError } from '../errors.js';
 import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
@@ -24,15 +25,24 @@ export interface SweepReport {
 export interface SweeperParts {
   db: SqlDatabase;
   /** One bounded batch of the row sweep ($1 = batch size): of the table, or of a partitioned table's catch-all partition. */
-  sweepStatement: string;
+  sweepStatement: RowSweep;
   /** Partitioned tables: their maintenance, and the row sweep of every partition through the parent. */
-  partitions: { maintenance: PartitionMaintenance; sweepAllStatement: string } | undefined;
+  partitions: { maintenance: PartitionMaintenance; sweepAllStatement: RowSweep } | undefined;
   batchSize: number;
   pauseMs: number;
   /** Run a sweep every this many milliseconds; 0: never by itself. */
   intervalMs: number;
   onError: (error: unknown) => void;
 }
+
+/** A batch of the row sweep with row locks (SKIP LOCKED), and without for a table distributed by Citus. */
+export interface RowSweep {
+  locked: string;
+  unlocked: string;
+}
+
+/** SQLSTATE feature_not_supported: Citus refuses FOR UPDATE on a distributed table's shards. */
+const FEATURE_NOT_SUPPORTED = '0A000';
 
 /**
  * Expiry: expired records deleted in bounded batches, each its own short transaction; on a partitioned table
@@ -43,6 +53,8 @@ export class Sweeper {
   readonly #parts: SweeperParts;
   readonly #timer: NodeJS.Timeout | undefined;
   #sweeping = false;
+  /** The database refused the row locks once: a table distributed by Citus, which it stays. */
+  #locksRefused = false;
 
   constructor(parts: SweeperParts) {
     this.#parts = parts;
@@ -88,14 +100,13 @@ export class Sweeper {
     clearInterval(this.#timer);
   }
 
-  async #sweepRows(statement: string, options: SweepOptions): Promise<number> {
+  async #sweepRows(statement: RowSweep, options: SweepOptions): Promise<number> {
     const batchSize = options.batchSize ?? this.#parts.batchSize;
     const pauseMs = options.pauseMs ?? this.#parts.pauseMs;
     const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
     let total = 0;
     for (let batch = 0; batch < maxBatches; batch++) {
-      const { rows } = await timeStoreOperation(OPERATION.SWEEP, () => this.#parts.db.query<{ deleted: number }>(statement, [batchSize]));
-      const deleted = Number(rows[0]?.deleted ?? 0);
+      const deleted = await timeStoreOperation(OPERATION.SWEEP, () => this.#sweepBatch(statement, batchSize));
       total += deleted;
       // Every completed batch counts, 0 included, so a sweeper with nothing to delete still shows that it runs.
       libraryInstruments().recordsSwept.add(deleted);
@@ -103,6 +114,23 @@ export class Sweeper {
       if (pauseMs > 0 && batch + 1 < maxBatches) await sleep(pauseMs);
     }
     return total;
+  }
+
+  async #sweepBatch(statement: RowSweep, batchSize: number): Promise<number> {
+    if (!this.#locksRefused) {
+      try {
+        return await this.#deleted(statement.locked, batchSize);
+      } catch (error) {
+        if (sqlstateOf(error) !== FEATURE_NOT_SUPPORTED) throw error;
+        this.#locksRefused = true;
+      }
+    }
+    return this.#deleted(statement.unlocked, batchSize);
+  }
+
+  async #deleted(statement: string, batchSize: number): Promise<number> {
+    const { rows } = await this.#parts.db.query<{ deleted: number }>(statement, [batchSize]);
+    return Number(rows[0]?.deleted ?? 0);
   }
 
   /** The periodic sweeper: a run still going when the timer fires again is not doubled. */

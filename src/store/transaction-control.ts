@@ -92,10 +92,20 @@ export const CLAIM_MARK = 'koa_idempotency.claim_mark';
  */
 export const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
 
-/** The claim transaction's first statement (it travels with BEGIN): its lock timeout and its mark. */
+/**
+ * A transaction's lock timeout, as one text of two statements. SET LOCAL, which Citus sends on to the nodes
+ * holding the shards when citus.propagate_set_commands is 'local' (set_config() would time the coordinator's
+ * waits only: a handler waiting on a worker's row lock waited past 60 s); without Citus that setting is an
+ * inert placeholder.
+ */
+export function localLockTimeout(lockTimeoutMs: number): string {
+  return `SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = ${Math.round(lockTimeoutMs)}`;
+}
+
+/** The claim transaction's first statements, in one text (it travels with BEGIN): its lock timeout and its mark. */
 export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
   if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
-  await tx.query(`SELECT set_config('lock_timeout', '${Math.round(lockTimeoutMs)}', true), set_config('${CLAIM_MARK}', '${mark}', true)`);
+  await tx.query(`${localLockTimeout(lockTimeoutMs)}; SELECT set_config('${CLAIM_MARK}', '${mark}', true)`);
 }
 
 /** Whether the transaction open on `tx` is still the claim's; rejects when it is aborted (it still is then). */

@@ -41,6 +41,18 @@ function requireDatabaseUrl(): string {
 }
 
 /**
+ * KOA_IDEMPOTENCY_TEST_DISTRIBUTE=scope|key: the Postgres server's tables distributed with Citus by that
+ * column (DATABASE_URL then points at a Citus coordinator; docs/scale-out.md). Unset: local tables.
+ */
+const TEST_DISTRIBUTION = testDistribution(process.env.KOA_IDEMPOTENCY_TEST_DISTRIBUTE);
+
+function testDistribution(column: string | undefined): { column: 'scope' | 'key' } | undefined {
+  if (column === undefined || column === '') return undefined;
+  if (column !== 'scope' && column !== 'key') throw new Error(`KOA_IDEMPOTENCY_TEST_DISTRIBUTE must be scope or key; got ${column}`);
+  return { column };
+}
+
+/**
  * `pipelined`: also a Postgres server whose pool pipelines (`pipeline: true`), where the store sends its claim
  * with BEGIN and its completion with COMMIT (src/store/pg-transaction.ts): for the suites about transactions.
  */
@@ -106,7 +118,7 @@ function withStores(database: Omit<TestDatabase, 'store'>): TestDatabase {
     ...database,
     async store(options = {}) {
       const store = new PostgresStore({ ...database.source, schema: database.schema, ...options });
-      await store.migrate();
+      await store.migrate({ distribute: database.kind === 'postgres' ? TEST_DISTRIBUTION : undefined });
       stores.push(store);
       return store;
     },

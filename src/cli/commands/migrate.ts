@@ -1,3 +1,4 @@
+import { IdempotencyConfigError } from '../../errors.js';
 import { quoteIdentifier } from '../../store/identifiers.js';
 import { defaultPartition } from '../../store/partitioned-schema.js';
 import { qualified } from '../../store/schema.js';
@@ -21,11 +22,18 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
     throw new CliError('layout_mismatch', layoutMismatch(qualified(invocation.table), connection.layout === 'partitioned'), EXIT.USAGE);
   }
   const startedMs = performance.now();
-  await connection.store.migrate();
+  await connection.store.migrate({ distribute: invocation.distribute }).catch((error: unknown) => {
+    // Without Citus, or a table distributed by the other column: the flag does not fit this database.
+    if (invocation.distribute && error instanceof IdempotencyConfigError) throw new CliError('distribution_refused', error.message, EXIT.USAGE, { cause: error });
+    throw error;
+  });
   const durationMs = Math.round(performance.now() - startedMs);
-  const upToDate = `${qualified(invocation.table)} is up to date on ${connection.target} (${durationMs} ms)\n`;
+  const distributedBy = invocation.distribute && (invocation.distribute.column ?? 'scope');
+  const upToDate =
+    `${qualified(invocation.table)} is up to date on ${connection.target} (${durationMs} ms)\n` + (distributedBy ? `distributed by ${distributedBy} (Citus)\n` : '');
+  const distributed = distributedBy ? { distributedBy } : {};
   if (!invocation.partitioning) {
-    return { exitCode: EXIT.OK, json: { migrated: true, schema, table, partitioned: false, durationMs }, text: upToDate };
+    return { exitCode: EXIT.OK, json: { migrated: true, schema, table, partitioned: false, ...distributed, durationMs }, text: upToDate };
   }
 
   const { intervalSeconds, premadePartitions } = resolvePartitioning(connection.partitioning)!;
@@ -39,6 +47,7 @@ export async function migrate(invocation: Migrate, connection: Connection): Prom
       schema,
       table,
       partitioned: true,
+      ...distributed,
       partitionIntervalSeconds: intervalSeconds,
       premadePartitions,
       partitions: partitions.map((partition) => partition.name),
