@@ -2,6 +2,7 @@ import { sqlstateOf } from '../error-code.js';
 import { integerAtLeast, integerInRange } from '../validation.js';
 import { qualified, type TableName } from './schema.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
+import type { CitusProbe } from './citus-probe.js';
 import { localLockTimeout, MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
 
 export const DEFAULT_PARTITION_INTERVAL_SECONDS = 86_400;
@@ -87,11 +88,13 @@ export class PartitionMaintenance {
   readonly #db: SqlDatabase;
   readonly #name: TableName;
   readonly #options: ResolvedPartitioning;
+  readonly #citus: CitusProbe;
 
-  constructor(db: SqlDatabase, name: TableName, options: ResolvedPartitioning) {
+  constructor(db: SqlDatabase, name: TableName, options: ResolvedPartitioning, citus: CitusProbe) {
     this.#db = db;
     this.#name = name;
     this.#options = options;
+    this.#citus = citus;
   }
 
   async run(): Promise<PartitionReport> {
@@ -160,9 +163,10 @@ export class PartitionMaintenance {
 
   /** Runs DDL in its own transaction with a lock timeout; false when it was left to the next run. */
   async #underLockTimeout(step: (tx: SqlQueryable) => Promise<boolean>): Promise<boolean> {
+    const citus = await this.#citus.isCitus();
     const tx = await this.#db.begin();
     try {
-      await tx.query(localLockTimeout(this.#options.lockTimeoutMs));
+      await tx.query(localLockTimeout(this.#options.lockTimeoutMs, citus));
       const done = await step(tx);
       if (done) await tx.commit();
       else await tx.rollback();

@@ -16,6 +16,7 @@ import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 import { buildStatements, NOTHING_COMPLETED, sweepBatch, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
+import { CitusProbe } from './citus-probe.js';
 import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
 import { openClaimTransaction } from './transaction-control.js';
 import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRecord, IdempotencyStore, Lease, StoreStats, TransactionalClaim } from './types.js';
@@ -44,6 +45,7 @@ export class PostgresStore implements IdempotencyStore {
   readonly #partitioned: boolean;
   readonly #sweeper: Sweeper;
   readonly #forgets: ForgetNotices;
+  readonly #citus: CitusProbe;
 
   constructor(options: PostgresStoreOptions) {
     const resolved = resolveStoreOptions(options);
@@ -57,6 +59,7 @@ export class PostgresStore implements IdempotencyStore {
     );
     this.#cache = new ReplayCache(resolved.replayCacheEntries, resolved.replayCacheBytes);
     this.#lockTimeoutMs = resolved.lockTimeoutMs;
+    this.#citus = new CitusProbe(this.#db);
     const queryOnListener = this.#db.queryOnListener?.bind(this.#db);
     this.#waiters = new Waiters({
       strategy: resolved.waitStrategy,
@@ -79,7 +82,7 @@ export class PostgresStore implements IdempotencyStore {
       db: this.#db,
       sweepStatement: { locked: this.#sql.sweep, unlocked: this.#sql.sweepWithoutLocks },
       partitions: resolved.partitioning && {
-        maintenance: new PartitionMaintenance(this.#db, this.table, resolved.partitioning),
+        maintenance: new PartitionMaintenance(this.#db, this.table, resolved.partitioning, this.#citus),
         sweepAllStatement: { locked: sweepBatch(this.table, true), unlocked: sweepBatch(this.table, false) },
       },
       batchSize: resolved.sweepBatchSize,
@@ -118,6 +121,7 @@ export class PostgresStore implements IdempotencyStore {
     this.#forgets.listen();
     const cached = this.#cache.get(request.scope, request.key);
     if (cached) return { kind: 'existing', record: cached };
+    const citus = await this.#citus.isCitus();
     const fence = newFence();
     const tx = await timeStoreOperation(OPERATION.BEGIN, () => this.#db.begin());
     try {
@@ -125,7 +129,7 @@ export class PostgresStore implements IdempotencyStore {
       const mark = fence;
       // A pipelined transaction sends the claim right behind BEGIN and the mark; should those fail, the claim
       // fails with them (the transaction is aborted), and the handler never runs.
-      const opened = openClaimTransaction(tx, this.#lockTimeoutMs, mark);
+      const opened = openClaimTransaction(tx, this.#lockTimeoutMs, mark, citus);
       if (!tx.pipelined) await opened;
       const claiming = timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
       const [result] = await Promise.all([claiming, opened]);

@@ -93,19 +93,21 @@ export const CLAIM_MARK = 'koa_idempotency.claim_mark';
 export const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
 
 /**
- * A transaction's lock timeout, as one text of two statements. SET LOCAL, which Citus sends on to the nodes
- * holding the shards when citus.propagate_set_commands is 'local' (set_config() would time the coordinator's
- * waits only: a handler waiting on a worker's row lock waited past 60 s); without Citus that setting is an
- * inert placeholder.
+ * A transaction's lock timeout. On Citus (`citus`, see citus-probe.ts) two statements in one text: SET LOCAL,
+ * which Citus sends on to the nodes holding the shards when citus.propagate_set_commands is 'local'
+ * (set_config() times the coordinator's waits only: a handler waiting on a worker's row lock waited past 60 s).
+ * Elsewhere one statement, which an adapter sending every text by the extended protocol runs too.
  */
-export function localLockTimeout(lockTimeoutMs: number): string {
-  return `SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = ${Math.round(lockTimeoutMs)}`;
+export function localLockTimeout(lockTimeoutMs: number, citus: boolean): string {
+  const ms = Math.round(lockTimeoutMs);
+  return citus ? `SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = ${ms}` : `SELECT set_config('lock_timeout', '${ms}', true)`;
 }
 
-/** The claim transaction's first statements, in one text (it travels with BEGIN): its lock timeout and its mark. */
-export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string): Promise<void> {
+/** The claim transaction's first text (it travels with BEGIN): its lock timeout and its mark. */
+export async function openClaimTransaction(tx: SqlQueryable, lockTimeoutMs: number, mark: string, citus: boolean): Promise<void> {
   if (!/^\d+$/.test(mark)) throw new Error('a claim mark is a fence: digits only');
-  await tx.query(`${localLockTimeout(lockTimeoutMs)}; SELECT set_config('${CLAIM_MARK}', '${mark}', true)`);
+  const marking = `set_config('${CLAIM_MARK}', '${mark}', true)`;
+  await tx.query(citus ? `${localLockTimeout(lockTimeoutMs, true)}; SELECT ${marking}` : `${localLockTimeout(lockTimeoutMs, false)}, ${marking}`);
 }
 
 /** Whether the transaction open on `tx` is still the claim's; rejects when it is aborted (it still is then). */
