@@ -1,9 +1,9 @@
 import { defineConfig } from 'vitest/config';
-import { sdk3Aliases } from './test/sdk3/aliases.js';
+import { sdk2Aliases } from './test/sdk2/aliases.js';
 
 export default defineConfig({
-  // Empty unless KOA_IDEMPOTENCY_OTEL_SDK=3: then the OpenTelemetry packages are SDK 3's (test/sdk3).
-  resolve: { alias: sdk3Aliases() },
+  // Empty unless KOA_IDEMPOTENCY_OTEL_SDK=2: then the OpenTelemetry packages are SDK 2's (test/sdk2).
+  resolve: { alias: sdk2Aliases() },
   test: {
     include: ['test/**/*.test.ts'],
     // A real Postgres server for the whole run (DATABASE_URL, or an embedded one started here).

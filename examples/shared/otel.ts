@@ -1,7 +1,7 @@
 import { register } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, ParentBasedSampler, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, ParentBasedSampler, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { PeriodicExportingMetricReader, type IMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter as OTLPTraceExporterJson } from '@opentelemetry/exporter-trace-otlp-http';
@@ -15,7 +15,8 @@ import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { idempotencySampler, idempotencyTracing, keyHashAttributes, resendCountAttributes } from '../../src/index.js';
 
 /**
- * The examples' OpenTelemetry set-up, honouring the standard `OTEL_*` variables:
+ * The examples' OpenTelemetry set-up on OpenTelemetry JS SDK 3 (`@opentelemetry/sdk-node` 0.301, `sdk-trace` 3.x),
+ * honouring the standard `OTEL_*` variables:
  * - traces and metrics go by OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or a per-signal endpoint) is set,
  *   as `http/protobuf` (default) or `http/json` per `OTEL_EXPORTER_OTLP_PROTOCOL`;
  * - metrics are always served for Prometheus at `:9464/metrics` (`OTEL_EXPORTER_PROMETHEUS_PORT`/`_HOST`);
@@ -52,7 +53,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
   const metricExporter = otlpEnabled(env, 'METRICS') ? otlpMetricExporter(otlpProtocol(env, 'METRICS')) : undefined;
 
   const spanProcessors: SpanProcessor[] = [tracing.spanProcessor];
-  if (traceExporter) spanProcessors.push(new BatchSpanProcessor(traceExporter));
+  if (traceExporter) spanProcessors.push(new BatchSpanProcessor({ exporter: traceExporter }));
   const metricReaders: IMetricReader[] = [prometheus];
   if (metricExporter) {
     const exportIntervalMillis = Number(env.OTEL_METRIC_EXPORT_INTERVAL ?? DEFAULT_METRIC_EXPORT_INTERVAL_MS);
