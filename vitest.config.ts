@@ -1,5 +1,5 @@
 import { configDefaults, defineConfig } from 'vitest/config';
-import { sdk3Aliases } from './test/sdk3/aliases.js';
+import { sdk2Aliases } from './test/sdk2/aliases.js';
 
 /**
  * Three tiers, assigned by where a file lives so that a new file lands in one without editing this list:
@@ -15,8 +15,8 @@ const SYSTEM = ['test/system/**/*.test.ts', 'test/**/*-e2e.test.ts'];
 const POSTGRES = ['test/global-setup.ts'];
 
 export default defineConfig({
-  // Empty unless KOA_IDEMPOTENCY_OTEL_SDK=3: then the OpenTelemetry packages are SDK 3's (test/sdk3).
-  resolve: { alias: sdk3Aliases() },
+  // Empty unless KOA_IDEMPOTENCY_OTEL_SDK=2: then the OpenTelemetry packages are SDK 2's (test/sdk2).
+  resolve: { alias: sdk2Aliases() },
   test: {
     // Files run in parallel (each owns a schema); child processes and real Postgres need real time.
     pool: 'forks',

@@ -1,5 +1,5 @@
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
 import { AggregationTemporality, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
@@ -16,7 +16,7 @@ export function startTelemetry(): NodeSDK {
   const sdk = new NodeSDK({
     serviceName: 'koa-idempotency-bench',
     autoDetectResources: false,
-    spanProcessors: [tracing.spanProcessor, new BatchSpanProcessor(new DiscardingSpanExporter())],
+    spanProcessors: [tracing.spanProcessor, new BatchSpanProcessor({ exporter: new DiscardingSpanExporter() })],
     metricReaders: [new PeriodicExportingMetricReader({ exporter: new DiscardingMetricExporter(), exportIntervalMillis: 10_000 })],
     instrumentations: [new HttpInstrumentation()],
   });

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import { TracerProvider } from '@opentelemetry/sdk-trace';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
@@ -238,7 +238,7 @@ describe('koa-idempotency CLI on the Postgres server', () => {
     const replayTraceId = '0af7651916cd43dd8448eb211c80319c';
     const account = 'acct_cli';
     const key = 'order-4711';
-    let provider: BasicTracerProvider;
+    let provider: TracerProvider;
     let server: Server;
     let url: string;
 
@@ -246,7 +246,7 @@ describe('koa-idempotency CLI on the Postgres server', () => {
     beforeAll(async () => {
       context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
       propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-      provider = new BasicTracerProvider();
+      provider = new TracerProvider();
       trace.setGlobalTracerProvider(provider);
       const tracer = trace.getTracer('cli-test');
 

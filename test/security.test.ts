@@ -5,8 +5,8 @@ import { bodyParser } from '@koa/bodyparser';
 import fc from 'fast-check';
 import pg from 'pg';
 import { context, propagation, trace } from '@opentelemetry/api';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace';
+import { registerTracerProvider, simpleSpanProcessor } from './helpers/otel-sdk.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
 import { DEFAULT_MAX_KEY_LENGTH, idempotency, IdempotencyConfigError, problemType, type IdempotencyOptions } from '../src/index.js';
@@ -24,8 +24,7 @@ import { postJson, serve } from './helpers/http.js';
  */
 
 const exporter = new InMemorySpanExporter();
-const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-provider.register();
+const provider = registerTracerProvider({ spanProcessors: [simpleSpanProcessor(exporter)] });
 const tracer = trace.getTracer('security-test');
 
 /** Stands in for the HTTP server instrumentation: every request runs in an active server span. */

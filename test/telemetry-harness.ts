@@ -3,7 +3,7 @@ import { afterAll, beforeEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { context, metrics, SpanKind, type Attributes } from '@opentelemetry/api';
 import { suppressTracing } from '@opentelemetry/core';
-import { InMemorySpanExporter, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
@@ -59,7 +59,7 @@ export function freshMetricsPerTest(): () => OnDemandMetricReader {
 export function startTestTelemetry(): TestTelemetry {
   const tracing = idempotencyTracing();
   const exporter = new InMemorySpanExporter();
-  // Typed as the SDK's SpanProcessor: proves the structural implementation fits sdk-trace-base 2.x (the SDK 3 leg runs it on 3.x).
+  // Typed as the SDK's SpanProcessor: proves the structural implementation fits sdk-trace 3.x (the SDK 2 leg runs it on 2.x).
   const spanProcessors: SpanProcessor[] = [tracing.spanProcessor, simpleSpanProcessor(exporter)];
   registerTracerProvider({ spanProcessors });
   const metricReader = new OnDemandMetricReader();

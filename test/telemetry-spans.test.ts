@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { SDK_MAJOR } from './helpers/otel-sdk.js';
-import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace';
 import { allAttributeValues, asUntracedClient, gate, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { PostgresStore, fromPgPool } from '../src/entries/postgres.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, EVENT, MODE, OUTCOME, correlationIdFor } from '../src/entries/otel.js';

@@ -1,7 +1,7 @@
 import { register } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, ParentBasedSampler, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, ParentBasedSampler, type BatchSpanProcessorOptions, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { PeriodicExportingMetricReader, type IMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { OTLPTraceExporter as OTLPTraceExporterJson } from '@opentelemetry/exporter-trace-otlp-http';
@@ -16,13 +16,15 @@ import { idempotencySampler, idempotencyTracing, keyHashAttributes } from '../..
 import { resendCountAttributes } from '../../src/entries/client.js';
 
 /**
- * The examples' OpenTelemetry set-up, honouring the standard `OTEL_*` variables:
+ * The examples' OpenTelemetry set-up on OpenTelemetry JS SDK 3 (`@opentelemetry/sdk-node` 0.301, `sdk-trace` 3.x),
+ * honouring the standard `OTEL_*` variables:
  * - traces and metrics go by OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or a per-signal endpoint) is set,
  *   as `http/protobuf` (default) or `http/json` per `OTEL_EXPORTER_OTLP_PROTOCOL`;
  * - metrics are always served for Prometheus at `:9464/metrics` (`OTEL_EXPORTER_PROMETHEUS_PORT`/`_HOST`);
  * - the koa-idempotency span processor stamps the correlation ID on every span of a request;
  * - traces are sampled per intent (`idempotencySampler`, parent-based): `OTEL_TRACES_SAMPLER_ARG` is the share
- *   of intents kept (default 1, all), and the original request and every retry are kept or dropped together.
+ *   of intents kept (default 1, all), and the original request and every retry are kept or dropped together;
+ * - spans are exported in batches as `OTEL_BSP_*` say (SDK 3's processor no longer reads them itself).
  *
  * Call it before importing Koa, node-postgres or the app: instrumentations patch modules as they load.
  */
@@ -53,7 +55,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
   const metricExporter = otlpEnabled(env, 'METRICS') ? otlpMetricExporter(otlpProtocol(env, 'METRICS')) : undefined;
 
   const spanProcessors: SpanProcessor[] = [tracing.spanProcessor];
-  if (traceExporter) spanProcessors.push(new BatchSpanProcessor(traceExporter));
+  if (traceExporter) spanProcessors.push(new BatchSpanProcessor({ exporter: traceExporter, ...batchOptions(env) }));
   const metricReaders: IMetricReader[] = [prometheus];
   if (metricExporter) {
     const exportIntervalMillis = Number(env.OTEL_METRIC_EXPORT_INTERVAL ?? DEFAULT_METRIC_EXPORT_INTERVAL_MS);
@@ -101,6 +103,27 @@ function samplingRatio(env: NodeJS.ProcessEnv): number {
   const ratio = Number(arg);
   if (!(ratio >= 0 && ratio <= 1)) throw new Error(`OTEL_TRACES_SAMPLER_ARG=${arg} is not a sampling ratio from 0 to 1`);
   return ratio;
+}
+
+/**
+ * The OTEL_BSP_* variables as the batch processor's options. SDK 2's BatchSpanProcessor read them itself; SDK 3's
+ * reads only its options (the NodeSDK applies them solely to processors it builds from OTEL_TRACES_EXPORTER), so
+ * without this OTEL_BSP_SCHEDULE_DELAY=100 would silently become the default 5 s.
+ */
+export function batchOptions(env: NodeJS.ProcessEnv): Omit<BatchSpanProcessorOptions, 'exporter'> {
+  const read = (name: string): number | undefined => {
+    const value = env[name];
+    if (value === undefined || value.trim() === '') return undefined;
+    const number = Number(value);
+    if (!(Number.isInteger(number) && number >= 0)) throw new Error(`${name}=${value} is not a whole number of 0 or more`);
+    return number;
+  };
+  return {
+    scheduledDelayMillis: read('OTEL_BSP_SCHEDULE_DELAY'),
+    exportTimeoutMillis: read('OTEL_BSP_EXPORT_TIMEOUT'),
+    maxQueueSize: read('OTEL_BSP_MAX_QUEUE_SIZE'),
+    maxExportBatchSize: read('OTEL_BSP_MAX_EXPORT_BATCH_SIZE'),
+  };
 }
 
 function otlpEnabled(env: NodeJS.ProcessEnv, signal: 'TRACES' | 'METRICS'): boolean {

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { context, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
-import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { tracerProvider } from '../helpers/otel-sdk.js';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, spansOfTrace, startTestTelemetry, waitForServerSpans } from '../telemetry-harness.js';
 import { type IdempotencyRecord } from '../../src/index.js';

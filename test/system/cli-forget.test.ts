@@ -2,7 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FINGERPRINT_VERSION, type ClaimRequest } from '../../src/index.js';
@@ -141,7 +141,7 @@ describe('koa-idempotency forget on the Postgres server', () => {
 
   it('adds an idempotency.forget event with the correlation ID to the active span where an SDK runs', async () => {
     const exporter = new InMemorySpanExporter();
-    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
     const manager = new AsyncLocalStorageContextManager().enable();
     context.setGlobalContextManager(manager);
     trace.setGlobalTracerProvider(provider);

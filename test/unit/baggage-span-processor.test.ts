@@ -1,6 +1,6 @@
 import { propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
 import { ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor, type BaggageKeyPredicate } from '@opentelemetry/baggage-span-processor';
-import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor } from '../../src/entries/otel.js';
 import { withCorrelationBaggage } from '../../src/telemetry/correlation.js';

@@ -1,6 +1,6 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, trace, TraceFlags, type Context, type Sampler } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { ParentBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { ParentBasedSampler } from '@opentelemetry/sdk-trace';
 import { createComposableProbabilitySampler, createCompositeSampler } from '@opentelemetry/sampler-composite';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotencySampler, keyHashAttributes } from '../../src/entries/otel.js';

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { diag, propagation, ROOT_CONTEXT, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { InMemorySpanExporter, type BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, type SpanProcessor, type TracerProvider } from '@opentelemetry/sdk-trace';
 import { simpleSpanProcessor, tracerProvider } from '../helpers/otel-sdk.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, idempotencyTracing } from '../../src/entries/otel.js';
 import { requestSpanOf, stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 
 /**
- * The span processor on its own, with the real sdk-trace-base: which spans it stamps, when, and what it
+ * The span processor on its own, with the real SDK (`@opentelemetry/sdk-trace`): which spans it stamps, when, and what it
  * forgets. Spans are started with explicit parent contexts, as instrumentations do.
  */
 const ID = 'corr-0123456789abcdef';
@@ -18,12 +18,12 @@ const ID = 'corr-0123456789abcdef';
 describe('CorrelationSpanProcessor', () => {
   let exporter: InMemorySpanExporter;
   let processor: CorrelationSpanProcessor;
-  let provider: BasicTracerProvider;
+  let provider: TracerProvider;
 
   function setUp(options: ConstructorParameters<typeof CorrelationSpanProcessor>[0] = {}) {
     exporter = new InMemorySpanExporter();
     processor = new CorrelationSpanProcessor(options);
-    // Typed as the SDK's interface: the structural implementation must satisfy sdk-trace-base 2.x.
+    // Typed as the SDK's interface: the structural implementation must satisfy sdk-trace 3.x (2.x in the SDK 2 leg).
     const spanProcessors: SpanProcessor[] = [processor, simpleSpanProcessor(exporter)];
     provider = tracerProvider({ spanProcessors });
   }
