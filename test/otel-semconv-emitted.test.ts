@@ -6,7 +6,7 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SDK_MAJOR } from './helpers/otel-sdk.js';
 import { asUntracedClient, startTestTelemetry } from './telemetry-harness.js';
-import { ATTR, METRIC } from '../src/index.js';
+import { ATTR, METRIC } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 

@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, PostgresStore } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 

@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, type PostgresStore } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
@@ -96,33 +97,36 @@ for (const target of databaseTargets()) {
           }
         });
 
-        it.runIf(!transactional)(`a lapsed lease taken over by ${BURST} concurrent retries while the original still runs: one takeover, the original fenced`, async () => {
-          let open!: () => void;
-          const gate = new Promise<void>((resolve) => (open = resolve));
-          const { server, executions, inHandler } = await app(gate);
-          const key = newKey('lapsed');
-          try {
-            const original = postJson(`${server.url}/c`, { a: 1 }, { key });
-            await inHandler;
-            await db.sql.query(`UPDATE ${records} SET lease_expires_at = now() - interval '1 second' WHERE key = $1`, [key]);
-            const retries = await Promise.all(Array.from({ length: BURST }, () => postJson(`${server.url}/c`, { a: 1 }, { key })));
-            open();
-            const first = await original;
-            const { rows } = await db.sql.query<{ attempt: number; status: string; n: number }>(
-              `SELECT attempt, status, (SELECT count(*)::int FROM ${records} WHERE key = $1) AS n FROM ${records} WHERE key = $1`,
-              [key],
-            );
-            expect({
-              executions: executions(),
-              retries: [...new Set(retries.map((a) => `${a.status} ${a.text}`))],
-              original: first.status,
-              record: rows[0],
-            }).toEqual({ executions: 2, retries: ['201 {"execution":2}'], original: 503, record: { attempt: 2, status: 'completed', n: 1 } });
-          } finally {
-            open();
-            await server.close();
-          }
-        });
+        it.runIf(!transactional)(
+          `a lapsed lease taken over by ${BURST} concurrent retries while the original still runs: one takeover, the original fenced`,
+          async () => {
+            let open!: () => void;
+            const gate = new Promise<void>((resolve) => (open = resolve));
+            const { server, executions, inHandler } = await app(gate);
+            const key = newKey('lapsed');
+            try {
+              const original = postJson(`${server.url}/c`, { a: 1 }, { key });
+              await inHandler;
+              await db.sql.query(`UPDATE ${records} SET lease_expires_at = now() - interval '1 second' WHERE key = $1`, [key]);
+              const retries = await Promise.all(Array.from({ length: BURST }, () => postJson(`${server.url}/c`, { a: 1 }, { key })));
+              open();
+              const first = await original;
+              const { rows } = await db.sql.query<{ attempt: number; status: string; n: number }>(
+                `SELECT attempt, status, (SELECT count(*)::int FROM ${records} WHERE key = $1) AS n FROM ${records} WHERE key = $1`,
+                [key],
+              );
+              expect({
+                executions: executions(),
+                retries: [...new Set(retries.map((a) => `${a.status} ${a.text}`))],
+                original: first.status,
+                record: rows[0],
+              }).toEqual({ executions: 2, retries: ['201 {"execution":2}'], original: 503, record: { attempt: 2, status: 'completed', n: 1 } });
+            } finally {
+              open();
+              await server.close();
+            }
+          },
+        );
       });
     }
   }

@@ -2,7 +2,8 @@ import Koa from 'koa';
 import type pg from 'pg';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fromPgPool, idempotency, PostgresStore, type SqlDatabase, type SqlTransaction } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { fromPgPool, PostgresStore, type SqlDatabase, type SqlTransaction } from '../../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, PostgresStore } from '../../src/index.js';
+import { IdempotencyConfigError } from '../../src/index.js';
+import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 
 /**
@@ -18,8 +19,7 @@ for (const target of databaseTargets()) {
     });
     afterAll(() => db?.close());
 
-    const storeOn = (partitioning = false) =>
-      new PostgresStore({ ...db.source, schema: db.schema, table: `dist_${++n}`, partitioning } as ConstructorParameters<typeof PostgresStore>[0]);
+    const storeOn = (partitioning = false) => new PostgresStore({ ...db.source, schema: db.schema, table: `dist_${++n}`, partitioning });
     const tableExists = async (store: PostgresStore) => {
       const { rows } = await db.sql.query<{ t: string | null }>(`SELECT to_regclass($1)::text AS t`, [`"${db.schema}"."${store.table.table}"`]);
       return rows[0]!.t !== null;
@@ -86,17 +86,20 @@ for (const target of databaseTargets()) {
       await store.close();
     });
 
-    it.each([[null], ['yes'], [1]])('a non-object, non-boolean distribute (%j) is refused with IdempotencyConfigError before any SQL, not taken as true', async (distribute) => {
-      const store = storeOn();
-      const error = await store.migrate({ distribute: distribute as never }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      expect({ error: error instanceof IdempotencyConfigError ? 'IdempotencyConfigError' : String(error), tableCreated: await tableExists(store) }).toEqual({
-        error: 'IdempotencyConfigError',
-        tableCreated: false,
-      });
-      await store.close();
-    });
+    it.each([[null], ['yes'], [1]])(
+      'a non-object, non-boolean distribute (%j) is refused with IdempotencyConfigError before any SQL, not taken as true',
+      async (distribute) => {
+        const store = storeOn();
+        const error = await store.migrate({ distribute: distribute as never }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect({ error: error instanceof IdempotencyConfigError ? 'IdempotencyConfigError' : String(error), tableCreated: await tableExists(store) }).toEqual({
+          error: 'IdempotencyConfigError',
+          tableCreated: false,
+        });
+        await store.close();
+      },
+    );
   });
 }

@@ -1,7 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, type PostgresStore, type TransactionalDb } from '../../src/index.js';
+import { idempotency, type TransactionalDb } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency, type PostgresStore } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { type PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 import { signal } from '../helpers/waiter-harness.js';
@@ -105,7 +106,7 @@ for (const target of databaseTargets()) {
           }
           expect(executions).toBe(c.fail ? 2 : 1);
         } finally {
-          await watch.close();
+          watch.close();
           await server.close();
         }
       });

@@ -2,7 +2,8 @@ import Koa from 'koa';
 import type pg from 'pg';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fromPgPool, idempotency, PostgresStore, type SqlDatabase } from '../../src/index.js';
+import { idempotency } from '../../src/index.js';
+import { fromPgPool, PostgresStore, type SqlDatabase } from '../../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
@@ -20,7 +21,9 @@ function refusingRowLocks(pool: pg.Pool): SqlDatabase {
   const base = fromPgPool(pool);
   return {
     query: (text, params) =>
-      /SKIP LOCKED/.test(text) ? Promise.reject(Object.assign(new Error('could not run distributed query with FOR UPDATE/SHARE commands'), { code: '0A000' })) : base.query(text, params),
+      /SKIP LOCKED/.test(text)
+        ? Promise.reject(Object.assign(new Error('could not run distributed query with FOR UPDATE/SHARE commands'), { code: '0A000' }))
+        : base.query(text, params),
     begin: () => base.begin(),
     listen: (channel, onNotify, onReconnect) => base.listen(channel, onNotify, onReconnect),
     queryOnListener: (text, params) => base.queryOnListener!(text, params),
