@@ -46,6 +46,10 @@ export interface ResolvedDistribution {
 /** Validated options, at the call (a TypeError before any SQL), as every option of the store; undefined: none. */
 export function resolveDistribution(options: MigrateOptions['distribute']): ResolvedDistribution | undefined {
   if (options === undefined || options === false) return undefined;
+  // Checked, not trusted to the type: from JavaScript, 'yes' or 1 would otherwise distribute by scope, and null throw a bare TypeError.
+  if (options !== true && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    throw new IdempotencyConfigError(`distribute must be true, false or { column, colocateWith }; got ${JSON.stringify(options)}`);
+  }
   const { column = 'scope', colocateWith } = options === true ? {} : options;
   if (!(DISTRIBUTION_COLUMNS as readonly string[]).includes(column)) {
     throw new IdempotencyConfigError(`distribute.column must be 'scope' or 'key'; got ${JSON.stringify(column)}`);

@@ -5,6 +5,7 @@ import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js'
 import { OPERATION } from '../telemetry/names.js';
 import type { PartitionMaintenance, PartitionReport } from './partition-maintenance.js';
 import type { SqlDatabase } from './sql-database.js';
+import { localLockTimeout } from './transaction-control.js';
 
 export interface SweepOptions {
   /** Rows deleted per statement. @default the store's `sweepBatchSize` */
@@ -43,6 +44,13 @@ export interface RowSweep {
 
 /** SQLSTATE feature_not_supported: Citus refuses FOR UPDATE on a distributed table's shards. */
 const FEATURE_NOT_SUPPORTED = '0A000';
+const LOCK_NOT_AVAILABLE = '55P03';
+/**
+ * Without SKIP LOCKED (Citus) a batch's DELETE waits for a row that a claim took afresh, holding the rows it
+ * has deleted already, so a new claim of one of those waits behind a handler it has nothing to do with; a
+ * short lock timeout ends the batch instead (rolled back), and the next run takes it up.
+ */
+const UNLOCKED_SWEEP_LOCK_TIMEOUT_MS = 100;
 
 /**
  * Expiry: expired records deleted in bounded batches, each its own short transaction; on a partitioned table
@@ -125,7 +133,22 @@ export class Sweeper {
         this.#locksRefused = true;
       }
     }
-    return this.#deleted(statement.unlocked, batchSize);
+    return this.#deletedWithoutLocks(statement.unlocked, batchSize);
+  }
+
+  async #deletedWithoutLocks(statement: string, batchSize: number): Promise<number> {
+    const tx = await this.#parts.db.begin();
+    try {
+      // Only Citus refuses the row locks: SET LOCAL, which reaches its shards.
+      await tx.query(localLockTimeout(UNLOCKED_SWEEP_LOCK_TIMEOUT_MS, true));
+      const { rows } = await tx.query<{ deleted: number }>(statement, [batchSize]);
+      await tx.commit();
+      return Number(rows[0]?.deleted ?? 0);
+    } catch (error) {
+      await tx.rollback().catch(() => undefined);
+      if (sqlstateOf(error) === LOCK_NOT_AVAILABLE) return 0;
+      throw error;
+    }
   }
 
   async #deleted(statement: string, batchSize: number): Promise<number> {
