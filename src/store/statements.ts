@@ -181,8 +181,9 @@ function complete(name: TableName, options: StatementOptions, condition = '', fa
 )`;
   const notify = notifyExpression(name, options.notify, '$8', '$9');
   if (!failWhenNone) return `${done}\nSELECT ${notify} FROM done ${WHERE_THE_LISTENERS_ARE}`;
+  // ::text: Citus keeps the MATERIALIZED step as an intermediate result, which cannot hold pg_notify()'s void.
   return `${done}, notified AS MATERIALIZED (
-  SELECT ${notify} AS notified FROM done ${WHERE_THE_LISTENERS_ARE}
+  SELECT (${notify})::text AS notified FROM done ${WHERE_THE_LISTENERS_ARE}
 )
 SELECT 1 / count(*)::int AS completed FROM notified`;
 }
