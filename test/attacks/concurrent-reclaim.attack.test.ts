@@ -98,7 +98,7 @@ for (const target of databaseTargets()) {
         });
 
         it.runIf(!transactional)(
-          `a lapsed lease taken over by ${BURST} concurrent retries while the original still runs: one takeover, the original fenced`,
+          `a lapsed lease taken over by ${BURST} concurrent retries while the original still runs: one takeover, the original fenced (lease mode only: a transactional claim has no lease to lapse, skipped there)`,
           async () => {
             let open!: () => void;
             const gate = new Promise<void>((resolve) => (open = resolve));
