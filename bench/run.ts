@@ -38,12 +38,15 @@ const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
 // pool.end() resolves before its connections have closed: the server stopping at the end of the run may still end one.
 pool.on('error', () => undefined);
 const environment = await describeEnvironment(pool);
-// `--only=baseline,transactional,handwritten` measures just those (for a quick comparison; writes no latest.json).
+// `--only=transactional,handwritten` measures just those and the baseline every ratio is against (a quick
+// comparison; results go where a quick run's do, never over latest.json).
 const onlyArgument = process.argv
   .find((argument) => argument.startsWith('--only='))
   ?.slice('--only='.length)
   .split(',');
-const scenarios = (quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS]).filter((scenario) => !onlyArgument || onlyArgument.includes(scenario.name));
+const scenarios = (quick ? SCENARIOS : [...SCENARIOS, ...EXTRA_SCENARIOS]).filter(
+  (scenario) => !onlyArgument || scenario.name === 'baseline' || onlyArgument.includes(scenario.name),
+);
 log(
   `${quick ? 'quick' : 'full'} run: ${scenarios.length} scenarios x ${settings.rounds} rounds of ${settings.durationSeconds} s ` +
     `at ${settings.connectionCounts.join(' and ')} connections, then latency at 1 connection`,
