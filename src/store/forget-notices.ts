@@ -40,8 +40,8 @@ export class ForgetNotices {
   }
 
   /**
-   * Deletes the record (operator-records.ts) with, in the same statement, the notice to every process; drops
-   * it from this process's cache at once.
+   * Deletes the record (operator-records.ts, primitives/forget.ts) with, in the same statement, the notice to
+   * every process; drops it from this process's cache at once.
    */
   async forget(scope: string, key: string, force: boolean): Promise<ForgetResult> {
     const { db, sql, cache } = this.#options;
