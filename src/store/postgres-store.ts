@@ -239,7 +239,10 @@ export class PostgresStore implements IdempotencyStore {
    */
   async #claimOn(db: SqlQueryable, request: ClaimRequest, fence: string, mode: 'lease' | 'transactional'): Promise<ClaimResult> {
     const [claimNew, claim] = mode === 'lease' ? [this.#sql.claimNew, this.#sql.claim] : [this.#sql.claimNewInTransaction, this.#sql.claimInTransaction];
-    if (claimNew && (await claimNew.run(db, request, fence))) return claimedNew(request, fence);
+    if (claimNew) {
+      const { rows } = await db.query(claimNew.text, claimNew.values(request, fence));
+      if (rows.length === 1) return claimedNew(request, fence);
+    }
     const row = await claim.run(db, request, fence);
     if (row.acquired === false) return { kind: 'busy' };
     return this.#toClaimResult(row, request);

@@ -1,16 +1,17 @@
 import { keyLockExpression, qualified } from '../schema.js';
-import type { SqlQueryable } from '../sql-database.js';
 import type { ClaimRequest, ClaimResult, Lease } from '../types.js';
 import { claimValues, INSERT_COLUMNS, PROPOSED_ROW } from './claim-row.js';
 import type { NamedStatement, PrimitiveOptions } from './statement.js';
 
 /**
- * The common case of the claim in one plain INSERT: a key nobody holds. No row inserted means the key is taken,
- * and the full claim (claim.ts, claim-in-transaction.ts) then decides.
+ * The common case of the claim in one plain INSERT: a key nobody holds. It returns one row when the record went
+ * in (then claimedNew is that record), none when the key is taken, and the full claim (claim.ts,
+ * claim-in-transaction.ts) then decides. The caller runs it and counts the rows: on the path of every new key,
+ * it costs nothing beyond the query.
  */
 export interface ClaimNew extends NamedStatement {
-  /** Whether the record went in; its values are $1 to $9 of claimValues. */
-  run(db: SqlQueryable, request: ClaimRequest, fence: string): Promise<boolean>;
+  /** $1 to $9: the request's (claimValues) and the fence. */
+  values(request: ClaimRequest, fence: string): unknown[];
 }
 
 /**
@@ -31,7 +32,7 @@ export function claimNew({ table, partitioned }: PrimitiveOptions, inTransaction
   return {
     name: inTransaction ? 'claim_new_in_transaction' : 'claim_new',
     text,
-    run: async (db, request, fence) => (await db.query(text, claimValues(request, fence))).rows.length === 1,
+    values: claimValues,
   };
 }
 
