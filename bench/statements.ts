@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { migrationStatements } from '../src/store/migration.js';
-import { buildStatements, type Statements } from '../src/store/statements.js';
+import { storePrimitives, type StorePrimitives } from '../src/store/primitives/store-primitives.js';
 import { BackendCpu } from './cpu.js';
 import { median, round } from './stats.js';
 
@@ -24,8 +24,8 @@ await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 for (const statement of migrationStatements(table, false)) await admin.query(statement);
 await admin.query(`CREATE TABLE ${schema}.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text, amount integer NOT NULL)`);
 
-const shipped = buildStatements(table, { partitioned: false, notify: 'whenWaited' });
-const alwaysNotify = buildStatements(table, { partitioned: false, notify: 'always' });
+const shipped = storePrimitives({ table, partitioned: false, notify: 'whenWaited' });
+const alwaysNotify = storePrimitives({ table, partitioned: false, notify: 'always' });
 const listener = new pg.Client({ connectionString: postgres.url });
 await listener.connect();
 await listener.query('LISTEN bench_statements');
@@ -36,15 +36,15 @@ const records = `${schema}.idempotency_records`;
 type Flow = (client: pg.ClientBase, key: string) => Promise<void>;
 const business = (client: pg.ClientBase, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
 
-function storeFlow(name: string, sql: Statements): Flow {
+function storeFlow(name: string, sql: StorePrimitives): Flow {
   let fence = 0;
   return async (client, key) => {
     const mark = String(++fence);
     await client.query(`BEGIN; SELECT set_config('lock_timeout', '5000', true), set_config('koa_idempotency.claim_mark', '${mark}', true)`);
-    await client.query({ name: `${name}-claim`, text: sql.claimNewInTransaction!, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] });
+    await client.query({ name: `${name}-claim`, text: sql.claimNewInTransaction!.text, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] });
     await business(client, key);
     const completion = ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark];
-    await client.query({ name: `${name}-complete`, text: sql.completeInClaimTransaction, values: completion });
+    await client.query({ name: `${name}-complete`, text: sql.completeInClaimTransaction.text, values: completion });
     await client.query('COMMIT');
   };
 }

@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import type { StoredResponse } from './store/types.js';
 import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from './telemetry/names.js';
 
 /**
@@ -7,13 +8,7 @@ import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from './telemetry/nam
  * serialised the way Koa's `respond()` does) and those same bytes are sent the first time too.
  */
 
-export interface StoredResponse {
-  status: number;
-  /** Replay-safe headers only (lower-case names). */
-  headers: Record<string, string | string[]>;
-  /** The body bytes, or null when the handler set no body. */
-  body: Buffer | null;
-}
+export type { StoredResponse } from './store/types.js';
 
 export type Capture = { replayable: true; response: StoredResponse } | { replayable: false; status: number; reason: NotReplayableReason };
 

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimedOf, newRequest, sampleResponse } from '../src/conformance/fixtures.js';
 import { fromPgPool, PostgresStore } from '../src/entries/postgres.js';
-import { buildStatements } from '../src/store/statements.js';
+import { storePrimitives } from '../src/store/primitives/store-primitives.js';
 import { catalogVolatility, citusGate, citusViolations, type VolatilityOf } from './helpers/citus-rules.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 
@@ -88,7 +88,9 @@ describe.each(layouts)('PostgresStore on $layout behind a gate with the rules of
       refused.map(() => ({ sweep: true, violations: ['FOR UPDATE/SHARE over more than one key: refused across shards'] })),
     );
     // Every statement of the store went through the gate: a new one cannot escape the rules by not being run here.
-    const statements = Object.entries(buildStatements({ schema, table: 'idempotency_records' }, { partitioned: partitioning !== undefined, notify: 'whenWaited' }));
-    expect(statements.filter(([, text]) => text !== undefined && !sent.has(text)).map(([name]) => name)).toEqual([]);
+    const primitives = Object.entries(
+      storePrimitives({ table: { schema, table: 'idempotency_records' }, partitioned: partitioning !== undefined, notify: 'whenWaited' }),
+    );
+    expect(primitives.filter(([, primitive]) => primitive !== undefined && !sent.has(primitive.text)).map(([name]) => name)).toEqual([]);
   });
 });

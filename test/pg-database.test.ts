@@ -76,6 +76,9 @@ describe('fromPgPool()', () => {
       expect((await prepared.claim(key)).kind).toBe('existing');
       const claimText = [...(await preparedNames()).keys()].find((text) => text.includes('"records_prepared"') && text.includes('INSERT'));
       expect(claimText).toBeDefined();
+      // Each under its primitive's name (src/store/primitives): a new key's INSERT, then the full claim.
+      const names = [...(await preparedNames())].filter(([text]) => text.includes('"records_prepared"')).map(([, name]) => name);
+      expect(names.map((name) => /^koa_idempotency_([a-z_]+)_[0-9a-f]{16}$/.exec(name)?.[1]).sort()).toEqual(['claim', 'claim_new']);
       await Promise.all([unprepared.close(), prepared.close()]);
     });
   });

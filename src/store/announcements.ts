@@ -1,6 +1,6 @@
 import { diag } from '@opentelemetry/api';
 
-/** How a waiter announces itself on the listening session (statements.ts: announceWaiter, withdrawWaiter). */
+/** How a waiter announces itself on the listening session (primitives/waiter-announcement.ts). */
 export interface Announcer {
   /**
    * Takes the key's shared lock without waiting, unless `session` (a backend pid) holds it already. Resolves

@@ -1,7 +1,8 @@
 import { diag } from '@opentelemetry/api';
 import { forgetRecord, type ForgetResult } from './operator-records.js';
+import type { Find } from './primitives/find.js';
+import type { Forget } from './primitives/forget.js';
 import type { ReplayCache } from './replay-cache.js';
-import type { TableName } from './schema.js';
 import type { SqlDatabase, Unsubscribe } from './sql-database.js';
 import { notifyId } from './waiters.js';
 
@@ -20,7 +21,8 @@ export const FORGET_PREFIX = 'forget:';
 
 export interface ForgetNoticesOptions {
   db: SqlDatabase;
-  table: TableName;
+  /** The statements of a forget: the deletion, and the read that tells why nothing was deleted. */
+  sql: { forget: Forget; find: Find };
   /** The store's NOTIFY channel (the waiters'). */
   channel: string;
   cache: ReplayCache;
@@ -38,13 +40,13 @@ export class ForgetNotices {
   }
 
   /**
-   * Deletes the record (operator-records.ts) with, in the same statement, the notice to every process; drops
-   * it from this process's cache at once.
+   * Deletes the record (operator-records.ts, primitives/forget.ts) with, in the same statement, the notice to
+   * every process; drops it from this process's cache at once.
    */
   async forget(scope: string, key: string, force: boolean): Promise<ForgetResult> {
-    const { db, table, channel, cache } = this.#options;
+    const { db, sql, cache } = this.#options;
     const id = notifyId(scope, key);
-    const result = await forgetRecord(db, table, { scope, key, force, channel, notice: FORGET_PREFIX + id });
+    const result = await forgetRecord(db, sql, { scope, key, force, notice: FORGET_PREFIX + id });
     cache.evict((record) => notifyId(record.scope, record.key) === id);
     return result;
   }

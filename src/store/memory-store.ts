@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { FencedError, IdempotencyError } from '../errors.js';
-import type { StoredResponse } from '../response.js';
 import {
   RECORD_STATUS,
   type ChangeWatch,
@@ -10,6 +9,7 @@ import {
   type IdempotencyRecord,
   type IdempotencyStore,
   type Lease,
+  type StoredResponse,
   type TransactionalClaim,
 } from './types.js';
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { diag } from '@opentelemetry/api';
 import { sqlstateOf } from '../error-code.js';
 import type { Client, Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
+import type { NamedStatement } from './primitives/statement.js';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 import { ignoreConnectionError, PgTransaction } from './pg-transaction.js';
 
@@ -24,6 +25,11 @@ export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlData
   return new PgDatabase(pool, new Statements(options.preparedStatements ?? []));
 }
 
+/** The PostgresStore's adapter: its primitives prepared under their own names (store-primitives.ts). */
+export function fromPgPoolPreparing(pool: Pool, primitives: Iterable<NamedStatement>): SqlDatabase {
+  return new PgDatabase(pool, new Statements(primitives));
+}
+
 /**
  * SQLSTATEs of a named statement that a transaction-pooling PgBouncer older than 1.21 sent to another
  * server connection than the one that prepared it: 26000 (it does not exist there) and 42P05 (another
@@ -39,11 +45,10 @@ export class Statements {
   readonly #names = new Map<string, string>();
   #warned = false;
 
-  constructor(prepared: Iterable<string>) {
-    for (const text of prepared) {
-      // A name derived from the text: the same statement gets the same name on every connection, and
-      // two stores on different tables never collide.
-      this.#names.set(text, `koa_idempotency_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`);
+  constructor(prepared: Iterable<string | NamedStatement>) {
+    for (const statement of prepared) {
+      if (typeof statement === 'string') this.#names.set(statement, preparedName(statement));
+      else this.#names.set(statement.text, preparedName(statement.text, statement.name));
     }
   }
 
@@ -75,6 +80,16 @@ export class Statements {
       throw error;
     });
   }
+}
+
+/**
+ * A prepared statement's name: its primitive's, if any (it names the statement in pg_prepared_statements and
+ * in a trace's pg.query spans), and a digest of its text, so that the same statement gets the same name on
+ * every connection and two stores on different tables never collide. 63 bytes at most (NAMEDATALEN).
+ */
+function preparedName(text: string, primitive?: string): string {
+  const digest = createHash('sha256').update(text).digest('hex');
+  return primitive === undefined ? `koa_idempotency_${digest.slice(0, 24)}` : `koa_idempotency_${primitive}_${digest.slice(0, 16)}`;
 }
 
 type Listener = (payload: string) => void;

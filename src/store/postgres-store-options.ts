@@ -6,8 +6,9 @@ import { callHook } from '../hooks.js';
 import { nonNegativeInteger, nonNegativeNumber, numberInRange, optionalFunction, positiveNumber } from '../validation.js';
 import { tableNameOf } from './migration.js';
 import { resolvePartitioning, type PartitioningOptions, type ResolvedPartitioning } from './partition-maintenance.js';
-import { fromPgPool } from './pg-database.js';
+import { fromPgPoolPreparing } from './pg-database.js';
 import { fromPGlite } from './pglite-database.js';
+import type { NamedStatement } from './primitives/statement.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase } from './sql-database.js';
 import { MAX_LOCK_TIMEOUT_MS } from './transaction-control.js';
@@ -158,10 +159,10 @@ export function resolveStoreOptions(options: PostgresStoreOptions): ResolvedStor
 }
 
 /** The database adapter for the given source; `statements` are prepared on each pg connection. */
-export function openDatabase(options: PostgresStoreOptions, statements: Iterable<string>): SqlDatabase {
+export function openDatabase(options: PostgresStoreOptions, statements: Iterable<NamedStatement>): SqlDatabase {
   const given = [options.pool, options.pglite, options.database].filter((value) => value !== undefined);
   if (given.length !== 1) throw new IdempotencyConfigError('PostgresStore needs exactly one of `pool`, `pglite` or `database`');
-  if (options.pool) return fromPgPool(options.pool, { preparedStatements: (options.preparedStatements ?? true) ? statements : [] });
+  if (options.pool) return fromPgPoolPreparing(options.pool, (options.preparedStatements ?? true) ? statements : []);
   if (options.pglite) return fromPGlite(options.pglite);
   return options.database!;
 }

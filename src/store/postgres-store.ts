@@ -1,44 +1,46 @@
-import { sqlstateOf } from '../error-code.js';
 import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { newFence } from './fences.js';
 import { ForgetNotices } from './forget-notices.js';
-import { findByCorrelationTag, type ForgetResult } from './operator-records.js';
+import type { ForgetResult } from './operator-records.js';
 import { assertCitus, distributeTable, resolveDistribution, type MigrateOptions } from './distribution.js';
 import { assertTableKind, migrationStatements } from './migration.js';
 import { PartitionMaintenance, type PartitionReport } from './partition-maintenance.js';
 import { announcesWaiters, openDatabase, resolveStoreOptions, type PostgresStoreOptions } from './postgres-store-options.js';
-import { claimedNew, claimParams, completionParams, toRecord, type RecordRow } from './record-rows.js';
 import { ReplayCache } from './replay-cache.js';
 import type { TableName } from './schema.js';
+import type { ClaimRow } from './primitives/claim.js';
+import { claimedNew } from './primitives/claim-new.js';
+import { toRecord } from './primitives/record-row.js';
+import { operatorPrimitives, preparedStatements, storePrimitives, type OperatorPrimitives, type StorePrimitives } from './primitives/store-primitives.js';
+import { sweepBatch } from './primitives/sweep.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
-import { buildStatements, NOTHING_COMPLETED, sweepBatch, type Statements } from './statements.js';
 import { Sweeper, type SweepOptions, type SweepReport } from './sweeper.js';
 import { claimedTransaction } from './transactional-claim.js';
 import { CitusProbe } from './citus-probe.js';
 import { wakingWaitersAtTheEnd } from './claim-wake-ups.js';
 import { openClaimTransaction } from './transaction-control.js';
 import type { ChangeWatch, ClaimRequest, ClaimResult, Completion, IdempotencyRecord, IdempotencyStore, Lease, StoreStats, TransactionalClaim } from './types.js';
-import { notifyId, Waiters } from './waiters.js';
+import { Waiters } from './waiters.js';
 
 export type { PostgresStoreOptions } from './postgres-store-options.js';
 export type { DistributionOptions, MigrateOptions } from './distribution.js';
 export type { SweepOptions, SweepReport } from './sweeper.js';
 export type { ForgetResult } from './operator-records.js';
 
-/** A fresh snapshot sees a row committed a moment after the previous one was taken; a few tries suffice. */
-const CLAIM_ATTEMPTS = 5;
-
 /**
  * The Postgres store: records in one table, fenced leases, LISTEN/NOTIFY for waiting duplicates. A new key
  * is claimed by one plain INSERT; the full claim statement (takeover of an expired or lapsed record, or the
  * record in the way) runs only when the key is taken. Works over node-postgres and over PGlite with the same SQL.
+ * A façade: it picks the connection (the pool, the claim's transaction, the listening session) and runs the
+ * primitives of primitives/, one statement each, with its text, values and name in one file.
  */
 export class PostgresStore implements IdempotencyStore {
   readonly table: TableName;
   readonly #db: SqlDatabase;
-  readonly #sql: Statements;
+  readonly #sql: StorePrimitives;
+  readonly #operator: OperatorPrimitives;
   readonly #cache: ReplayCache;
   readonly #waiters: Waiters;
   readonly #lockTimeoutMs: number;
@@ -51,33 +53,30 @@ export class PostgresStore implements IdempotencyStore {
     const resolved = resolveStoreOptions(options);
     this.table = resolved.table;
     this.#partitioned = resolved.partitioning !== undefined;
-    const notify = announcesWaiters(options) ? 'whenWaited' : 'always';
-    this.#sql = buildStatements(this.table, { partitioned: this.#partitioned, notify });
-    this.#db = openDatabase(
-      options,
-      Object.values(this.#sql).filter((text) => text !== undefined),
-    );
+    const primitiveOptions = { table: this.table, partitioned: this.#partitioned, notify: announcesWaiters(options) ? 'whenWaited' : 'always' } as const;
+    this.#sql = storePrimitives(primitiveOptions);
+    this.#operator = operatorPrimitives(primitiveOptions);
+    this.#db = openDatabase(options, preparedStatements(this.#sql));
     this.#cache = new ReplayCache(resolved.replayCacheEntries, resolved.replayCacheBytes);
     this.#lockTimeoutMs = resolved.lockTimeoutMs;
     this.#citus = new CitusProbe(this.#db);
     const queryOnListener = this.#db.queryOnListener?.bind(this.#db);
+    const listener: SqlQueryable | undefined = queryOnListener && { query: queryOnListener };
     this.#waiters = new Waiters({
       strategy: resolved.waitStrategy,
       pollIntervalMs: resolved.pollIntervalMs,
       table: this.table,
       listen: (channel, onNotify, onReconnect) => this.#db.listen(channel, onNotify, onReconnect),
-      announcer: queryOnListener && {
-        announce: async (scope, key, session) => {
-          const { rows } = await queryOnListener<{ session: number | null }>(this.#sql.announceWaiter, [scope, key, session]);
-          return rows[0]?.session ?? null;
-        },
-        withdraw: (scope, key, session) => queryOnListener(this.#sql.withdrawWaiter, [scope, key, session]),
+      announcer: listener && {
+        announce: (scope, key, session) => this.#sql.announceWaiter.run(listener, scope, key, session),
+        withdraw: (scope, key, session) => this.#sql.withdrawWaiter.run(listener, scope, key, session),
       },
       maxAnnouncedWaiters: resolved.maxAnnouncedWaiters,
     });
     // Only a store that caches replays has anything to forget, and only one that can LISTEN can hear of it.
     const listens = resolved.waitStrategy === 'notify' && resolved.replayCacheEntries > 0;
-    this.#forgets = new ForgetNotices({ db: this.#db, table: this.table, channel: this.#waiters.channel, cache: this.#cache, listens });
+    const forgetting = { forget: this.#operator.forget, find: this.#sql.find };
+    this.#forgets = new ForgetNotices({ db: this.#db, sql: forgetting, channel: this.#waiters.channel, cache: this.#cache, listens });
     this.#sweeper = new Sweeper({
       db: this.#db,
       sweepStatement: { locked: this.#sql.sweep, unlocked: this.#sql.sweepWithoutLocks },
@@ -142,13 +141,11 @@ export class PostgresStore implements IdempotencyStore {
         mark,
         lease: result.lease,
         record: result.record,
-        complete: (db, lease, completion, claimMark) => this.#completeOn(db, lease, completion, claimMark),
-        completion: (lease, completion, claimMark) => this.#completion(lease, completion, claimMark),
+        complete: this.#sql.complete,
+        completeInClaimTransaction: this.#sql.completeInClaimTransaction,
         db: this.#db,
       });
-      return wakingWaitersAtTheEnd(claimed, () =>
-        this.#db.query(this.#sql.notifyWaiters, [request.scope, request.key, this.#waiters.channel, notifyId(request.scope, request.key)]),
-      );
+      return wakingWaitersAtTheEnd(claimed, () => this.#sql.notifyWaiters.run(this.#db, request.scope, request.key));
     } catch (error) {
       await tx.rollback().catch(() => undefined);
       throw error;
@@ -156,25 +153,20 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async complete(lease: Lease, completion: Completion): Promise<void> {
-    await timeStoreOperation(OPERATION.COMPLETE, () => this.#completeOn(this.#db, lease, completion));
+    await timeStoreOperation(OPERATION.COMPLETE, () => this.#sql.complete.run(this.#db, lease, completion));
   }
 
   async release(lease: Lease): Promise<void> {
-    await timeStoreOperation(OPERATION.RELEASE, () =>
-      this.#db.query(this.#sql.release, [lease.scope, lease.key, lease.fence, this.#waiters.channel, notifyId(lease.scope, lease.key)]),
-    );
+    await timeStoreOperation(OPERATION.RELEASE, () => this.#sql.release.run(this.#db, lease));
   }
 
-  async renewLease(lease: Lease, leaseMs: number): Promise<boolean> {
-    const { rows } = await timeStoreOperation(OPERATION.RENEW, () => this.#db.query(this.#sql.renewLease, [lease.scope, lease.key, lease.fence, leaseMs]));
-    return rows.length === 1;
+  renewLease(lease: Lease, leaseMs: number): Promise<boolean> {
+    return timeStoreOperation(OPERATION.RENEW, () => this.#sql.renewLease.run(this.#db, lease, leaseMs));
   }
 
   async saveStep(lease: Lease, name: string, result: unknown, db: SqlQueryable = this.#db): Promise<void> {
-    const { rows } = await timeStoreOperation(OPERATION.STEP, () =>
-      db.query(this.#sql.saveStep, [lease.scope, lease.key, lease.fence, name, JSON.stringify(result ?? null)]),
-    );
-    if (rows.length !== 1) throw new FencedError(lease.fence);
+    const saved = await timeStoreOperation(OPERATION.STEP, () => this.#sql.saveStep.run(db, lease, name, result));
+    if (!saved) throw new FencedError(lease.fence);
   }
 
   /**
@@ -186,9 +178,8 @@ export class PostgresStore implements IdempotencyStore {
     return this.#waiters.watch(scope, key);
   }
 
-  async find(scope: string, key: string): Promise<IdempotencyRecord | undefined> {
-    const { rows } = await timeStoreOperation(OPERATION.FIND, () => this.#db.query<RecordRow>(this.#sql.find, [scope, key]));
-    return rows[0] && toRecord(rows[0]);
+  find(scope: string, key: string): Promise<IdempotencyRecord | undefined> {
+    return timeStoreOperation(OPERATION.FIND, () => this.#sql.find.run(this.#db, scope, key));
   }
 
   /**
@@ -201,7 +192,7 @@ export class PostgresStore implements IdempotencyStore {
 
   /** The records a problem's occurrence ID points to (`inspect --instance`): a full scan, for operators. */
   findByCorrelationTag(tag: string): Promise<IdempotencyRecord[]> {
-    return findByCorrelationTag(this.#db, this.table, tag);
+    return this.#operator.findByCorrelationTag.run(this.#db, tag);
   }
 
   /**
@@ -228,14 +219,8 @@ export class PostgresStore implements IdempotencyStore {
     return this.#sweeper.maintainPartitions();
   }
 
-  async stats(): Promise<StoreStats[]> {
-    const { rows } = await this.#db.query<{ status: StoreStats['status']; records: number; oldest_age_ms: number; lapsed_leases: number }>(this.#sql.stats);
-    return rows.map((row) => ({
-      status: row.status,
-      records: Number(row.records),
-      oldestAgeMs: Number(row.oldest_age_ms),
-      lapsedLeases: Number(row.lapsed_leases),
-    }));
+  stats(): Promise<StoreStats[]> {
+    return this.#sql.stats.run(this.#db);
   }
 
   /** Stops the sweeper and closes the listening connection. The pool or PGlite instance is the caller's. */
@@ -248,52 +233,27 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
-   * The claim on `db` (the pool, or the claim's transaction): a new key in one statement, else the full claim,
-   * run again with a fresh snapshot until it finds the key free or the record in the way. In transactional
-   * mode the full claim may find the key's lock taken: busy.
+   * The claim on `db` (the pool, or the claim's transaction): a new key in one statement, else the full claim
+   * (which runs again with a fresh snapshot until it finds the key free or the record in the way). In
+   * transactional mode the full claim may find the key's lock taken: busy.
    */
   async #claimOn(db: SqlQueryable, request: ClaimRequest, fence: string, mode: 'lease' | 'transactional'): Promise<ClaimResult> {
     const [claimNew, claim] = mode === 'lease' ? [this.#sql.claimNew, this.#sql.claim] : [this.#sql.claimNewInTransaction, this.#sql.claimInTransaction];
     if (claimNew) {
-      const { rows } = await db.query(claimNew, [...claimParams(request), fence]);
+      const { rows } = await db.query(claimNew.text, claimNew.values(request, fence));
       if (rows.length === 1) return claimedNew(request, fence);
     }
-    for (let attempt = 1; attempt <= CLAIM_ATTEMPTS; attempt++) {
-      // The transactional statement always yields one row (its lock CTE), with no record when none was found.
-      const { rows } = await db.query<RecordRow & { acquired?: boolean | null }>(claim, this.#fullClaimParams(request, fence));
-      const row = rows[0];
-      if (row?.acquired === false) return { kind: 'busy' };
-      if (row && row.status !== null) return this.#toClaimResult(row, request);
-    }
-    throw new Error('the claim found neither a free key nor a record after retries');
+    const row = await claim.run(db, request, fence);
+    if (row.acquired === false) return { kind: 'busy' };
+    return this.#toClaimResult(row, request);
   }
 
-  /** The plain table's full claim takes the fence as $9; the partitioned claim function draws its own. */
-  #fullClaimParams(request: ClaimRequest, fence: string): unknown[] {
-    return this.#sql.claimNew ? [...claimParams(request), fence] : claimParams(request);
-  }
-
-  #toClaimResult(row: RecordRow, request: ClaimRequest): ClaimResult {
+  #toClaimResult(row: ClaimRow, request: ClaimRequest): ClaimResult {
     const record = toRecord(row);
     if (!row.claimed) {
       if (record.status === 'completed') this.#cache.set(record, Number(row.expires_in_ms));
       return { kind: 'existing', record };
     }
     return { kind: 'claimed', lease: { scope: record.scope, key: record.key, fence: record.fence, ttlSeconds: request.ttlSeconds }, record };
-  }
-
-  /** Completes the owned record; with `claimMark`, only inside the claim's transaction (see openClaimTransaction). */
-  async #completeOn(db: SqlQueryable, lease: Lease, completion: Completion, claimMark?: string): Promise<void> {
-    const { text, params } = this.#completion(lease, completion, claimMark);
-    const { rows } = await db.query(text, params).catch((error: unknown) => {
-      throw sqlstateOf(error) === NOTHING_COMPLETED ? new FencedError(lease.fence) : error;
-    });
-    if (rows.length !== 1) throw new FencedError(lease.fence);
-  }
-
-  /** The completion's statement and parameters; with `claimMark`, the one that fails when it completes nothing. */
-  #completion(lease: Lease, completion: Completion, claimMark?: string): { text: string; params: unknown[] } {
-    const text = claimMark === undefined ? this.#sql.complete : this.#sql.completeInClaimTransaction;
-    return { text, params: completionParams(lease, completion, this.#waiters.channel, notifyId(lease.scope, lease.key), claimMark) };
   }
 }

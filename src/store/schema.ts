@@ -80,8 +80,8 @@ export function keyLockExpression(name: TableName, scope: string, key: string): 
 /**
  * The lock a waiting duplicate holds, shared, on the listening session while it waits for one key, as a SQL
  * expression over two text expressions. A completion notifies only when it cannot take this lock (see
- * statements.ts). It is a two-integer advisory lock, a space apart from keyLockExpression's single bigint;
- * two keys with the same 32-bit hash only cost a needless notification.
+ * primitives/notify-waiters.ts). It is a two-integer advisory lock, a space apart from keyLockExpression's
+ * single bigint; two keys with the same 32-bit hash only cost a needless notification.
  */
 export function waiterLockExpression(name: TableName, scope: string, key: string): string {
   const table = qualified(name).replaceAll("'", "''");

@@ -4,6 +4,7 @@ import { IdempotencyConfigError } from '../errors.js';
 import { libraryInstruments, timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import type { PartitionMaintenance, PartitionReport } from './partition-maintenance.js';
+import type { SweepBatch } from './primitives/sweep.js';
 import type { SqlDatabase } from './sql-database.js';
 import { localLockTimeout } from './transaction-control.js';
 
@@ -38,8 +39,8 @@ export interface SweeperParts {
 
 /** A batch of the row sweep with row locks (SKIP LOCKED), and without for a table distributed by Citus. */
 export interface RowSweep {
-  locked: string;
-  unlocked: string;
+  locked: SweepBatch;
+  unlocked: SweepBatch;
 }
 
 /** SQLSTATE feature_not_supported: Citus refuses FOR UPDATE on a distributed table's shards. */
@@ -136,14 +137,14 @@ export class Sweeper {
     return this.#deletedWithoutLocks(statement.unlocked, batchSize);
   }
 
-  async #deletedWithoutLocks(statement: string, batchSize: number): Promise<number> {
+  async #deletedWithoutLocks(statement: SweepBatch, batchSize: number): Promise<number> {
     const tx = await this.#parts.db.begin();
     try {
       // Only Citus refuses the row locks: SET LOCAL, which reaches its shards.
       await tx.query(localLockTimeout(UNLOCKED_SWEEP_LOCK_TIMEOUT_MS, true));
-      const { rows } = await tx.query<{ deleted: number }>(statement, [batchSize]);
+      const deleted = await statement.run(tx, batchSize);
       await tx.commit();
-      return Number(rows[0]?.deleted ?? 0);
+      return deleted;
     } catch (error) {
       await tx.rollback().catch(() => undefined);
       if (sqlstateOf(error) === LOCK_NOT_AVAILABLE) return 0;
@@ -151,9 +152,8 @@ export class Sweeper {
     }
   }
 
-  async #deleted(statement: string, batchSize: number): Promise<number> {
-    const { rows } = await this.#parts.db.query<{ deleted: number }>(statement, [batchSize]);
-    return Number(rows[0]?.deleted ?? 0);
+  #deleted(statement: SweepBatch, batchSize: number): Promise<number> {
+    return statement.run(this.#parts.db, batchSize);
   }
 
   /** The periodic sweeper: a run still going when the timer fires again is not doubled. */

@@ -3,11 +3,11 @@ import { FencedError } from '../errors.js';
 import { timeStoreOperation } from '../telemetry/metrics.js';
 import { OPERATION } from '../telemetry/names.js';
 import { commitFailure, CompletionRolledBackError } from './completion-rolled-back.js';
+import { NOTHING_COMPLETED, type Complete } from './primitives/complete.js';
 import type { SqlQueryable, SqlTransaction } from './sql-database.js';
-import { NOTHING_COMPLETED } from './statements.js';
 import { claimTransactionEnded, isClaimTransaction, TransactionControlError } from './transaction-control.js';
 import { transactionalDb } from './transactional-db.js';
-import type { Completion, IdempotencyRecord, Lease, TransactionalClaim } from './types.js';
+import type { IdempotencyRecord, Lease, TransactionalClaim } from './types.js';
 
 export interface ClaimTransactionParts {
   /** The claim's open transaction, marked with `mark` (see openClaimTransaction). */
@@ -15,13 +15,13 @@ export interface ClaimTransactionParts {
   mark: string;
   lease: Lease;
   record: IdempotencyRecord;
-  /** Completes the owned record on `db`; with a mark, only while the claim's transaction is open. */
-  complete(db: SqlQueryable, lease: Lease, completion: Completion, mark?: string): Promise<void>;
+  /** Completes the owned record, on the pool: the record of a handler that ended the claim's transaction itself. */
+  complete: Complete;
   /**
-   * The statement `complete` runs with a mark, and its parameters: for a pipelined transaction, which sends it
-   * with the COMMIT. It fails (SQLSTATE NOTHING_COMPLETED) instead of completing nothing.
+   * Completes the owned record only while the claim's transaction is open (its mark); a pipelined transaction
+   * sends it with the COMMIT. It fails (SQLSTATE NOTHING_COMPLETED) instead of completing nothing.
    */
-  completion(lease: Lease, completion: Completion, mark: string): { text: string; params: unknown[] };
+  completeInClaimTransaction: Complete;
   /** The pool, outside the claim's transaction. */
   db: SqlQueryable;
 }
@@ -40,7 +40,7 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
    * replayable, so that a retry answers 409 instead of running the operation a second time (a takeover
    * once the lease ran out).
    */
-  const keepAsExecuted = (status: number) => parts.complete(parts.db, lease, { replayable: false, status }).catch(() => undefined);
+  const keepAsExecuted = (status: number) => parts.complete.run(parts.db, lease, { replayable: false, status }).catch(() => undefined);
 
   return {
     kind: 'claimed',
@@ -53,8 +53,8 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
       let committing = false;
       await timeStoreOperation(OPERATION.COMPLETE, async () => {
         if (tx.commitAfter) {
-          const { text, params } = parts.completion(lease, completion, mark);
-          const outcome = await tx.commitAfter(text, params).catch((error: unknown) => {
+          const statement = parts.completeInClaimTransaction;
+          const outcome = await tx.commitAfter(statement.text, statement.values(lease, completion, mark)).catch((error: unknown) => {
             committing = true;
             throw error;
           });
@@ -68,7 +68,7 @@ export function claimedTransaction(parts: ClaimTransactionParts): Extract<Transa
           throw fenced ? new FencedError(lease.fence) : outcome.error;
         }
         try {
-          await parts.complete(tx, lease, completion, mark);
+          await parts.completeInClaimTransaction.run(tx, lease, completion, mark);
         } catch (error) {
           // No record updated: fenced, or the claim's transaction ended early (the statement only finds the
           // record while its mark is set), in which case a completion alone would be a replayable success for

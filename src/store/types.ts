@@ -1,9 +1,20 @@
-import type { StoredResponse } from '../response.js';
 import type { SqlQueryable } from './sql-database.js';
 import type { TransactionalDb } from './transactional-db.js';
 
 export const RECORD_STATUS = { IN_PROGRESS: 'in_progress', COMPLETED: 'completed' } as const;
 export type RecordStatus = (typeof RECORD_STATUS)[keyof typeof RECORD_STATUS];
+
+/**
+ * A response as the store keeps it for replay: captured (and replayed) by the middleware's response.ts,
+ * stored and read back whole by the store.
+ */
+export interface StoredResponse {
+  status: number;
+  /** Replay-safe headers only (lower-case names). */
+  headers: Record<string, string | string[]>;
+  /** The body bytes, or null when the handler set no body. */
+  body: Buffer | null;
+}
 
 /** One idempotency record, as read from the store. */
 export interface IdempotencyRecord {

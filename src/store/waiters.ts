@@ -164,7 +164,7 @@ function pollWatch(pollIntervalMs: number): ChangeWatch {
 }
 
 /** NOTIFY channel of one table: an identifier derived from the validated table name. */
-function notifyChannel(table: TableName): string {
+export function notifyChannel(table: TableName): string {
   return `koa_idempotency_${createHash('sha256').update(`${table.schema}.${table.table}`).digest('hex').slice(0, 16)}`;
 }
 
