@@ -5,7 +5,7 @@
  * telemetry names), `/client` (idempotentFetch), `/conformance` (the store test suite). This entry loads
  * neither `pg` nor an OpenTelemetry SDK. Everything not exported from an entry is internal.
  */
-export { idempotency } from './middleware.js';
+export { idempotency } from './middleware/middleware.js';
 export {
   storeSuccessAndClientErrors,
   DEFAULT_HEADER_NAME,
@@ -14,19 +14,19 @@ export {
   DEFAULT_MAX_KEY_LENGTH,
   DEFAULT_TTL_SECONDS,
   DEFAULT_WAIT_MS,
-} from './options.js';
-export type { IdempotencyOptions, TelemetryOptions } from './options.js';
-export type { IdempotencyContext } from './context.js';
+} from './middleware/options.js';
+export type { IdempotencyOptions, TelemetryOptions } from './middleware/options.js';
+export type { IdempotencyContext } from './middleware/context.js';
 export { IdempotencyError, FencedError, IdempotencyConfigError } from './errors.js';
 export { CompletionRolledBackError } from './store/completion-rolled-back.js';
 export { TransactionControlError } from './store/transaction-control.js';
-export { PROBLEMS, problemType } from './problems.js';
-export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './openapi.js';
-export type { ProblemName } from './problems.js';
-export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
-export type { StoredResponse } from './response.js';
-export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
-export type { FingerprintInput } from './fingerprint.js';
+export { PROBLEMS, problemType } from './middleware/problems.js';
+export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './middleware/openapi.js';
+export type { ProblemName } from './middleware/problems.js';
+export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './middleware/response.js';
+export type { StoredResponse } from './middleware/response.js';
+export { fingerprint, FINGERPRINT_VERSION } from './middleware/fingerprint.js';
+export type { FingerprintInput } from './middleware/fingerprint.js';
 
 // The store contract: what the `store` option takes, and what a store of another kind implements.
 export { RECORD_STATUS } from './store/types.js';

@@ -1,6 +1,6 @@
-import type { IdempotencyContext } from '../context.js';
+import type { IdempotencyContext } from '../middleware/context.js';
 import { IdempotencyConfigError } from '../errors.js';
-import { DEFAULT_HEADER_NAME } from '../options.js';
+import { DEFAULT_HEADER_NAME } from '../middleware/options.js';
 import { integerInRange, nonNegativeNumber, numberAtLeast, numberInRange, optionalFunction, positiveInteger } from '../validation.js';
 import { DEFAULT_BASE_DELAY_MS, DEFAULT_MAX_DELAY_MS } from './backoff.js';
 import type { AttemptRecord } from './attempt-record.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { FencedError, IdempotencyError } from '../errors.js';
-import type { StoredResponse } from '../response.js';
+import type { StoredResponse } from '../middleware/response.js';
 import {
   RECORD_STATUS,
   type ChangeWatch,

@@ -1,4 +1,4 @@
-import type { StoredResponse } from '../response.js';
+import type { StoredResponse } from '../middleware/response.js';
 import type { SqlQueryable } from './sql-database.js';
 import type { TransactionalDb } from './transactional-db.js';
 

@@ -4,22 +4,22 @@ import { settleClaim } from './claim-settling.js';
 import { answerCommitFailed, answerLostLease, answerNotStored } from './completion-failures.js';
 import { createIdempotencyContext } from './context.js';
 import { answerDuplicate, answerInProgress } from './duplicates.js';
-import { FencedError } from './errors.js';
+import { FencedError } from '../errors.js';
 import { fingerprint, FINGERPRINT_VERSION, UnfingerprintableBodyError } from './fingerprint.js';
 import { differences, fingerprintParts, withParts, type Differences } from './fingerprint-parts.js';
 import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
-import { callAsyncHook } from './hooks.js';
-import { readKey, type KeyReading } from './key.js';
+import { callAsyncHook } from '../hooks.js';
+import { readKey, type KeyReading } from '../key.js';
 import { completeLeased, keepLeaseAlive } from './lease.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
 import { answerRequestFailed, noteProblemSubject, sendProblem, type ProblemName } from './problems.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
 import { markReplayAliases } from './response.js';
-import type { ClaimRequest, IdempotencyRecord, Lease } from './store/types.js';
-import { countRejectedKey } from './telemetry/metrics.js';
-import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from './telemetry/names.js';
-import { RequestTelemetry } from './telemetry/request-telemetry.js';
-import { withoutInboundCorrelationId } from './telemetry/correlation.js';
+import type { ClaimRequest, IdempotencyRecord, Lease } from '../store/types.js';
+import { countRejectedKey } from '../telemetry/metrics.js';
+import { MODE, OPERATION, OUTCOME, type Operation, type Outcome } from '../telemetry/names.js';
+import { RequestTelemetry } from './request-telemetry.js';
+import { withoutInboundCorrelationId } from '../telemetry/correlation.js';
 
 /**
  * The Koa middleware. Per request: read the key, claim it, then either run the handler and store its

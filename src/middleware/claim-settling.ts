@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { diag } from '@opentelemetry/api';
 import { isSameRequest } from './duplicates.js';
 import type { ResolvedOptions } from './options.js';
-import type { ChangeWatch, ClaimRequest, ClaimResult, TransactionalClaim } from './store/types.js';
-import { OUTCOME } from './telemetry/names.js';
-import type { RequestTelemetry } from './telemetry/request-telemetry.js';
+import type { ChangeWatch, ClaimRequest, ClaimResult, TransactionalClaim } from '../store/types.js';
+import { OUTCOME } from '../telemetry/names.js';
+import type { RequestTelemetry } from './request-telemetry.js';
 
 type AnyClaim = ClaimResult | TransactionalClaim;
 

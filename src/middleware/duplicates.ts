@@ -4,8 +4,8 @@ import { fingerprintHead, type Differences } from './fingerprint-parts.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from './options.js';
 import { sendProblem } from './problems.js';
 import { replayResponse } from './response.js';
-import type { IdempotencyRecord } from './store/types.js';
-import { OUTCOME, type Outcome } from './telemetry/names.js';
+import type { IdempotencyRecord } from '../store/types.js';
+import { OUTCOME, type Outcome } from '../telemetry/names.js';
 
 /**
  * A fingerprint is compared only with one of its own algorithm version; a record written by another

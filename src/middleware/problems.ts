@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
-import { newProblemInstance } from './problem-instance.js';
-import { recordProblemOnSpan } from './telemetry/problem-span.js';
+import { newProblemInstance } from '../problem-instance.js';
+import { recordProblemOnSpan } from '../telemetry/problem-span.js';
 
 /**
  * RFC 9457 problem details. Each problem has a stable `type` URI (a URN, so it never depends on a

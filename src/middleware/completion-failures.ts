@@ -2,9 +2,9 @@ import type { Context } from 'koa';
 import type { HandlerOutcome } from './handler-outcome.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS, type ResolvedOptions } from './options.js';
 import { answerRequestFailed, sendProblem } from './problems.js';
-import { CompletionRolledBackError } from './store/completion-rolled-back.js';
-import { OPERATION, OUTCOME, type Outcome } from './telemetry/names.js';
-import type { RequestTelemetry } from './telemetry/request-telemetry.js';
+import { CompletionRolledBackError } from '../store/completion-rolled-back.js';
+import { OPERATION, OUTCOME, type Outcome } from '../telemetry/names.js';
+import type { RequestTelemetry } from './request-telemetry.js';
 
 /**
  * Answers to a request whose handler ran but whose response was not stored. Each tells the client what

@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from './telemetry/names.js';
+import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from '../telemetry/names.js';
 
 /**
  * Capture and replay of responses. A replay must be byte for byte what the first client would have

@@ -1,9 +1,9 @@
 import type { Context } from 'koa';
-import { IdempotencyConfigError } from './errors.js';
-import { defaultRouteName, guardRequired, guardRouteName } from './hooks.js';
+import { IdempotencyConfigError } from '../errors.js';
+import { defaultRouteName, guardRequired, guardRouteName } from '../hooks.js';
 import { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
-import type { IdempotencyStore } from './store/types.js';
-import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from './validation.js';
+import type { IdempotencyStore } from '../store/types.js';
+import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from '../validation.js';
 
 export const DEFAULT_HEADER_NAME = 'Idempotency-Key';
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
