@@ -34,7 +34,16 @@ export class FencedError extends IdempotencyError {
 }
 
 /** A bad configuration value, raised at construction rather than at the first request. */
-export class IdempotencyConfigError extends TypeError {
+export class IdempotencyConfigError extends IdempotencyError {
   override name = 'IdempotencyConfigError';
-  readonly code = 'INVALID_OPTION';
+  override readonly code = 'INVALID_OPTION';
+}
+
+/**
+ * A request body that cannot be canonicalised for its fingerprint (NaN, lone surrogates, cycles, nesting
+ * deeper than the stack): the middleware answers it `400 body-invalid`.
+ */
+export class UnfingerprintableBodyError extends IdempotencyError {
+  override name = 'UnfingerprintableBodyError';
+  override readonly code = 'UNFINGERPRINTABLE_BODY';
 }

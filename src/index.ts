@@ -6,24 +6,16 @@
  * neither `pg` nor an OpenTelemetry SDK. Everything not exported from an entry is internal.
  */
 export { idempotency } from './middleware/middleware.js';
-export {
-  storeSuccessAndClientErrors,
-  DEFAULT_HEADER_NAME,
-  DEFAULT_LEASE_MS,
-  DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_KEY_LENGTH,
-  DEFAULT_TTL_SECONDS,
-  DEFAULT_WAIT_MS,
-} from './middleware/options.js';
+export { storeSuccessAndClientErrors, DEFAULT_LEASE_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_TTL_SECONDS, DEFAULT_WAIT_MS } from './middleware/options.js';
+export { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, PROBLEMS, problemType, REPLAYED_HEADER } from './protocol.js';
+export type { ProblemName } from './protocol.js';
 export type { IdempotencyOptions, TelemetryOptions } from './middleware/options.js';
 export type { IdempotencyContext } from './middleware/context.js';
 export { IdempotencyError, FencedError, IdempotencyConfigError } from './errors.js';
 export { CompletionRolledBackError } from './store/completion-rolled-back.js';
 export { TransactionControlError } from './store/transaction-control.js';
-export { PROBLEMS, problemType } from './middleware/problems.js';
 export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './middleware/openapi.js';
-export type { ProblemName } from './middleware/problems.js';
-export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './middleware/response.js';
+export { NEVER_REPLAYED_HEADERS } from './middleware/response.js';
 export type { StoredResponse } from './middleware/response.js';
 export { fingerprint, FINGERPRINT_VERSION } from './middleware/fingerprint.js';
 export type { FingerprintInput } from './middleware/fingerprint.js';

@@ -1,4 +1,5 @@
 import type { Context } from 'koa';
+import { REPLAYED_HEADER } from '../protocol.js';
 import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from '../telemetry/names.js';
 
 /**
@@ -46,8 +47,6 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'traceparent',
   'tracestate',
 ]);
-
-export const REPLAYED_HEADER = 'Idempotent-Replayed';
 
 /**
  * Captures the response the downstream chain left on `ctx`. `outerHeaders` is the snapshot taken before
