@@ -1,7 +1,10 @@
 /**
- * Error classes. Match them with `instanceof`, never by message text. Every error carries a stable `code`.
- * None carries an HTTP status: the middleware answers with a problem (see `PROBLEMS` in problems.ts), and
- * an error thrown to the application is the application's to map.
+ * Error classes: one hierarchy under IdempotencyError. Match them with `instanceof`, never by message text.
+ * Every error carries a stable `code`. None carries an HTTP status: the middleware answers with a problem
+ * (see `PROBLEMS` in protocol.ts), and an error thrown to the application is the application's to map.
+ * Three subclasses live beside what raises them, since they carry its details: CompletionRolledBackError
+ * (store/completion-rolled-back.ts), TransactionControlError (store/transaction-control.ts) and
+ * IdempotentFetchError (client/idempotent-fetch.ts).
  */
 
 export class IdempotencyError extends Error {

@@ -24,7 +24,7 @@ export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
  * web site being up) that clients can switch on; `title` is fixed per type, `detail` is per response.
  * `retryable` (an extension member, as peers send it) says whether a retry with the same key can succeed:
  * true only while the answer is "not now" (in progress, store unavailable, outcome unknown); a client need
- * not hard-code statuses and types. This catalogue is also the source of the OpenAPI components (openapi.ts).
+ * not hard-code statuses and types. This catalogue is also the source of the OpenAPI components (middleware/openapi.ts).
  */
 const TYPE_PREFIX = 'urn:koa-idempotency:problem:';
 

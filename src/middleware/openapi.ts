@@ -3,7 +3,7 @@ import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, PROBLEMS, problemType, REP
 
 /**
  * OpenAPI 3.1 components describing the contract the middleware keeps, built from the problem catalogue
- * (problems.ts), so that the document and the answers cannot drift apart. `openapi/components.json` in the
+ * (protocol.ts), so that the document and the answers cannot drift apart. `openapi/components.json` in the
  * package is this document (`npm run openapi` writes it; a test keeps it equal and validates it); an API
  * document uses them by `$ref` (README).
  */
