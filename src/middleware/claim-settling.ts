@@ -17,38 +17,19 @@ export interface ClaimAttempt<C extends StoreClaim> {
   clientGone(): AbortSignal;
 }
 
-/** The store could not be reached or failed at the claim: the request is answered 503, the handler never runs. */
-export interface StoreUnavailable {
-  kind: 'unavailable';
-}
-
 /** The first pause between two re-reads of a waiting duplicate; each next one doubles, up to `waitRecheckMs`. */
 const FIRST_RECHECK_MS = 25;
 
 /**
- * Claims the key and, in `'wait'` mode, holds a duplicate of a request still in progress until that
- * request completes (or is released), then returns the claim as it stands: usually the completed record
- * to replay. The watch is registered before each re-read, so a completion that lands in between wakes
- * the waiter instead of being missed. A store failure comes back as `{ kind: 'unavailable' }`: fail closed.
+ * `onInProgress: 'wait'`: holds a duplicate of a request still in progress until that request completes (or
+ * is released), then returns the claim as it stands: usually the completed record to replay. The watch is
+ * registered before each re-read, so a completion that lands in between wakes the waiter instead of being
+ * missed. It waits until `waitMs` or until the client goes away: a waiter whose client left would otherwise
+ * hold its announcement, and could take the key over and run the handler for nobody.
  */
-export async function settleClaim<C extends StoreClaim>(attempt: ClaimAttempt<C>): Promise<C | StoreUnavailable> {
-  try {
-    const first = await attempt.claimOnce();
-    if (attempt.config.onInProgress !== 'wait' || !isInProgress(first, attempt.request)) return first;
-    return await waitForTurn(attempt, attempt.clientGone());
-  } catch (error) {
-    diag.error('koa-idempotency: claim failed, answering 503', error);
-    attempt.telemetry.storeFailure(error);
-    return { kind: 'unavailable' };
-  }
-}
-
-/**
- * Waits for the key's owner, until `waitMs` or until the client goes away (`gone`): a waiter whose client
- * left would otherwise hold its announcement, and could take the key over and run the handler for nobody.
- */
-async function waitForTurn<C extends StoreClaim>(attempt: ClaimAttempt<C>, gone: AbortSignal): Promise<C> {
+export async function waitForTurn<C extends StoreClaim>(attempt: ClaimAttempt<C>): Promise<C> {
   const { request, config, telemetry } = attempt;
+  const gone = attempt.clientGone();
   const startedMs = performance.now();
   const leaving = new Promise<'gone'>((resolve) => gone.addEventListener('abort', () => resolve('gone'), { once: true }));
   const deadlineMs = startedMs + config.waitMs;
@@ -126,7 +107,7 @@ function untilLeaseLapses(claim: StoreClaim, pauseMs: number): number {
  * A duplicate of a request still in progress elsewhere: the store's `busy` claim (another transaction holds
  * the key) or an in-progress record of the same request. A reused key is answered at once, never waited for.
  */
-function isInProgress(claim: StoreClaim, request: ClaimRequest): boolean {
+export function isInProgress(claim: StoreClaim, request: ClaimRequest): boolean {
   if (claim.kind === 'busy') return true;
   return claim.kind === 'existing' && claim.record.status === 'in_progress' && isSameRequest(claim.record, request.fingerprint);
 }

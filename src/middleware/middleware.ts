@@ -1,14 +1,14 @@
-import { context } from '@opentelemetry/api';
+import { context, diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
 import { readKey } from '../key.js';
-import type { ClaimRequest, IdempotencyRecord } from '../store/types.js';
+import type { ClaimRequest } from '../store/types.js';
 import { countRejectedKey } from '../telemetry/metrics.js';
 import { withoutInboundCorrelationId } from '../telemetry/correlation.js';
 import { OUTCOME, type Outcome } from '../telemetry/names.js';
 import { answerCompletionFailed, answerDuplicate, answerInProgress, answerNotStored, answerRejection, answerStoreUnavailable } from './answers.js';
 import { LEASE_MODE, TRANSACTIONAL_MODE, type ClaimMode, type HeldClaim, type StoreClaim } from './claim.js';
 import { keyRejection, readClaimRequest, type KeyedRequest } from './claim-request.js';
-import { settleClaim, type ClaimAttempt } from './claim-settling.js';
+import { isInProgress, waitForTurn, type ClaimAttempt } from './claim-settling.js';
 import { createIdempotencyContext } from './context.js';
 import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
 import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
@@ -61,10 +61,10 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
   readonly #describeReuse: KeyedRequest['describeReuse'];
 
   constructor(
-    readonly ctx: Context,
-    readonly next: Next,
+    private readonly ctx: Context,
+    private readonly next: Next,
     readonly config: ResolvedOptions,
-    readonly mode: ClaimMode,
+    private readonly mode: ClaimMode,
     keyed: KeyedRequest,
   ) {
     const { request } = keyed;
@@ -76,11 +76,13 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
     noteProblemSubject(ctx, { correlationId: this.telemetry.correlationId });
   }
 
+  /** Claim → a duplicate is answered from the record that holds the key; a claimed key runs the handler. */
   async handle(): Promise<void> {
-    // A handler that throws has had its claim abandoned before the error propagates.
+    // A handler that throws has had its claim abandoned before the error propagates: the key is released.
     let outcome: Outcome = OUTCOME.RELEASED;
     try {
-      outcome = await this.#claimAndAnswer();
+      const claim = await this.#claim();
+      outcome = claim.kind === 'claimed' ? await this.#run(this.mode.hold(claim, this.config.store, this.config.leaseMs, this.telemetry)) : this.#answer(claim);
     } finally {
       this.telemetry.finish(outcome);
     }
@@ -97,27 +99,32 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
     return gone.signal;
   }
 
-  async #claimAndAnswer(): Promise<Outcome> {
-    const { ctx, config, telemetry } = this;
-    const claim = await settleClaim(this);
-    switch (claim.kind) {
-      case 'unavailable':
-        return answerStoreUnavailable(ctx, config, 'unreachable');
-      case 'busy':
-        // The store's `busy` claim carries no record: another transaction holds the key.
-        telemetry.inProgress();
-        return answerInProgress(ctx);
-      case 'existing':
-        return this.#duplicate(claim.record);
-      case 'claimed':
-        return this.#run(this.mode.hold(claim, config.store, config.leaseMs, telemetry));
+  /** A key this request could not claim: the store failed (503), or another request holds it (a duplicate). */
+  #answer(claim: Exclude<StoreClaim, { kind: 'claimed' }> | { kind: 'unavailable' }): Outcome {
+    if (claim.kind === 'unavailable') return answerStoreUnavailable(this.ctx, this.config, 'unreachable');
+    if (claim.kind === 'busy') {
+      // The store's `busy` claim carries no record: another transaction holds the key.
+      this.telemetry.inProgress();
+      return answerInProgress(this.ctx);
     }
+    const outcome = answerDuplicate(this.ctx, claim.record, this.request.fingerprint, this.#describeReuse, this.config.replayedHeaderAliases);
+    this.telemetry.duplicate(outcome, claim.record);
+    return outcome;
   }
 
-  #duplicate(record: IdempotencyRecord): Outcome {
-    const outcome = answerDuplicate(this.ctx, record, this.request.fingerprint, this.#describeReuse, this.config.replayedHeaderAliases);
-    this.telemetry.duplicate(outcome, record);
-    return outcome;
+  /**
+   * Claims the key; a duplicate of a request in progress waits for it where `onInProgress` is `'wait'`
+   * (claim-settling.ts). A store failure comes back as `unavailable`: fail closed, the handler never runs.
+   */
+  async #claim(): Promise<StoreClaim | { kind: 'unavailable' }> {
+    try {
+      const first = await this.claimOnce();
+      return this.config.onInProgress === 'wait' && isInProgress(first, this.request) ? await waitForTurn(this) : first;
+    } catch (error) {
+      diag.error('koa-idempotency: claim failed, answering 503', error);
+      this.telemetry.storeFailure(error);
+      return { kind: 'unavailable' };
+    }
   }
 
   /**
