@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { openApiDocument, OPENAPI_DOCUMENT_PATH } from '../src/openapi.js';
+import { openApiDocument, OPENAPI_DOCUMENT_PATH } from '../src/middleware/openapi.js';
 
 /** `npm run openapi`: writes the OpenAPI components the package ships, from the problem catalogue. */
 writeFileSync(new URL(`../${OPENAPI_DOCUMENT_PATH}`, import.meta.url), JSON.stringify(openApiDocument(), null, 2) + '\n');

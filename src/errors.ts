@@ -1,7 +1,10 @@
 /**
- * Error classes. Match them with `instanceof`, never by message text. Every error carries a stable `code`.
- * None carries an HTTP status: the middleware answers with a problem (see `PROBLEMS` in problems.ts), and
- * an error thrown to the application is the application's to map.
+ * Error classes: one hierarchy under IdempotencyError. Match them with `instanceof`, never by message text.
+ * Every error carries a stable `code`. None carries an HTTP status: the middleware answers with a problem
+ * (see `PROBLEMS` in protocol.ts), and an error thrown to the application is the application's to map.
+ * Three subclasses live beside what raises them, since they carry its details: CompletionRolledBackError
+ * (store/completion-rolled-back.ts), TransactionControlError (store/transaction-control.ts) and
+ * IdempotentFetchError (client/idempotent-fetch.ts).
  */
 
 export class IdempotencyError extends Error {
@@ -34,7 +37,16 @@ export class FencedError extends IdempotencyError {
 }
 
 /** A bad configuration value, raised at construction rather than at the first request. */
-export class IdempotencyConfigError extends TypeError {
+export class IdempotencyConfigError extends IdempotencyError {
   override name = 'IdempotencyConfigError';
-  readonly code = 'INVALID_OPTION';
+  override readonly code = 'INVALID_OPTION';
+}
+
+/**
+ * A request body that cannot be canonicalised for its fingerprint (NaN, lone surrogates, cycles, nesting
+ * deeper than the stack): the middleware answers it `400 body-invalid`.
+ */
+export class UnfingerprintableBodyError extends IdempotencyError {
+  override name = 'UnfingerprintableBodyError';
+  override readonly code = 'UNFINGERPRINTABLE_BODY';
 }

@@ -5,28 +5,19 @@
  * telemetry names), `/client` (idempotentFetch), `/conformance` (the store test suite). This entry loads
  * neither `pg` nor an OpenTelemetry SDK. Everything not exported from an entry is internal.
  */
-export { idempotency } from './middleware.js';
-export {
-  storeSuccessAndClientErrors,
-  DEFAULT_HEADER_NAME,
-  DEFAULT_LEASE_MS,
-  DEFAULT_MAX_BODY_BYTES,
-  DEFAULT_MAX_KEY_LENGTH,
-  DEFAULT_TTL_SECONDS,
-  DEFAULT_WAIT_MS,
-} from './options.js';
-export type { IdempotencyOptions, TelemetryOptions } from './options.js';
-export type { IdempotencyContext } from './context.js';
+export { idempotency } from './middleware/middleware.js';
+export { storeSuccessAndClientErrors, DEFAULT_LEASE_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_TTL_SECONDS, DEFAULT_WAIT_MS } from './middleware/options.js';
+export { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, PROBLEMS, problemType, REPLAYED_HEADER } from './protocol.js';
+export type { ProblemName } from './protocol.js';
+export type { IdempotencyOptions, TelemetryOptions } from './middleware/options.js';
+export type { IdempotencyContext } from './middleware/context.js';
 export { IdempotencyError, FencedError, IdempotencyConfigError } from './errors.js';
 export { CompletionRolledBackError } from './store/completion-rolled-back.js';
 export { TransactionControlError } from './store/transaction-control.js';
-export { PROBLEMS, problemType } from './problems.js';
-export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './openapi.js';
-export type { ProblemName } from './problems.js';
-export { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
-export type { StoredResponse } from './response.js';
-export { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
-export type { FingerprintInput } from './fingerprint.js';
+export { openApiDocument, OPENAPI_DOCUMENT_PATH } from './middleware/openapi.js';
+export { NEVER_REPLAYED_HEADERS } from './middleware/response.js';
+export { fingerprint, FINGERPRINT_VERSION } from './middleware/fingerprint.js';
+export type { FingerprintInput } from './middleware/fingerprint.js';
 
 // The store contract: what the `store` option takes, and what a store of another kind implements.
 export { RECORD_STATUS } from './store/types.js';
@@ -41,6 +32,7 @@ export type {
   ChangeWatch,
   RecordStatus,
   StoreStats,
+  StoredResponse,
 } from './store/types.js';
 // The contract in one process's memory: for the unit tests of an API (lease mode), never for production.
 export { MemoryStore } from './store/memory-store.js';

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import SwaggerParser from '@apidevtools/swagger-parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openApiDocument, OPENAPI_DOCUMENT_PATH } from '../src/openapi.js';
+import { openApiDocument, OPENAPI_DOCUMENT_PATH } from '../src/middleware/openapi.js';
 import { readKey } from '../src/key.js';
 import { DEFAULT_MAX_KEY_LENGTH, PROBLEMS, type ProblemName } from '../src/index.js';
 import { createTestApp } from './helpers/app.js';

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUntracedClient, gate, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
-import { PROBLEMS, problemType, type IdempotencyOptions, type ProblemName } from '../src/index.js';
+import { IdempotencyConfigError, PROBLEMS, problemType, type IdempotencyOptions, type ProblemName } from '../src/index.js';
 import { PostgresStore } from '../src/entries/postgres.js';
 import { ATTR, correlationIdFor } from '../src/entries/otel.js';
 import { correlationTag, correlationTagOf } from '../src/problem-instance.js';
@@ -191,7 +191,7 @@ describe(`problem details on ${target.name}`, () => {
     });
 
     it.each([['Set-Cookie'], ['Idempotency-Key'], ['bad name'], ['']])('refuses %j as an alias when the middleware is created', async (alias) => {
-      await expect(start({ replayedHeaderAliases: [alias] })).rejects.toThrow(TypeError);
+      await expect(start({ replayedHeaderAliases: [alias] })).rejects.toThrow(IdempotencyConfigError);
     });
   });
 });

@@ -1,14 +1,15 @@
+import { IdempotencyError } from '../errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 
 /**
  * A failure the CLI reports and exits on. `code` is a stable machine-readable name (printed in `--json`
  * output); `exitCode` is what the process returns.
  */
-export class CliError extends Error {
+export class CliError extends IdempotencyError {
   override name = 'CliError';
 
   constructor(
-    readonly code: CliErrorCode,
+    override readonly code: CliErrorCode,
     message: string,
     readonly exitCode: ExitCode,
     options?: { cause?: unknown },

@@ -1,6 +1,6 @@
 import { context, type Context } from '@opentelemetry/api';
 import { errorCode } from '../error-code.js';
-import { REPLAYED_HEADER } from '../response.js';
+import { REPLAYED_HEADER } from '../protocol.js';
 import { isProblem, readProblem, type ProblemDetails } from './problem-details.js';
 import { parseRetryAfterMs } from './retry-after.js';
 import { withResendCount } from './telemetry.js';

@@ -1,6 +1,5 @@
-import type { IdempotencyContext } from '../context.js';
 import { IdempotencyConfigError } from '../errors.js';
-import { DEFAULT_HEADER_NAME } from '../options.js';
+import { DEFAULT_HEADER_NAME } from '../protocol.js';
 import { integerInRange, nonNegativeNumber, numberAtLeast, numberInRange, optionalFunction, positiveInteger } from '../validation.js';
 import { DEFAULT_BASE_DELAY_MS, DEFAULT_MAX_DELAY_MS } from './backoff.js';
 import type { AttemptRecord } from './attempt-record.js';
@@ -26,7 +25,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A key derived from the request being served: the same on every retry of that request, different per label. */
 export interface DerivedKey {
   /** `ctx.idempotency` inside a handler that runs under the idempotency middleware. */
-  from: Pick<IdempotencyContext, 'deriveKey'>;
+  from: { deriveKey(label: string): string };
   /** What this downstream call is, e.g. `'ledger-entry'`: one key per label. */
   label: string;
 }

@@ -1,4 +1,4 @@
-import { PROBLEMS, problemType, type ProblemName } from '../problems.js';
+import { PROBLEMS, problemType, type ProblemName } from '../protocol.js';
 
 /** An RFC 9457 problem as received: `type` defaults to `about:blank`; extension members are kept. */
 export interface ProblemDetails {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { StoredResponse } from '../response.js';
+import type { StoredResponse } from '../store/types.js';
 import type { ClaimRequest, ClaimResult, IdempotencyRecord, IdempotencyStore, TransactionalClaim } from '../store/types.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Attributes } from '@opentelemetry/api';
-import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from '../options.js';
+import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from '../protocol.js';
 import { readKey } from '../key.js';
 import { positiveInteger } from '../validation.js';
 import { keyHash } from './correlation.js';

@@ -489,9 +489,7 @@ describe('pipelined transactional mode: crashes, timeouts, duplicates', () => {
       // Postgres reports the skew at the handler's write (a 500: the handler's own error) or at COMMIT (a 503:
       // the completion failed), whichever statement it checks first; timing decides, on either pool.
       const outcome = (a: { status: number; text: string }) =>
-        a.status === 500 || (a.status === 503 && problemType(a.text) === 'urn:koa-idempotency:problem:store-unavailable')
-          ? 'rolled back'
-          : a.status;
+        a.status === 500 || (a.status === 503 && problemType(a.text) === 'urn:koa-idempotency:problem:store-unavailable') ? 'rolled back' : a.status;
       seen[pipeline ? 'pipelined' : 'unpipelined'] = {
         outcomes: answers.map(outcome).map(String).sort(),
         committedAfterRace: afterRace.reduce((a, b) => a + b, 0),

@@ -8,7 +8,7 @@ import { type IdempotencyRecord } from '../../src/index.js';
 import { type PostgresStore } from '../../src/entries/postgres.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, correlationIdFor, OUTCOME } from '../../src/entries/otel.js';
 import { withCorrelationBaggage } from '../../src/telemetry/correlation.js';
-import { RequestTelemetry } from '../../src/telemetry/request-telemetry.js';
+import { RequestTelemetry } from '../../src/middleware/request-telemetry.js';
 import { stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 import { formatTraceparent, parseTraceparent } from '../../src/telemetry/traceparent.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';

@@ -6,7 +6,7 @@ import mount from 'koa-mount';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, IdempotencyConfigError, problemType, type IdempotencyOptions, type IdempotencyStore } from '../../src/index.js';
 import { PostgresStore, type SqlDatabase } from '../../src/entries/postgres.js';
-import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from '../../src/options.js';
+import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from '../../src/protocol.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { fingerprint, UnfingerprintableBodyError, type FingerprintInput } from '../../src/fingerprint.js';
-import { fingerprintParts } from '../../src/fingerprint-parts.js';
+import { UnfingerprintableBodyError } from '../../src/errors.js';
+import { fingerprint, type FingerprintInput } from '../../src/middleware/fingerprint.js';
+import { fingerprintParts } from '../../src/middleware/fingerprint-parts.js';
 
 const base: FingerprintInput = { method: 'POST', path: '/payments', querystring: '', headers: {}, body: { amount: 5, currency: 'EUR' } };
 

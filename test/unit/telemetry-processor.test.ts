@@ -7,6 +7,7 @@ import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } 
 import { InMemorySpanExporter, type SpanProcessor, type TracerProvider } from '@opentelemetry/sdk-trace';
 import { simpleSpanProcessor, tracerProvider } from '../helpers/otel-sdk.js';
 import { ATTR, BAGGAGE_CORRELATION_ID, CorrelationSpanProcessor, idempotencyTracing } from '../../src/entries/otel.js';
+import { IdempotencyConfigError } from '../../src/index.js';
 import { requestSpanOf, stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 
 /**
@@ -123,7 +124,7 @@ describe('CorrelationSpanProcessor', () => {
   });
 
   it('rejects a bad maxTrackedRequests at construction', () => {
-    expect(() => new CorrelationSpanProcessor({ maxTrackedRequests: 0 })).toThrow(TypeError);
+    expect(() => new CorrelationSpanProcessor({ maxTrackedRequests: 0 })).toThrow(IdempotencyConfigError);
   });
 
   it('stops stamping after shutdown', async () => {

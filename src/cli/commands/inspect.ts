@@ -1,6 +1,6 @@
 import type { IdempotencyRecord } from '../../store/types.js';
 import { parseTraceparent } from '../../telemetry/traceparent.js';
-import { fingerprintHead } from '../../fingerprint-parts.js';
+import { fingerprintHead } from '../../stored-fingerprint.js';
 import { correlationTagOf } from '../../problem-instance.js';
 import type { InspectTarget, Invocation } from '../arguments.js';
 import type { Connection } from '../connection.js';

@@ -1,5 +1,5 @@
-import type { TransactionalDb } from './store/transactional-db.js';
-import type { IdempotencyStore, Lease } from './store/types.js';
+import type { TransactionalDb } from '../store/transactional-db.js';
+import type { IdempotencyStore, Lease } from '../store/types.js';
 import { deriveKey } from './derived-key.js';
 
 /** What the middleware exposes to handlers as `ctx.idempotency` (only on requests that own a claim). */

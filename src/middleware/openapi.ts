@@ -1,11 +1,9 @@
 import { MAX_POINTER_DEPTH, MAX_POINTERS } from './fingerprint-parts.js';
-import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH } from './options.js';
-import { PROBLEMS, problemType, type ProblemName } from './problems.js';
-import { REPLAYED_HEADER } from './response.js';
+import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, PROBLEMS, problemType, REPLAYED_HEADER, type ProblemName } from '../protocol.js';
 
 /**
  * OpenAPI 3.1 components describing the contract the middleware keeps, built from the problem catalogue
- * (problems.ts), so that the document and the answers cannot drift apart. `openapi/components.json` in the
+ * (protocol.ts), so that the document and the answers cannot drift apart. `openapi/components.json` in the
  * package is this document (`npm run openapi` writes it; a test keeps it equal and validates it); an API
  * document uses them by `$ref` (README).
  */

@@ -1,11 +1,11 @@
 import { context, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
-import type { TelemetryOptions } from '../options.js';
+import type { TelemetryOptions } from './options.js';
 import type { IdempotencyRecord } from '../store/types.js';
-import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from './correlation.js';
-import { errorType, libraryInstruments } from './metrics.js';
-import { ATTR, EVENT, OPERATION, OUTCOME, type Mode, type NotReplayableReason, type Operation, type Outcome } from './names.js';
-import { requestSpanOf, stampActiveRequest } from './span-stamping.js';
-import { formatTraceparent, parseTraceparent } from './traceparent.js';
+import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from '../telemetry/correlation.js';
+import { errorType, libraryInstruments } from '../telemetry/metrics.js';
+import { ATTR, EVENT, OPERATION, OUTCOME, type Mode, type NotReplayableReason, type Operation, type Outcome } from '../telemetry/names.js';
+import { requestSpanOf, stampActiveRequest } from '../telemetry/span-stamping.js';
+import { formatTraceparent, parseTraceparent } from '../telemetry/traceparent.js';
 
 /**
  * The telemetry options the request reads. `trustInboundCorrelationId` is optional here so that a caller

@@ -1,62 +1,41 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { diag } from '@opentelemetry/api';
-import { isSameRequest } from './duplicates.js';
+import type { ChangeWatch, ClaimRequest } from '../store/types.js';
+import { OUTCOME } from '../telemetry/names.js';
+import type { StoreClaim } from './claim.js';
+import { isSameRequest } from './claim-request.js';
 import type { ResolvedOptions } from './options.js';
-import type { ChangeWatch, ClaimRequest, ClaimResult, TransactionalClaim } from './store/types.js';
-import { OUTCOME } from './telemetry/names.js';
-import type { RequestTelemetry } from './telemetry/request-telemetry.js';
+import type { RequestTelemetry } from './request-telemetry.js';
 
-type AnyClaim = ClaimResult | TransactionalClaim;
-
-/** The store could not be reached or failed at the claim: the request is answered 503, the handler never runs. */
-export interface StoreUnavailable {
-  kind: 'unavailable';
+/** The request that claims: its claim, its options and telemetry, and a signal of its client leaving. */
+export interface ClaimAttempt<C extends StoreClaim> {
+  readonly request: ClaimRequest;
+  readonly config: ResolvedOptions;
+  readonly telemetry: RequestTelemetry;
+  claimOnce(): Promise<C>;
+  /** Aborts when the client's connection closes before its response was sent (asked for only by a waiter). */
+  clientGone(): AbortSignal;
 }
 
 /** The first pause between two re-reads of a waiting duplicate; each next one doubles, up to `waitRecheckMs`. */
 const FIRST_RECHECK_MS = 25;
 
 /**
- * Claims the key and, in `'wait'` mode, holds a duplicate of a request still in progress until that
- * request completes (or is released), then returns the claim as it stands: usually the completed record
- * to replay. The watch is registered before each re-read, so a completion that lands in between wakes
- * the waiter instead of being missed. A store failure comes back as `{ kind: 'unavailable' }`: fail closed.
+ * `onInProgress: 'wait'`: holds a duplicate of a request still in progress until that request completes (or
+ * is released), then returns the claim as it stands: usually the completed record to replay. The watch is
+ * registered before each re-read, so a completion that lands in between wakes the waiter instead of being
+ * missed. It waits until `waitMs` or until the client goes away: a waiter whose client left would otherwise
+ * hold its announcement, and could take the key over and run the handler for nobody.
  */
-export async function settleClaim<C extends AnyClaim>(
-  claimOnce: () => Promise<C>,
-  request: ClaimRequest,
-  config: ResolvedOptions,
-  telemetry: RequestTelemetry,
-  clientGone: () => AbortSignal,
-): Promise<C | StoreUnavailable> {
-  try {
-    const first = await claimOnce();
-    if (config.onInProgress !== 'wait' || !isInProgress(first, request)) return first;
-    return await waitForTurn(claimOnce, request, config, telemetry, clientGone());
-  } catch (error) {
-    diag.error('koa-idempotency: claim failed, answering 503', error);
-    telemetry.storeFailure(error);
-    return { kind: 'unavailable' };
-  }
-}
-
-/**
- * Waits for the key's owner, until `waitMs` or until the client goes away (`gone`): a waiter whose client
- * left would otherwise hold its announcement, and could take the key over and run the handler for nobody.
- */
-async function waitForTurn<C extends AnyClaim>(
-  claimOnce: () => Promise<C>,
-  request: ClaimRequest,
-  config: ResolvedOptions,
-  telemetry: RequestTelemetry,
-  gone: AbortSignal,
-): Promise<C> {
+export async function waitForTurn<C extends StoreClaim>(attempt: ClaimAttempt<C>): Promise<C> {
+  const { request, config, telemetry } = attempt;
+  const gone = attempt.clientGone();
   const startedMs = performance.now();
   const leaving = new Promise<'gone'>((resolve) => gone.addEventListener('abort', () => resolve('gone'), { once: true }));
   const deadlineMs = startedMs + config.waitMs;
   const watch = await watchWithin(config.store.watch(request.scope, request.key), Math.min(config.waitRecheckMs, config.waitMs));
   try {
-    let current = await claimOnce();
+    let current = await attempt.claimOnce();
     // The store's notification only hastens the wake-up: a waiter also re-reads on this schedule, so a
     // notification that never comes (a lost connection, a failed COMMIT) delays it by one pause at most.
     for (let pauseMs = Math.min(FIRST_RECHECK_MS, config.waitRecheckMs); isInProgress(current, request); pauseMs = Math.min(2 * pauseMs, config.waitRecheckMs)) {
@@ -64,8 +43,8 @@ async function waitForTurn<C extends AnyClaim>(
       if (remainingMs <= 0 || gone.aborted) break;
       const woken = await Promise.race([watch.next(Math.min(remainingMs, untilLeaseLapses(current, pauseMs))), leaving]);
       if (woken === 'gone') break;
-      current = await claimOnce();
-      if (woken === 'changed') current = await settleAfterCommit(claimOnce, current);
+      current = await attempt.claimOnce();
+      if (woken === 'changed') current = await settleAfterCommit(attempt, current);
     }
     const settled = isInProgress(current, request) ? OUTCOME.IN_PROGRESS : current.kind === 'claimed' ? OUTCOME.EXECUTED : OUTCOME.REPLAYED;
     telemetry.waited((performance.now() - startedMs) / 1000, settled);
@@ -106,10 +85,10 @@ async function watchWithin(pending: Promise<ChangeWatch>, timeoutMs: number): Pr
  * short, growing pauses (5, 10, 20, 40 ms) bridge that gap; this runs only after a notification, never
  * as polling.
  */
-async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>, current: C): Promise<C> {
+async function settleAfterCommit<C extends StoreClaim>(attempt: ClaimAttempt<C>, current: C): Promise<C> {
   for (let pauseMs = 5; current.kind === 'busy' && pauseMs <= 40; pauseMs *= 2) {
     await sleep(pauseMs);
-    current = await claimOnce();
+    current = await attempt.claimOnce();
   }
   return current;
 }
@@ -119,7 +98,7 @@ async function settleAfterCommit<C extends AnyClaim>(claimOnce: () => Promise<C>
  * lapses (the re-read's claim does it), not a pause later. A `busy` claim shows no lease, and a lapsed one
  * that the claim did not take over (a record of another fingerprint version) keeps the whole pause.
  */
-function untilLeaseLapses(claim: AnyClaim, pauseMs: number): number {
+function untilLeaseLapses(claim: StoreClaim, pauseMs: number): number {
   if (claim.kind !== 'existing' || claim.record.leaseRemainingMs <= 0) return pauseMs;
   return Math.min(pauseMs, Math.ceil(claim.record.leaseRemainingMs));
 }
@@ -128,7 +107,7 @@ function untilLeaseLapses(claim: AnyClaim, pauseMs: number): number {
  * A duplicate of a request still in progress elsewhere: the store's `busy` claim (another transaction holds
  * the key) or an in-progress record of the same request. A reused key is answered at once, never waited for.
  */
-function isInProgress(claim: AnyClaim, request: ClaimRequest): boolean {
+export function isInProgress(claim: StoreClaim, request: ClaimRequest): boolean {
   if (claim.kind === 'busy') return true;
   return claim.kind === 'existing' && claim.record.status === 'in_progress' && isSameRequest(claim.record, request.fingerprint);
 }

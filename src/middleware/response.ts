@@ -1,14 +1,13 @@
 import type { Context } from 'koa';
-import type { StoredResponse } from './store/types.js';
-import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from './telemetry/names.js';
+import type { StoredResponse } from '../store/types.js';
+import { REPLAYED_HEADER } from '../protocol.js';
+import { NOT_REPLAYABLE_REASON, type NotReplayableReason } from '../telemetry/names.js';
 
 /**
  * Capture and replay of responses. A replay must be byte for byte what the first client would have
  * received, so the captured body is turned into the exact bytes Koa would send (a JSON body is
  * serialised the way Koa's `respond()` does) and those same bytes are sent the first time too.
  */
-
-export type { StoredResponse } from './store/types.js';
 
 export type Capture = { replayable: true; response: StoredResponse } | { replayable: false; status: number; reason: NotReplayableReason };
 
@@ -41,8 +40,6 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'traceparent',
   'tracestate',
 ]);
-
-export const REPLAYED_HEADER = 'Idempotent-Replayed';
 
 /**
  * Captures the response the downstream chain left on `ctx`. `outerHeaders` is the snapshot taken before

@@ -1,14 +1,12 @@
 import type { Context } from 'koa';
-import { IdempotencyConfigError } from './errors.js';
-import { defaultRouteName, guardRequired, guardRouteName } from './hooks.js';
-import { NEVER_REPLAYED_HEADERS, REPLAYED_HEADER } from './response.js';
-import type { IdempotencyStore } from './store/types.js';
-import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from './validation.js';
+import { IdempotencyConfigError } from '../errors.js';
+import { defaultRouteName, guardRequired, guardRouteName } from './guarded-hooks.js';
+import { NEVER_REPLAYED_HEADERS } from './response.js';
+import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, DEFAULT_MIN_KEY_LENGTH, DEFAULT_STORE_RETRY_AFTER_SECONDS, REPLAYED_HEADER } from '../protocol.js';
+import type { IdempotencyStore } from '../store/types.js';
+import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from '../validation.js';
 
-export const DEFAULT_HEADER_NAME = 'Idempotency-Key';
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
-export const DEFAULT_MIN_KEY_LENGTH = 1;
-export const DEFAULT_MAX_KEY_LENGTH = 255;
 export const DEFAULT_LEASE_MS = 30_000;
 export const DEFAULT_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
@@ -18,12 +16,6 @@ export const DEFAULT_WAIT_MS = 10_000;
  * when no notification comes (lost with a connection, discarded by a failed COMMIT), at one cheap read per pause.
  */
 export const DEFAULT_WAIT_RECHECK_MS = 250;
-/**
- * Retry-After (seconds) of the 409 answered to a duplicate of a request still in progress: a short hint, not
- * the owner's remaining lease (see answerInProgress in duplicates.ts).
- */
-export const DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS = 1;
-export const DEFAULT_STORE_RETRY_AFTER_SECONDS = 5;
 
 /**
  * Stores 2xx and 4xx outcomes; a 5xx is released so the client can retry. A 5xx is ambiguous (the
@@ -185,7 +177,7 @@ export interface IdempotencyOptions {
 }
 
 /**
- * The options with their defaults. `required` and `routeName` are guarded (see hooks.ts): they never throw.
+ * The options with their defaults. `required` and `routeName` are guarded (see guarded-hooks.ts): they never throw.
  * `scope` and `shouldStore` are the application's functions as given: their callers guard them, since a
  * failure changes the answer.
  */

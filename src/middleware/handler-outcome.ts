@@ -1,9 +1,9 @@
 import type { Context, Next } from 'koa';
-import { callHook } from './hooks.js';
+import { callHook } from '../hooks.js';
 import type { ResolvedOptions } from './options.js';
 import { captureResponse, snapshotHeaders, type HeaderSnapshot } from './response.js';
-import type { Completion } from './store/types.js';
-import type { NotReplayableReason } from './telemetry/names.js';
+import type { Completion } from '../store/types.js';
+import type { NotReplayableReason } from '../telemetry/names.js';
 
 /** What the downstream chain's response leaves for the claim. */
 export type HandlerOutcome =

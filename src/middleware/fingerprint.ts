@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
+import { UnfingerprintableBodyError } from '../errors.js';
 
 /**
  * The request fingerprint: what makes a retry "the same request". Pure, no I/O.
@@ -30,11 +31,6 @@ export interface FingerprintInput {
   rawBody?: string | Uint8Array | undefined;
   /** The request's media type without parameters (`ctx.request.type`), '' when none. */
   mediaType?: string;
-}
-
-/** Thrown when a body cannot be canonicalised (NaN, lone surrogates, cycles, nesting deeper than the stack). */
-export class UnfingerprintableBodyError extends Error {
-  override name = 'UnfingerprintableBodyError';
 }
 
 export function fingerprint(input: FingerprintInput): string {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FencedError } from './errors.js';
-import type { Completion, IdempotencyStore, Lease } from './store/types.js';
+import { FencedError } from '../errors.js';
+import type { Completion, IdempotencyStore, Lease } from '../store/types.js';
 
 /**
  * Lease mode's hold on a claim, from the claim to its completion: the lease is renewed while the handler

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import { UnfingerprintableBodyError, type FingerprintInput } from './fingerprint.js';
+import { UnfingerprintableBodyError } from '../errors.js';
+import type { FingerprintInput } from './fingerprint.js';
 
 /**
  * Per-part digests of a request, stored after its fingerprint, so that a `422 key-reused` can say *what*
@@ -68,15 +69,9 @@ function partsOf(input: FingerprintInput, salt: string): FingerprintParts {
   return parts;
 }
 
-/** The stored form: the v1 fingerprint, a space, the parts. */
+/** The stored form: the v1 fingerprint, a space, the parts (stored-fingerprint.ts reads its head). */
 export function withParts(fingerprint: string, parts: FingerprintParts): string {
   return `${fingerprint} ${JSON.stringify(parts)}`;
-}
-
-/** The v1 fingerprint of a stored one, with or without parts: what identifies the request. */
-export function fingerprintHead(stored: string): string {
-  const space = stored.indexOf(' ');
-  return space === -1 ? stored : stored.slice(0, space);
 }
 
 /**
