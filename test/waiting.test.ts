@@ -6,7 +6,7 @@ import { idempotency, problemType } from '../src/index.js';
 import { PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
-import { signal, until } from './helpers/waiter-harness.js';
+import { countWatches, signal, until } from './helpers/waiter-harness.js';
 
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
@@ -51,13 +51,7 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
     const store = new PostgresStore({ database: counter.database, schema: db.schema, waitStrategy, replayCacheEntries: 0 });
     await store.migrate();
     stores.push(store);
-    let waiters = 0;
-    const watch = store.watch.bind(store);
-    store.watch = async (scope, key) => {
-      const change = await watch(scope, key);
-      waiters++;
-      return change;
-    };
+    const waiters = countWatches(store);
     const started = signal();
     const finished = signal();
     let executions = 0;
@@ -82,7 +76,7 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
       started: () => started.promise,
       finish: () => finished.fire(),
       /** Resolves once `count` duplicates wait on the record. */
-      waiting: (count: number) => until(() => (waiters >= count ? true : undefined), `${count} waiting duplicates`, 10_000),
+      waiting: (count: number) => until(() => (waiters() >= count ? true : undefined), `${count} waiting duplicates`, 10_000),
     };
   }
 

@@ -68,6 +68,18 @@ export function observedStore(store: PostgresStore): { store: IdempotencyStore; 
   };
 }
 
+/** Counts the duplicates that began to wait on `store` (each watch() that returned); for a test to act once they wait. */
+export function countWatches(store: PostgresStore): () => number {
+  let watches = 0;
+  const watch = store.watch.bind(store);
+  store.watch = async (scope, key) => {
+    const change = await watch(scope, key);
+    watches++;
+    return change;
+  };
+  return () => watches;
+}
+
 export type Handler = (ctx: Koa.Context, execution: number) => Promise<void>;
 
 /** A Koa app with one idempotent route whose handler is `handler(ctx, execution)`; 201 with the execution number. */
