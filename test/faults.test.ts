@@ -10,7 +10,9 @@ import { fromPgPool, PostgresStore } from '../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
-import { observedStore, signal, until } from './helpers/waiter-harness.js';
+import { leaseLapsed } from './helpers/record-clock.js';
+import { observedStore } from './helpers/waiter-harness.js';
+import { signal, until } from './helpers/events.js';
 
 /**
  * Network faults between the app and a real Postgres server, injected by a TCP proxy the tests control.
@@ -158,21 +160,6 @@ describe('Faults between the app and Postgres', () => {
     await until(async () => ((await appSessions()).some((pid) => before.includes(pid)) ? undefined : true), 'the cut sessions to end in Postgres', 5_000);
   }
 
-  /** Resolves once the lease of `key`'s record has run out, by Postgres's clock (what a takeover checks). */
-  async function leaseLapsed(key: string): Promise<void> {
-    await until(
-      async () => {
-        const { rows } = await admin.query<{ lapsed: boolean }>(
-          `SELECT lease_expires_at <= now() AS lapsed FROM "${schema}".idempotency_records WHERE key = $1`,
-          [key],
-        );
-        return rows[0]?.lapsed ? true : undefined;
-      },
-      `the lease of ${key} to run out`,
-      LEASE_MS + 5_000,
-    );
-  }
-
   beforeAll(async () => {
     admin = new pg.Pool({ connectionString: DATABASE_URL, max: 3 });
     await admin.query(`CREATE SCHEMA "${schema}"`);
@@ -261,7 +248,7 @@ describe('Faults between the app and Postgres', () => {
         expect(early.status).toBe(409);
         expect(Number(early.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
 
-        await leaseLapsed('cut-in-handler');
+        await leaseLapsed(admin, `"${schema}".idempotency_records`, 'cut-in-handler');
         const takeover = await timedPost(`${server.url}/operations`, {}, { key: 'cut-in-handler' });
         expect(takeover.status).toBe(201);
         expect(JSON.parse(takeover.text)).toEqual({ key: 'cut-in-handler', attempt: 2 });

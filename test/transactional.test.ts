@@ -6,7 +6,7 @@ import { idempotency, type IdempotencyOptions } from '../src/index.js';
 import { type PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
-import { countWatches, signal, until } from './helpers/waiter-harness.js';
+import { countWatches, signal, until } from './helpers/events.js';
 
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;

@@ -4,7 +4,8 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
-import { post, signal, waiterApp, type Signal } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, type Signal } from '../helpers/events.js';
 
 /**
  * Attack: the store's ONE listening connection goes half-open (a firewall / NAT drops an idle LISTEN connection

@@ -1,5 +1,5 @@
-import { type SqlQueryable } from '../../src/index.js';
-import { until } from './waiter-harness.js';
+import type { SqlQueryable } from '../../src/index.js';
+import { until } from './events.js';
 
 /**
  * Resolves once every record of `table` (schema-qualified and quoted), or those of `keys`, has expired by Postgres's clock, the
@@ -17,6 +17,18 @@ export async function recordsExpired(sql: SqlQueryable, table: string, keys?: st
       return Number(rows[0]!.live) === 0 ? true : undefined;
     },
     `every record of ${table} to expire`,
+    timeoutMs,
+  );
+}
+
+/** Resolves once the lease of `key`'s record in `table` has run out by Postgres's clock: a takeover may then happen. */
+export async function leaseLapsed(sql: SqlQueryable, table: string, key: string, timeoutMs = 10_000): Promise<void> {
+  await until(
+    async () => {
+      const { rows } = await sql.query<{ lapsed: boolean }>(`SELECT lease_expires_at < now() AS lapsed FROM ${table} WHERE key = $1`, [key]);
+      return rows[0]?.lapsed ? true : undefined;
+    },
+    `the lease of ${key} to run out`,
     timeoutMs,
   );
 }

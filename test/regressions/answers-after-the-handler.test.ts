@@ -7,7 +7,7 @@ import { idempotency, problemType, type IdempotencyOptions, type IdempotencyStor
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
-import { until } from '../helpers/waiter-harness.js';
+import { until } from '../helpers/events.js';
 
 /** Regressions of issue 14 (its defects 1, 3, 5 and 9), each describe block named after the behaviour. */
 

@@ -11,7 +11,7 @@ import { transactionControlError } from '../../src/store/transaction-control.js'
 import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 import { recordsExpired } from '../helpers/record-clock.js';
-import { until } from '../helpers/waiter-harness.js';
+import { until } from '../helpers/events.js';
 import { freshMetricsPerTest } from '../telemetry-harness.js';
 
 /**

@@ -5,7 +5,7 @@ import { idempotency, type SqlQueryable } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
-import { until } from '../helpers/waiter-harness.js';
+import { until } from '../helpers/events.js';
 
 /**
  * Two defects of the claim and completion path, each pinned by a test that failed before its fix:
