@@ -18,13 +18,16 @@ export function signal<T = void>(): Signal<T> {
   return { promise, fire };
 }
 
-/** Polls `check` every 10 ms until it returns a value (a row state, a lock in pg_locks); fails after `timeoutMs`. */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+/**
+ * Polls `check` every 10 ms until it returns a value (a row state, a lock in pg_locks); fails after `timeoutMs`,
+ * saying `what` it waited for (a function when the message should tell the last state seen).
+ */
+export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string | (() => string), timeoutMs = 10_000): Promise<T> {
   const deadlineMs = performance.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (performance.now() > deadlineMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() > deadlineMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
