@@ -32,7 +32,7 @@ const MACROS = {
   route: Object.values(ROUTES).join('|'),
 };
 
-/** The overview as committed (dashboards.test.ts checks it is what the generator writes). */
+/** The overview as committed (test/unit/dashboards.test.ts checks it is what the generator writes). */
 const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-overview.json', import.meta.url), 'utf8')) as Dashboard;
 const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
 
