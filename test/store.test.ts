@@ -258,7 +258,11 @@ describe.each(databaseTargets())('PostgresStore on $name, a plain table', (targe
         if (claim.kind === 'claimed') await sweeper.complete(claim.lease, { replayable: true, response });
       }
       await sweeper.claim(request('live', { ttlSeconds: 3600 }));
-      await recordsExpired(db.sql, `"${db.schema}".sweep_records`, Array.from({ length: 25 }, (_, i) => `old-${i}`));
+      await recordsExpired(
+        db.sql,
+        `"${db.schema}".sweep_records`,
+        Array.from({ length: 25 }, (_, i) => `old-${i}`),
+      );
       expect(await sweeper.sweep({ batchSize: 10, maxBatches: 1 })).toBe(10);
       expect(await sweeper.sweep({ batchSize: 10 })).toBe(15);
       expect(await sweeper.find('tenant-a', 'live')).toBeDefined();
