@@ -119,7 +119,7 @@ async function startPgBouncer(executable: string, serverUrl: string): Promise<Bo
     await until(answers, 'PgBouncer to answer', 10_000);
   } catch (error) {
     await stop();
-    throw new Error(`PgBouncer did not start: ${String(error)}, ${String(lastError)}\n${log.join('')}`, { cause: lastError ?? error });
+    throw new Error(`PgBouncer did not start: ${String(error)}; the last probe: ${String(lastError)}\n${log.join('')}`, { cause: error });
   }
   return { url, log, stop };
 }
