@@ -16,6 +16,9 @@ import { leaseLapsed, recordsExpired } from './helpers/record-clock.js';
 const response = { status: 201, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":true}') };
 const ONE_SECOND: PartitioningOptions = { intervalSeconds: 1, premadePartitions: 5 };
 
+/** `${prefix}-0` to `${prefix}-${count - 1}`: the keys of a batch of claims. */
+const keysOf = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+
 function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
   return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3600, ...overrides };
 }
@@ -206,10 +209,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       await store.claim(request('live', { ttlSeconds: 3600 }));
       const [live] = await rowsOf(table, 'live');
       expect(expiredPartitions.has(live!.partition)).toBe(false);
-      await expired(
-        table,
-        Array.from({ length: 20 }, (_, i) => `old-${i}`),
-      );
+      await expired(table, keysOf('old', 20));
 
       expect(await store.sweep()).toBe(20);
       const remaining = await partitionsOf(table);
@@ -240,10 +240,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
 
       const report = await store.maintainPartitions();
       expect(report.skipped).toEqual([current]);
-      await expired(
-        table,
-        Array.from({ length: 5 }, (_, i) => `stray-${i}`),
-      );
+      await expired(table, keysOf('stray', 5));
       expect(await store.sweep()).toBe(5);
     });
 
@@ -254,10 +251,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
         const other = await db.store({ table, replayCacheEntries: 0, partitioning: { intervalSeconds: 1, premadePartitions: 3 } });
         for (let i = 0; i < 10; i++) await store.claim(request(`both-${i}`, { ttlSeconds: 1, leaseMs: 100 }));
         const holding = new Set(await Promise.all(Array.from({ length: 10 }, async (_, i) => (await rowsOf(table, `both-${i}`))[0]!.partition)));
-        await expired(
-          table,
-          Array.from({ length: 10 }, (_, i) => `both-${i}`),
-        );
+        await expired(table, keysOf('both', 10));
         const [first, second, third, fourth] = await Promise.all([store.maintainPartitions(), other.maintainPartitions(), store.sweepReport(), other.sweepReport()]);
         // What a lock timeout left to the next run is dropped by this one, which runs alone.
         const secondBeforeLast = Math.floor(Date.now() / 1_000);
