@@ -14,6 +14,7 @@ import { correlationIdFor } from '../src/entries/otel.js';
 import { commandError } from '../src/cli/connection.js';
 import { runCli } from '../src/cli/run.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+import { until } from './helpers/events.js';
 import { leaseLapsed, recordsExpired } from './helpers/record-clock.js';
 
 interface CliRun {
@@ -203,6 +204,9 @@ describe('koa-idempotency CLI on the Postgres server', () => {
       if (done.kind !== 'claimed') throw new Error('expected a fresh claim');
       await store.complete(done.lease, { replayable: false, status: 204 });
       await leaseLapsed(pool, records(), 'stats-lapsed');
+      // The oldest in-progress record is at least 20 ms old by Postgres's clock, which stats reads.
+      const age = `SELECT now() - created_at >= interval '20 milliseconds' AS old FROM ${records()} WHERE key = 'stats-running'`;
+      await until(async () => ((await pool.query<{ old: boolean }>(age)).rows[0]?.old ? true : undefined), 'stats-running 20 ms old');
 
       const [json, text] = await Promise.all([cli(['stats', ...inSchema, '--json']), cli(['stats', ...inSchema])]);
       expect(json.code).toBe(0);
