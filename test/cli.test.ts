@@ -14,6 +14,8 @@ import { correlationIdFor } from '../src/entries/otel.js';
 import { commandError } from '../src/cli/connection.js';
 import { runCli } from '../src/cli/run.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
+import { until } from './helpers/events.js';
+import { leaseLapsed, recordsExpired } from './helpers/record-clock.js';
 
 interface CliRun {
   code: number;
@@ -161,8 +163,15 @@ describe('koa-idempotency CLI on the Postgres server', () => {
       if (result.kind !== 'claimed') throw new Error('expected a fresh claim');
       await store.complete(result.lease, { replayable: false, status: 204 });
     }
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await recordsExpired(
+      pool,
+      records(),
+      Array.from({ length: count }, (_, i) => `${prefix}-${i}`),
+    );
   }
+
+  /** The records table the CLI reads, schema-qualified. */
+  const records = () => `"${schema}".idempotency_records`;
 
   describe('a missing table', () => {
     it.each([['stats'], ['sweep'], ['inspect', '--key', 'k']])('makes %s exit 3 and say to run migrate', async (...args) => {
@@ -194,7 +203,10 @@ describe('koa-idempotency CLI on the Postgres server', () => {
       const done = await claim('stats-done');
       if (done.kind !== 'claimed') throw new Error('expected a fresh claim');
       await store.complete(done.lease, { replayable: false, status: 204 });
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await leaseLapsed(pool, records(), 'stats-lapsed');
+      // The oldest in-progress record is at least 20 ms old by Postgres's clock, which stats reads.
+      const age = `SELECT now() - created_at >= interval '20 milliseconds' AS old FROM ${records()} WHERE key = 'stats-running'`;
+      await until(async () => ((await pool.query<{ old: boolean }>(age)).rows[0]?.old ? true : undefined), 'stats-running 20 ms old');
 
       const [json, text] = await Promise.all([cli(['stats', ...inSchema, '--json']), cli(['stats', ...inSchema])]);
       expect(json.code).toBe(0);
@@ -328,7 +340,7 @@ describe('koa-idempotency CLI on the Postgres server', () => {
 
     it('shows an in-progress record with a lapsed lease, without a trace when none was active', async () => {
       await claim('inspect-lapsed', { leaseMs: 1 });
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await leaseLapsed(pool, records(), 'inspect-lapsed');
       const run = await cli(['inspect', ...inSchema, '--scope', 'cli', '--key', 'inspect-lapsed']);
       expect(run.code).toBe(0);
       expect(run.stdout).toMatch(/^status\s+in_progress \(lease lapsed: the next retry takes over\)$/m);
@@ -344,7 +356,6 @@ describe('koa-idempotency CLI on the Postgres server', () => {
 
   describe('partitioned tables', () => {
     const inTable = (table: string) => [...inSchema, '--table', table];
-    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
     async function relkind(table: string): Promise<string | null> {
       const { rows } = await pool.query(`SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)) AS relkind`, [`"${schema}"."${table}"`]);
@@ -484,7 +495,7 @@ describe('koa-idempotency CLI on the Postgres server', () => {
       }
       expect(expired.length).toBeGreaterThan(0);
       expect(expired.every((name) => /^secondly_p\d+$/.test(name))).toBe(true);
-      await sleep(2_200);
+      await recordsExpired(pool, `"${schema}".secondly`); // and with them their one-second partitions have ended
 
       const run = await cli(['sweep', ...inTable('secondly'), '--json']);
       expect(run.code).toBe(0);

@@ -253,9 +253,10 @@ describe('aborting', () => {
     scripted.script([notNow(503, '10')]);
     const controller = new AbortController();
     const reason = new Error('the caller gave up');
-    setTimeout(() => controller.abort(reason), 100);
+    // The wait's timer is set right after the attempt is handed to onAttempt: abort on the next turn of the loop.
+    const onAttempt = () => void setImmediate(() => controller.abort(reason));
     const startedMs = performance.now();
-    await expect(idempotentFetch(scripted.url, { ...post(), signal: controller.signal })).rejects.toBe(reason);
+    await expect(idempotentFetch(scripted.url, { ...post(), signal: controller.signal }, { onAttempt })).rejects.toBe(reason);
     expect(performance.now() - startedMs).toBeLessThan(1_000);
     expect(scripted.requests).toHaveLength(1);
   });
@@ -266,7 +267,8 @@ describe('aborting', () => {
     const failure = await idempotentFetch(scripted.url, { ...post(), signal: AbortSignal.timeout(150) }, QUICK).catch((e: unknown) => e);
     expect((failure as Error).name).toBe('TimeoutError');
     expect(performance.now() - startedMs).toBeLessThan(1_000);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // An absence, so checked over a while: ten times the longest backoff, in which a retry would have come.
+    await new Promise((resolve) => setTimeout(resolve, 10 * QUICK.maxDelayMs));
     expect(scripted.requests).toHaveLength(1);
   });
 

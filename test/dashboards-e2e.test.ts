@@ -10,7 +10,8 @@ import { serve } from './helpers/http.js';
 import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
 import { gatherPreview } from './dashboards-support/preview.js';
 import { maybeUpdatePicture, svgTexts } from './helpers/svg.js';
-import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
+import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, shortLivedKeys, type TrafficLog } from './dashboards-support/traffic.js';
+import { recordsExpired } from './helpers/record-clock.js';
 
 /**
  * The overview dashboard against a real Prometheus: the library's metrics, exported by the JS
@@ -31,7 +32,7 @@ const MACROS = {
   route: Object.values(ROUTES).join('|'),
 };
 
-/** The overview as committed (dashboards.test.ts checks it is what the generator writes). */
+/** The overview as committed (test/unit/dashboards.test.ts checks it is what the generator writes). */
 const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-overview.json', import.meta.url), 'utf8')) as Dashboard;
 const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
 
@@ -59,7 +60,7 @@ describe.skipIf(!PROMETHEUS.binary)(
       for (const round of [1, 2]) {
         await sendMixedTraffic(app.url, round, traffic);
         const held = holdClaim(app.url, round, HELD_CLAIM_MS);
-        await sleep(1_100); // the short-lived records expire (ttlSeconds: 1)
+        await recordsExpired(db.sql, `"${db.schema}".idempotency_records`, shortLivedKeys(round)); // ttlSeconds: 1
         await store.sweep();
         await prometheus.scrapedAfter(Date.now());
         traffic.held = [...(traffic.held ?? []), (await held).status];

@@ -10,7 +10,8 @@ import type { PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { PROMETHEUS, PROMETHEUS_RELEASE, startPrometheus, type PrometheusServer, type PrometheusSource } from './dashboards-support/prometheus.js';
-import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, sleep, type TrafficLog } from './dashboards-support/traffic.js';
+import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, shortLivedKeys, type TrafficLog } from './dashboards-support/traffic.js';
+import { recordsExpired } from './helpers/record-clock.js';
 
 /**
  * The overview dashboards on a real Prometheus 3 in each form the library's metrics reach it (issue 26): scraped
@@ -146,7 +147,7 @@ describe.skipIf(!PROMETHEUS.binary)(
       for (const round of [1, 2, 3, 4]) {
         await sendMixedTraffic(app.url, round, traffic);
         const held = holdClaim(app.url, round, HELD_CLAIM_MS);
-        await sleep(1_100); // the short-lived records expire (ttlSeconds: 1)
+        await recordsExpired(db.sql, `"${db.schema}".idempotency_records`, shortLivedKeys(round)); // ttlSeconds: 1
         await store.sweep();
         traffic.held = [...(traffic.held ?? []), (await held).status];
         if (round === 1) roundOneEndMs = Date.now();

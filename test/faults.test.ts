@@ -10,6 +10,9 @@ import { fromPgPool, PostgresStore } from '../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { leaseLapsed } from './helpers/record-clock.js';
+import { observedStore } from './helpers/waiter-harness.js';
+import { signal, until } from './helpers/events.js';
 
 /**
  * Network faults between the app and a real Postgres server, injected by a TCP proxy the tests control.
@@ -27,7 +30,9 @@ const LEASE_MS = 2_500;
 /** No request may take longer than this, whatever the fault (a generous bound: the machine is shared). */
 const REQUEST_BOUND_MS = 8_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** A client's pause between two retries: short, since the retry itself checks whether the outcome is final. */
+const RETRY_PAUSE_MS = 20;
+const RETRY_DEADLINE_MS = 15_000;
 
 interface Answer {
   status: number;
@@ -44,12 +49,18 @@ async function timedPost(url: string, body: unknown, options: { key: string; acc
 
 /** A client that retries with the same key until it gets a final answer (anything but 409 and 503). */
 async function retryUntilFinal(url: string, body: unknown, options: { key: string; account?: string }): Promise<Answer & { attempts: number }> {
-  for (let attempts = 1; attempts <= 60; attempts++) {
-    const answer = await timedPost(url, body, options);
-    if (answer.status !== 409 && answer.status !== 503) return { ...answer, attempts };
-    await sleep(150);
-  }
-  throw new Error(`no final answer for key ${options.key} after 60 attempts`);
+  let attempts = 0;
+  return until(
+    async () => {
+      attempts++;
+      const answer = await timedPost(url, body, options);
+      if (answer.status !== 409 && answer.status !== 503) return { ...answer, attempts };
+      await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+      return undefined;
+    },
+    `a final answer for key ${options.key}`,
+    RETRY_DEADLINE_MS,
+  );
 }
 
 describe('Faults between the app and Postgres', () => {
@@ -125,17 +136,28 @@ describe('Faults between the app and Postgres', () => {
   async function expectNothingStuck(): Promise<void> {
     const { rows: records } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM "${schema}".idempotency_records WHERE status = 'in_progress'`);
     expect(records[0]!.n).toBe(0);
-    // A cut connection's backend ends (and rolls back) once Postgres notices; give it a moment.
-    let open = -1;
-    for (let tries = 0; tries < 30 && open !== 0; tries++) {
-      const { rows } = await admin.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'`,
-        [APPLICATION_NAME],
-      );
-      open = rows[0]!.n;
-      if (open !== 0) await sleep(100);
-    }
-    expect(open).toBe(0);
+    // A cut connection's backend ends (and rolls back) once Postgres notices.
+    await until(async () => ((await openTransactions()) === 0 ? true : undefined), 'no transaction of the app left open', 5_000);
+  }
+
+  async function openTransactions(): Promise<number> {
+    const { rows } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'`,
+      [APPLICATION_NAME],
+    );
+    return rows[0]!.n;
+  }
+
+  async function appSessions(): Promise<number[]> {
+    const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [APPLICATION_NAME]);
+    return rows.map((row) => row.pid);
+  }
+
+  /** Cuts every connection of the app and returns once Postgres has ended each session the cut reached. */
+  async function cutAndObserve(): Promise<void> {
+    const before = await appSessions();
+    proxy.cutAll();
+    await until(async () => ((await appSessions()).some((pid) => before.includes(pid)) ? undefined : true), 'the cut sessions to end in Postgres', 5_000);
   }
 
   beforeAll(async () => {
@@ -214,7 +236,6 @@ describe('Faults between the app and Postgres', () => {
           if (key !== 'cut-in-handler' || attempt !== 1) return;
           proxy.refuse();
           proxy.cutAll();
-          await sleep(50);
         },
       });
       try {
@@ -227,7 +248,7 @@ describe('Faults between the app and Postgres', () => {
         expect(early.status).toBe(409);
         expect(Number(early.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
 
-        await sleep(LEASE_MS + 200);
+        await leaseLapsed(admin, `"${schema}".idempotency_records`, 'cut-in-handler');
         const takeover = await timedPost(`${server.url}/operations`, {}, { key: 'cut-in-handler' });
         expect(takeover.status).toBe(201);
         expect(JSON.parse(takeover.text)).toEqual({ key: 'cut-in-handler', attempt: 2 });
@@ -292,8 +313,7 @@ describe('Faults between the app and Postgres', () => {
         afterInsert: async () => {
           if (!armed) return;
           armed = false;
-          proxy.cutAll();
-          await sleep(50); // the handler is between queries when its connection goes
+          await cutAndObserve(); // the handler is between queries when its connection goes
         },
       });
       try {
@@ -330,8 +350,7 @@ describe('Faults between the app and Postgres', () => {
           inHandler = undefined;
           if (fault === 'cut') {
             proxy.refuse();
-            proxy.cutAll();
-            await sleep(20);
+            await cutAndObserve();
             proxy.pass();
           } else if (fault === 'terminate') {
             // What a failover or an administrator does: Postgres itself ends the app's sessions.
@@ -400,13 +419,15 @@ describe('Faults between the app and Postgres', () => {
     it('regression: duplicates are still woken at once after the LISTEN connection was cut', async () => {
       const pool = appPool();
       const store = new PostgresStore({ pool, schema, replayCacheEntries: 0 });
+      const observed = observedStore(store);
       const app = new Koa();
       app.silent = true;
       const router = new Router();
       const handlerStarted = new Map<string, () => void>();
-      router.post('/slow', idempotency({ store, onInProgress: 'wait', waitMs: 6_000 }), async (ctx) => {
+      const handlerMayFinish = new Map<string, Promise<void>>();
+      router.post('/slow', idempotency({ store: observed.store, onInProgress: 'wait', waitMs: 6_000 }), async (ctx) => {
         handlerStarted.get(ctx.idempotency!.key)?.();
-        await sleep(300); // a slow handler, for the duplicate to wait on
+        await handlerMayFinish.get(ctx.idempotency!.key); // held until the duplicate waits on it
         ctx.status = 201;
         ctx.body = { key: ctx.idempotency!.key };
       });
@@ -414,20 +435,30 @@ describe('Faults between the app and Postgres', () => {
       app.use(router.routes());
       const server = await serve(app);
       try {
-        /** A first request and a duplicate sent once the first's handler runs; returns how long the duplicate waited. */
+        /**
+         * A first request, and a duplicate sent once the first's handler runs; the handler finishes once the
+         * duplicate waits. Returns how long the duplicate took from the handler's end to its own answer.
+         */
         const duplicateWaitMs = async (key: string) => {
-          const running = new Promise<void>((resolve) => handlerStarted.set(key, resolve));
+          const running = signal();
+          const mayFinish = signal();
+          handlerStarted.set(key, () => running.fire());
+          handlerMayFinish.set(key, mayFinish.promise);
           const first = timedPost(`${server.url}/slow`, {}, { key });
-          await Promise.race([running, first]); // a first request that fails before its handler must not hang the test
-          const duplicate = await timedPost(`${server.url}/slow`, {}, { key });
+          await Promise.race([running.promise, first]); // a first request that fails before its handler must not hang the test
+          const waiting = observed.waiting();
+          const duplicate = timedPost(`${server.url}/slow`, {}, { key });
+          await Promise.race([waiting, duplicate]);
+          const releasedAtMs = performance.now();
+          mayFinish.fire();
           expect((await first).status).toBe(201);
-          expect(duplicate.status).toBe(201);
-          expect(duplicate.headers.get('idempotent-replayed')).toBe('true');
-          return duplicate.elapsedMs;
+          const answer = await duplicate;
+          expect(answer.status).toBe(201);
+          expect(answer.headers.get('idempotent-replayed')).toBe('true');
+          return performance.now() - releasedAtMs;
         };
         expect(await duplicateWaitMs('wait-before-cut')).toBeLessThan(3_000);
-        proxy.cutAll(); // the pool's clients and the store's LISTEN connection go
-        await sleep(200);
+        await cutAndObserve(); // the pool's clients and the store's LISTEN connection go
         expect(await duplicateWaitMs('wait-after-cut-1')).toBeLessThan(3_000);
         expect(await duplicateWaitMs('wait-after-cut-2')).toBeLessThan(3_000);
       } finally {
@@ -445,8 +476,7 @@ describe('Faults between the app and Postgres', () => {
       const database = await openExampleDatabase({ DATABASE_URL: proxy.urlFor(DATABASE_URL) });
       try {
         await database.sql.query('SELECT 1');
-        proxy.cutAll(); // the pool's idle client loses its connection
-        await sleep(100);
+        await cutAndObserve(); // the pool's idle client loses its connection
         expect(crashes).toEqual([]);
         expect((await database.sql.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
       } finally {
@@ -459,19 +489,25 @@ describe('Faults between the app and Postgres', () => {
   describe('pool exhausted', () => {
     it('bounds the wait for a client and answers 503, never hangs, and runs no handler it refused', async () => {
       let executions = 0;
+      let answered = 0;
+      const handlersMayFinish = signal();
       const pool = appPool({ max: 2, connectionTimeoutMillis: 300 });
       const server = await paymentsServer({
         pool,
         afterInsert: async () => {
           executions++;
-          await sleep(800); // holds the transaction's client, as a slow handler would
+          await handlersMayFinish.promise; // holds the transaction's client, as a slow handler would
         },
       });
       try {
         const body = { amount: 500, currency: 'EUR' };
-        const answers = await Promise.all(
-          Array.from({ length: 8 }, (_, i) => timedPost(`${server.url}/payments`, body, { key: `busy-pool-${i}`, account: `acct_pool_${i}` })),
+        const sent = Array.from({ length: 8 }, (_, i) =>
+          timedPost(`${server.url}/payments`, body, { key: `busy-pool-${i}`, account: `acct_pool_${i}` }).finally(() => answered++),
         );
+        // The handlers hold their clients until every other request has had its answer (a refusal, once its wait ran out).
+        await until(() => (answered + executions === sent.length ? true : undefined), 'every request refused or in its handler', REQUEST_BOUND_MS);
+        handlersMayFinish.fire();
+        const answers = await Promise.all(sent);
         const statuses = answers.map((answer) => answer.status);
         expect(statuses.every((status) => status === 201 || status === 503)).toBe(true);
         expect(statuses.filter((status) => status === 503).length).toBeGreaterThan(0);

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotentFetch } from '../src/entries/client.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
-import { signal, waiterApp } from './helpers/waiter-harness.js';
+import { waiterApp } from './helpers/waiter-harness.js';
+import { signal } from './helpers/events.js';
 
 /**
  * Both ends of a 409 in progress, end to end: the server advertises a short Retry-After (not the owner's

@@ -4,7 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { IdempotencyConfigError, type ChangeWatch, type ClaimRequest } from '../src/index.js';
 import { PostgresStore, type PostgresStoreOptions } from '../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './helpers/databases.js';
-import { observedStore, post, report, signal, until, waiterApp } from './helpers/waiter-harness.js';
+import { observedStore, post, report, waiterApp } from './helpers/waiter-harness.js';
+import { signal, until } from './helpers/events.js';
 
 /**
  * The store's one listening session per process, where waiting duplicates announce themselves: it must never

@@ -6,9 +6,10 @@ import { problemType, type Completion, type IdempotencyOptions, type Idempotency
 import { PostgresStore } from '../src/entries/postgres.js';
 import { createTestApp, type TestAppOptions } from './helpers/app.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { until } from './helpers/events.js';
 import { postJson, serve } from './helpers/http.js';
+import { recordsExpired } from './helpers/record-clock.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
 
@@ -34,13 +35,15 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
 
   describe('one execution per key', () => {
     it('runs 50 concurrent identical requests exactly once; the others get 409 or the replay', async () => {
+      let answered = 0;
       const { url, executions } = await start({}, async (ctx) => {
-        await sleep(50);
+        // The one execution lasts until the 49 others have their answers: each arrives while it runs.
+        await until(() => (answered === 49 ? true : undefined), 'the 49 duplicates answered');
         ctx.status = 201;
         ctx.body = { ok: true };
       });
       const key = newKey('burst');
-      const answers = await Promise.all(Array.from({ length: 50 }, () => postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' })));
+      const answers = await Promise.all(Array.from({ length: 50 }, () => postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' }).finally(() => answered++)));
       expect(executions).toHaveLength(1);
       const statuses = answers.map((a) => a.status);
       expect(statuses.filter((s) => s === 201)).not.toHaveLength(0);
@@ -306,7 +309,7 @@ describe.each(databaseTargets())('idempotency middleware on $name', (target) => 
       const { url, executions } = await start({ ttlSeconds: 1, leaseMs: 500 }); // the TTL must outlast the lease
       const key = newKey('ttl');
       await postJson(`${url}/orders`, { amount: 5 }, { key, account: 'a' });
-      await sleep(1_100);
+      await recordsExpired(db.sql, `"${db.schema}".idempotency_records`, [key]);
       const later = await postJson(`${url}/orders`, { amount: 6 }, { key, account: 'a' });
       expect(later.status).toBe(201);
       expect(later.headers.get('idempotent-replayed')).toBeNull();

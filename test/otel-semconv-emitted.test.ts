@@ -13,7 +13,7 @@ import { postJson, serve } from './helpers/http.js';
 /**
  * What the SDK's HTTP and Koa instrumentations really emit, read from a real SDK after real requests, against
  * what the dashboards read. SDK 3's contrib instrumentations emit only the stable HTTP semantic conventions
- * (test/dashboards-semconv.test.ts checks the dashboards' text for the old names; this checks that the names it
+ * (test/unit/dashboards-semconv.test.ts checks the dashboards' text for the old names; this checks that the names it
  * forbids are indeed gone and that the labels the dashboards group by are on the series they query). SDK 2's
  * latest instrumentations (http 0.222+) emit the stable names too, so CI's SDK 2 leg runs this file as well.
  */

@@ -3,7 +3,9 @@ import { IdempotencyConfigError, type ClaimRequest } from '../src/index.js';
 import { type PartitioningOptions, type PostgresStore } from '../src/entries/postgres.js';
 import { createTestApp } from './helpers/app.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { until } from './helpers/events.js';
 import { postJson, serve } from './helpers/http.js';
+import { leaseLapsed, recordsExpired } from './helpers/record-clock.js';
 
 /**
  * The records table partitioned by creation time. The behaviours shared with the plain table run in
@@ -11,17 +13,14 @@ import { postJson, serve } from './helpers/http.js';
  * partitions and checks the maintenance's limits.
  */
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const response = { status: 201, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":true}') };
 const ONE_SECOND: PartitioningOptions = { intervalSeconds: 1, premadePartitions: 5 };
 
+/** `${prefix}-0` to `${prefix}-${count - 1}`: the keys of a batch of claims. */
+const keysOf = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+
 function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
   return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3600, ...overrides };
-}
-
-/** Sleeps until just after the next whole second, so that new records land in the next one-second partition. */
-async function nextSecond(): Promise<void> {
-  await sleep(1_000 - (Date.now() % 1_000) + 20);
 }
 
 describe.each(databaseTargets())('a table partitioned by time on $name', (target) => {
@@ -42,6 +41,24 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
     const table = `records_${++tables}`;
     return { store: await db.store({ table, replayCacheEntries: 0, partitioning: options, ...extra }), table };
   }
+
+  /** The whole second Postgres's clock is in: the one-second partition a record claimed now lands in. */
+  async function currentSecond(): Promise<number> {
+    const { rows } = await db.sql.query<{ second: string }>(`SELECT floor(extract(epoch FROM now()))::text AS second`);
+    return Number(rows[0]!.second);
+  }
+
+  /** Resolves once Postgres's clock is `seconds` whole seconds on: records claimed then land that many partitions later. */
+  async function secondsPass(seconds: number): Promise<void> {
+    const from = await currentSecond();
+    await until(async () => ((await currentSecond()) >= from + seconds ? true : undefined), `${seconds} s on Postgres's clock`, seconds * 1_000 + 10_000);
+  }
+
+  /** The next whole second, so that new records land in the next one-second partition. */
+  const nextSecond = () => secondsPass(1);
+
+  /** Waits, by Postgres's clock, until the records of `keys` in `table` have expired (and, with one-second partitions, their partitions have ended). */
+  const expired = (table: string, keys: string[]) => recordsExpired(db.sql, `"${db.schema}"."${table}"`, keys);
 
   async function partitionsOf(table: string): Promise<string[]> {
     const { rows } = await db.sql.query<{ name: string }>(
@@ -105,7 +122,8 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       // Eight bursts over ~2 s: the claims start in one partition and go on in the next two.
       const results = await Promise.all(
         Array.from({ length: 8 }, async (_, burst) => {
-          await sleep(burst * 250);
+          // The spread over time is the case: bursts that cross partition boundaries.
+          await new Promise((resolve) => setTimeout(resolve, burst * 250));
           return Promise.all(Array.from({ length: 25 }, () => store.claim(request('spread'))));
         }),
       );
@@ -119,7 +137,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.complete(first.lease, { replayable: true, response });
       const [before] = await rowsOf(table, 'expired');
-      await sleep(1_100);
+      await expired(table, ['expired']);
 
       const fresh = await store.claim(request('expired', { fingerprint: 'fp-other' }));
       expect(fresh.kind).toBe('claimed');
@@ -138,7 +156,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.saveStep(first.lease, 'charge', { id: 'ch_1' });
       const [before] = await rowsOf(table, 'lapsed');
-      await sleep(150); // the lease lapses
+      await leaseLapsed(db.sql, `"${db.schema}"."${table}"`, 'lapsed');
       await nextSecond();
 
       const takeover = await store.claim(request('lapsed'));
@@ -191,7 +209,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       await store.claim(request('live', { ttlSeconds: 3600 }));
       const [live] = await rowsOf(table, 'live');
       expect(expiredPartitions.has(live!.partition)).toBe(false);
-      await sleep(1_200);
+      await expired(table, keysOf('old', 20));
 
       expect(await store.sweep()).toBe(20);
       const remaining = await partitionsOf(table);
@@ -204,7 +222,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
 
     it('creates partitions ahead as time passes', async () => {
       const { store, table } = await partitionedStore({ intervalSeconds: 1, premadePartitions: 2 });
-      await sleep(2_100); // time passes: the partitions made at creation are behind
+      await secondsPass(2); // time passes: the partitions made at creation are behind
       // Read before the run: a second that ends during it (a loaded machine) makes it create later ones, never fewer.
       const second = Math.floor(Date.now() / 1_000);
       const report = await store.maintainPartitions();
@@ -222,7 +240,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
 
       const report = await store.maintainPartitions();
       expect(report.skipped).toEqual([current]);
-      await sleep(1_100);
+      await expired(table, keysOf('stray', 5));
       expect(await store.sweep()).toBe(5);
     });
 
@@ -233,7 +251,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
         const other = await db.store({ table, replayCacheEntries: 0, partitioning: { intervalSeconds: 1, premadePartitions: 3 } });
         for (let i = 0; i < 10; i++) await store.claim(request(`both-${i}`, { ttlSeconds: 1, leaseMs: 100 }));
         const holding = new Set(await Promise.all(Array.from({ length: 10 }, async (_, i) => (await rowsOf(table, `both-${i}`))[0]!.partition)));
-        await sleep(2_100);
+        await expired(table, keysOf('both', 10));
         const [first, second, third, fourth] = await Promise.all([store.maintainPartitions(), other.maintainPartitions(), store.sweepReport(), other.sweepReport()]);
         // What a lock timeout left to the next run is dropped by this one, which runs alone.
         const secondBeforeLast = Math.floor(Date.now() / 1_000);
@@ -260,7 +278,7 @@ describe.each(databaseTargets())('a table partitioned by time on $name', (target
       const { store, table } = await partitionedStore({ intervalSeconds: 1, premadePartitions: 3, lockTimeoutMs: 100 });
       await store.claim(request('short', { ttlSeconds: 1, leaseMs: 100 }));
       const [short] = await rowsOf(table, 'short');
-      await sleep(2_100);
+      await expired(table, ['short']);
       const holder = await store.claimInTransaction(request('holder'));
       if (holder.kind !== 'claimed') throw new Error('expected a claim');
 

@@ -15,6 +15,7 @@ import { ATTR, BAGGAGE_CORRELATION_ID, correlationIdFor } from '../src/entries/o
 import { readKey } from '../src/key.js';
 import { upstreamCorrelationId } from '../src/telemetry/correlation.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { until } from './helpers/events.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -245,15 +246,20 @@ describe.each(databaseTargets())('on $name', (target) => {
     it('never echoes the key in a problem response', async () => {
       let release!: () => void;
       const held = new Promise<void>((resolve) => (release = resolve));
+      let started!: () => void;
+      const holding = new Promise<void>((resolve) => (started = resolve));
       const { server } = await app({
         handler: async (ctx) => {
-          if ((ctx.request.body as { hold?: boolean }).hold) await held;
+          if ((ctx.request.body as { hold?: boolean }).hold) {
+            started();
+            await held;
+          }
           ctx.status = 201;
         },
       });
       try {
         const running = postJson(`${server.url}/op`, { hold: true }, { key: `${secretKey}-1` });
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await Promise.race([holding, running]); // the duplicate comes while the first runs
         const conflict = await postJson(`${server.url}/op`, { hold: true }, { key: `${secretKey}-1` });
         release();
         await running;
@@ -330,7 +336,7 @@ describe('NOTIFY payloads', () => {
       await store.complete(claim.lease, { replayable: false, status: 201 });
       expect(await watch.next(5_000)).toBe('changed');
       watch.close();
-      for (let tries = 0; tries < 50 && payloads.length === 0; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+      await until(() => (payloads.length > 0 ? true : undefined), 'the notification payload', 1_000);
 
       expect(payloads).toHaveLength(1);
       expect(payloads[0]).toMatch(/^[0-9a-f]{32}$/);

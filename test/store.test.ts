@@ -3,8 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CompletionRolledBackError, FencedError, IdempotencyConfigError, type ClaimRequest } from '../src/index.js';
 import { migrationSql, PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { leaseLapsed, recordsExpired } from './helpers/record-clock.js';
 
 function request(key: string, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
   return { scope: 'tenant-a', key, fingerprint: 'fp-1', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 3600, ...overrides };
@@ -49,6 +48,9 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
     store = await db.store({ replayCacheEntries: 0, partitioning: target.partitioning });
   });
   afterAll(() => db?.close());
+
+  /** Waits, by Postgres's clock, for the lease of `key`'s record to run out. */
+  const lapsed = (key: string) => leaseLapsed(db.sql, `"${db.schema}".idempotency_records`, key);
 
   describe('claim()', () => {
     it('claims a new key and reports the first attempt', async () => {
@@ -112,7 +114,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       const first = await store.claim(request('lapsed-key', { leaseMs: 200 }));
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       expect((await store.claim(request('lapsed-key'))).kind).toBe('existing');
-      await sleep(350);
+      await lapsed('lapsed-key');
       const takeover = await store.claim(request('lapsed-key'));
       expect(takeover.kind).toBe('claimed');
       if (takeover.kind !== 'claimed') return;
@@ -122,7 +124,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
 
     it('never lets a different request take over a lapsed lease', async () => {
       await store.claim(request('lapsed-mismatch', { leaseMs: 100 }));
-      await sleep(250);
+      await lapsed('lapsed-mismatch');
       const other = await store.claim(request('lapsed-mismatch', { fingerprint: 'fp-2' }));
       expect(other.kind).toBe('existing');
     });
@@ -131,7 +133,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       const first = await store.claim(request('expiring', { ttlSeconds: 1 }));
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.complete(first.lease, { replayable: true, response });
-      await sleep(1_100);
+      await recordsExpired(db.sql, `"${db.schema}".idempotency_records`, ['expiring']);
       const fresh = await store.claim(request('expiring', { fingerprint: 'fp-other' }));
       expect(fresh.kind).toBe('claimed');
       if (fresh.kind !== 'claimed') return;
@@ -144,7 +146,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
     it('refuses the late completion of a worker whose record was taken over, and changes nothing', async () => {
       const zombie = await store.claim(request('zombie', { leaseMs: 100 }));
       if (zombie.kind !== 'claimed') throw new Error('expected a claim');
-      await sleep(250);
+      await lapsed('zombie');
       const taker = await store.claim(request('zombie'));
       if (taker.kind !== 'claimed') throw new Error('expected a takeover');
 
@@ -191,7 +193,7 @@ describe.each(databaseTargets().flatMap((target) => layouts.map((layout) => ({ .
       const first = await store.claim(request('stepped', { leaseMs: 100 }));
       if (first.kind !== 'claimed') throw new Error('expected a claim');
       await store.saveStep(first.lease, 'charge', { chargeId: 'ch_1' });
-      await sleep(250);
+      await lapsed('stepped');
       const takeover = await store.claim(request('stepped'));
       if (takeover.kind !== 'claimed') throw new Error('expected a takeover');
       expect(takeover.record.steps).toEqual({ charge: { chargeId: 'ch_1' } });
@@ -256,7 +258,11 @@ describe.each(databaseTargets())('PostgresStore on $name, a plain table', (targe
         if (claim.kind === 'claimed') await sweeper.complete(claim.lease, { replayable: true, response });
       }
       await sweeper.claim(request('live', { ttlSeconds: 3600 }));
-      await sleep(1_100);
+      await recordsExpired(
+        db.sql,
+        `"${db.schema}".sweep_records`,
+        Array.from({ length: 25 }, (_, i) => `old-${i}`),
+      );
       expect(await sweeper.sweep({ batchSize: 10, maxBatches: 1 })).toBe(10);
       expect(await sweeper.sweep({ batchSize: 10 })).toBe(15);
       expect(await sweeper.find('tenant-a', 'live')).toBeDefined();
@@ -266,7 +272,7 @@ describe.each(databaseTargets())('PostgresStore on $name, a plain table', (targe
     it('pauses between batches, so a large backlog does not crowd out claims', async () => {
       const sweeper = await db.store({ table: 'paced_sweep_records' });
       for (let i = 0; i < 12; i++) await sweeper.claim(request(`paced-${i}`, { ttlSeconds: 1, leaseMs: 100 }));
-      await sleep(1_100);
+      await recordsExpired(db.sql, `"${db.schema}".paced_sweep_records`);
       const startedMs = performance.now();
       expect(await sweeper.sweep({ batchSize: 5, pauseMs: 150 })).toBe(12);
       // Three batches (5, 5, 2): two pauses.

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClaimRequest } from '../src/index.js';
 import { METRIC } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { recordsExpired } from './helpers/record-clock.js';
 import { freshMetricsPerTest } from './telemetry-harness.js';
 
 /**
@@ -35,7 +36,7 @@ describe.each(databaseTargets())('records swept on $name', (target) => {
     expect(await sweptTotal()).toBe(0);
 
     for (let i = 0; i < 3; i++) await store.claim(expiringRequest(`expiring-${i}`));
-    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await recordsExpired(db.sql, `"${db.schema}".swept_plain`);
     expect(await store.sweep()).toBe(3);
     expect(await sweptTotal()).toBe(3);
   });

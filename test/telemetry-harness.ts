@@ -56,11 +56,30 @@ export function freshMetricsPerTest(): () => OnDemandMetricReader {
   return () => reader;
 }
 
+/** The spans started and not yet ended, by trace ID: a trace is whole once none of its spans is open. */
+const openSpans = new Map<string, Set<string>>();
+
+const openSpanTracker: SpanProcessor = {
+  onStart(span) {
+    const { traceId, spanId } = span.spanContext();
+    const open = openSpans.get(traceId) ?? new Set<string>();
+    openSpans.set(traceId, open.add(spanId));
+  },
+  onEnd(span) {
+    const { traceId, spanId } = span.spanContext();
+    const open = openSpans.get(traceId);
+    open?.delete(spanId);
+    if (open?.size === 0) openSpans.delete(traceId);
+  },
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+};
+
 export function startTestTelemetry(): TestTelemetry {
   const tracing = idempotencyTracing();
   const exporter = new InMemorySpanExporter();
   // Typed as the SDK's SpanProcessor: proves the structural implementation fits sdk-trace 3.x (the SDK 2 leg runs it on 2.x).
-  const spanProcessors: SpanProcessor[] = [tracing.spanProcessor, simpleSpanProcessor(exporter)];
+  const spanProcessors: SpanProcessor[] = [tracing.spanProcessor, simpleSpanProcessor(exporter), openSpanTracker];
   registerTracerProvider({ spanProcessors });
   const metricReader = new OnDemandMetricReader();
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [metricReader] }));
@@ -98,22 +117,21 @@ export function serverSpan(spans: ReadableSpan[], path: string): ReadableSpan | 
 }
 
 /**
- * Waits until the trace's server spans for `paths` have ended: a server span ends when the response
- * finishes, which can be a moment after the client has read it.
+ * Waits until the trace's server spans for `paths` have ended, and every other span of the trace started so
+ * far: a server span ends when the response finishes, which can be a moment after the client has read it,
+ * and spans of the same response may end after it.
  */
 export async function waitForServerSpans(exporter: InMemorySpanExporter, traceId: string, paths: string[], timeoutMs = 5_000): Promise<ReadableSpan[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const spans = spansOfTrace(exporter, traceId);
-    if (paths.every((path) => serverSpan(spans, path))) {
-      await new Promise((resolve) => setTimeout(resolve, 50)); // spans of the same response still ending
-      return spansOfTrace(exporter, traceId);
-    }
+    if (paths.every((path) => serverSpan(spans, path)) && !openSpans.has(traceId)) return spans;
     if (Date.now() > deadline) {
       const seen = spans.map((span) => `${span.name} [${SpanKind[span.kind]}]`).join(', ');
-      throw new Error(`trace ${traceId}: no server span for ${paths.join(', ')} after ${timeoutMs} ms; spans: ${seen}`);
+      const open = openSpans.get(traceId)?.size ?? 0;
+      throw new Error(`trace ${traceId}: no server span for ${paths.join(', ')}, or ${open} spans still open, after ${timeoutMs} ms; ended: ${seen}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
 

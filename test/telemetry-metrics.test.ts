@@ -4,6 +4,7 @@ import { gate, startTestTelemetry } from './telemetry-harness.js';
 import { ATTR, METRIC, OUTCOME } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
+import { countWatches, until } from './helpers/events.js';
 
 /**
  * The library's metrics, read back through a real MetricReader after real requests: the request counter
@@ -17,6 +18,8 @@ const { createPaymentsApp, paymentsSchemaSql } = await import('../examples/payme
 const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
 const ACCOUNT = 'acct_metrics';
 const PAYMENT = { amount: 500, currency: 'USD' };
+/** How long the waiting duplicate is kept waiting, for its wait-duration histogram to show. */
+const WAITED_MS = 150;
 
 function points(metrics: ResourceMetrics, name: string): DataPoint<unknown>[] {
   return metrics.scopeMetrics
@@ -41,6 +44,7 @@ describe(`idempotency metrics on ${target.name}`, () => {
   let held: ReturnType<typeof gate> | undefined;
   const keys: string[] = [];
   let metrics: ResourceMetrics;
+  let watches: () => number = () => 0;
 
   const post = (url: string, key: string | undefined, body: unknown = PAYMENT) => {
     if (key) keys.push(key);
@@ -52,9 +56,13 @@ describe(`idempotency metrics on ${target.name}`, () => {
     held = gate();
     const first = post(url, key);
     await held.reached;
-    const duplicate = post(url, key);
-    // In 'wait' mode the duplicate is parked until the first completes; give it time to start waiting.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const watchesBefore = watches();
+    let answered = false;
+    const duplicate = post(url, key).finally(() => (answered = true));
+    // The first completes once the duplicate has its answer (409) or, in 'wait' mode, waits on the record.
+    await until(() => (answered || watches() > watchesBefore ? true : undefined), 'the duplicate answered or waiting');
+    // A waiting duplicate waits a known while more: the histogram must measure it (its length is the case under test).
+    if (!answered) await new Promise((resolve) => setTimeout(resolve, WAITED_MS));
     held.open();
     const statuses = await Promise.all([first, duplicate]);
     held = undefined;
@@ -64,7 +72,9 @@ describe(`idempotency metrics on ${target.name}`, () => {
   beforeAll(async () => {
     database = await target.open('telemetry_metrics');
     for (const statement of paymentsSchemaSql(database.schema).split(';\n')) await database.sql.query(statement);
-    const base = { store: await database.store(), sql: database.sql, schema: database.schema };
+    const store = await database.store();
+    watches = countWatches(store);
+    const base = { store, sql: database.sql, schema: database.schema };
     const afterInsert = () => held?.hold();
     const failInsert = () => {
       throw new Error('the payment provider is down');
@@ -134,7 +144,7 @@ describe(`idempotency metrics on ${target.name}`, () => {
   it('records the wait of the duplicate that waited, with the outcome it got', () => {
     expect(sumBy(points(metrics, METRIC.WAIT_DURATION), ATTR.OUTCOME)).toEqual({ [OUTCOME.REPLAYED]: 1 });
     const [waited] = points(metrics, METRIC.WAIT_DURATION);
-    expect((waited!.value as Histogram).sum).toBeGreaterThan(0.1); // it waited for the held first request
+    expect((waited!.value as Histogram).sum).toBeGreaterThanOrEqual(WAITED_MS / 1_000); // it waited for the held first request
   });
 
   it('brings the in-flight gauge back to zero', () => {

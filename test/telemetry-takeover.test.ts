@@ -4,6 +4,7 @@ import { FINGERPRINT_VERSION, fingerprint } from '../src/index.js';
 import { type PostgresStore } from '../src/entries/postgres.js';
 import { ATTR, correlationIdFor, EVENT, OUTCOME } from '../src/entries/otel.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { leaseLapsed } from './helpers/record-clock.js';
 
 /**
  * A takeover as the on-call engineer sees it: a worker claimed a key and died (its lease lapses); the
@@ -42,7 +43,7 @@ describe(`takeover telemetry on ${target.name}`, () => {
       leaseMs: 100,
       ttlSeconds: 60,
     });
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await leaseLapsed(database.sql, `"${database.schema}".idempotency_records`, key);
 
     const trace = newTrace();
     const response = await asUntracedClient(() =>

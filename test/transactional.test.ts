@@ -6,8 +6,8 @@ import { idempotency, type IdempotencyOptions } from '../src/index.js';
 import { type PostgresStore } from '../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
+import { countWatches, signal, until } from './helpers/events.js';
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
 
@@ -29,8 +29,13 @@ describe.each(databaseTargets({ pipelined: true }))('transactional mode on $name
   /** POST /charges writes one row through ctx.idempotency.db, then answers what `outcome` says. */
   async function start(outcome: (ctx: Koa.Context, n: number) => void | Promise<void> = () => undefined, options: Partial<IdempotencyOptions> = {}) {
     let executions = 0;
+    let arrivals = 0;
     const app = new Koa();
     app.silent = true;
+    app.use(async (ctx, next) => {
+      arrivals++;
+      await next();
+    });
     const router = new Router();
     router.post('/charges', idempotency({ store, transactional: true, scope: (ctx) => ctx.get('Authorization'), ...options }), async (ctx) => {
       executions++;
@@ -47,10 +52,21 @@ describe.each(databaseTargets({ pipelined: true }))('transactional mode on $name
     app.use(router.routes());
     const server = await serve(app);
     servers.push(server);
-    return { url: `${server.url}/charges`, executions: () => executions };
+    return { url: `${server.url}/charges`, executions: () => executions, arrivals: () => arrivals };
   }
 
   const charges = (key: string) => rowsWithKey(db.sql, `"${db.schema}".charges`, key);
+
+  /** A handler outcome that signals `started`, then holds its transaction open until the test calls `finish()`. */
+  function heldOpen() {
+    const started = signal();
+    const finished = signal();
+    const outcome = async () => {
+      started.fire();
+      await finished.promise;
+    };
+    return { outcome, started: () => started.promise, finish: () => finished.fire() };
+  }
 
   async function record(key: string) {
     return store.find('Bearer a', key);
@@ -125,13 +141,19 @@ describe.each(databaseTargets({ pipelined: true }))('transactional mode on $name
     `concurrent duplicates${oneConnection ? ' (skipped on PGlite: one connection, a second transaction waits for the first by design)' : ''}`,
     () => {
       it('answers a duplicate 409 at once instead of blocking on the first transaction', async () => {
-        const { url, executions } = await start(() => sleep(1_500));
+        const held = heldOpen();
+        const { url, executions } = await start(held.outcome);
         const key = newKey('busy');
         const finished: string[] = [];
         const first = postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('first'), r));
-        await sleep(300);
+        await held.started();
         const startedMs = performance.now();
-        const duplicate = await postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('duplicate'), r));
+        const answer = postJson(url, { amount: 10 }, { key, account: 'a' }).then((r) => (finished.push('duplicate'), r));
+        // The first transaction stays open until the duplicate answers; one blocked on it is let go at a
+        // deadline, so that the test fails on the duplicate's time rather than hanging.
+        await Promise.race([answer, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+        held.finish();
+        const duplicate = await answer;
         const duplicateMs = performance.now() - startedMs;
         expect(duplicate.status).toBe(409);
         expect(duplicate.headers.get('retry-after')).toBe('1');
@@ -146,12 +168,19 @@ describe.each(databaseTargets({ pipelined: true }))('transactional mode on $name
 
   describe('waiting duplicates', () => {
     it('holds duplicates until the first transaction commits, then replays its response to each', async () => {
-      const { url, executions } = await start(() => sleep(600), { onInProgress: 'wait', waitMs: 10_000 });
+      const held = heldOpen();
+      const waiters = countWatches(store);
+      const { url, executions, arrivals } = await start(held.outcome, { onInProgress: 'wait', waitMs: 10_000 });
       const key = newKey('wait');
       const first = postJson(url, { amount: 10 }, { key, account: 'a' });
-      await sleep(200);
+      await held.started();
       const waitStartedMs = performance.now();
-      const duplicates = await Promise.all(Array.from({ length: 5 }, () => postJson(url, { amount: 10 }, { key, account: 'a' })));
+      const answers = Promise.all(Array.from({ length: 5 }, () => postJson(url, { amount: 10 }, { key, account: 'a' })));
+      // The first transaction commits once the five wait: on a server, each watches the record; on PGlite's one
+      // connection, each has arrived and queues behind the open transaction.
+      await until(() => ((oneConnection ? arrivals() === 6 : waiters() >= 5) ? true : undefined), 'five waiting duplicates', 10_000);
+      held.finish();
+      const duplicates = await answers;
       const original = await first;
       // Woken by the commit, far before waitMs (10 s) runs out.
       expect(performance.now() - waitStartedMs).toBeLessThan(5_000);

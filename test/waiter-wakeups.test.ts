@@ -4,7 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type IdempotencyOptions } from '../src/index.js';
 import { PostgresStore } from '../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, uniqueSchema, type TestDatabase } from './helpers/databases.js';
-import { observedStore, post, report, signal, until, waiterApp, type Handler } from './helpers/waiter-harness.js';
+import { observedStore, post, report, waiterApp, type Handler } from './helpers/waiter-harness.js';
+import { signal, until } from './helpers/events.js';
 
 /**
  * A waiting duplicate (onInProgress: 'wait') learns of a change within a bound, whatever happens to the

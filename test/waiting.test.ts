@@ -6,8 +6,8 @@ import { idempotency, problemType } from '../src/index.js';
 import { PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
 import { databaseTargets, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
+import { countWatches, signal, until } from './helpers/events.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
 
@@ -42,18 +42,26 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
   });
   afterAll(() => db?.close());
 
-  async function start(handlerDelayMs: number, waitMs: number, waitStrategy: 'notify' | 'poll' = 'notify', waitRecheckMs?: number) {
+  /**
+   * An app whose handler signals `started` and then runs until the test calls `finish()`: a slow first
+   * request that ends at the moment the test chooses. `waiters()` counts the duplicates that began to wait.
+   */
+  async function start(waitMs: number, waitStrategy: 'notify' | 'poll' = 'notify', waitRecheckMs?: number) {
     const counter = countingClaims(db.sql);
     const store = new PostgresStore({ database: counter.database, schema: db.schema, waitStrategy, replayCacheEntries: 0 });
     await store.migrate();
     stores.push(store);
+    const waiters = countWatches(store);
+    const started = signal();
+    const finished = signal();
     let executions = 0;
     const app = new Koa();
     app.silent = true;
     const router = new Router();
     router.post('/slow', idempotency({ store, onInProgress: 'wait', waitMs, waitRecheckMs }), async (ctx) => {
       executions++;
-      await sleep(handlerDelayMs);
+      started.fire();
+      await finished.promise;
       ctx.status = 201;
       ctx.body = { execution: executions, at: Date.now() };
     });
@@ -61,19 +69,29 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
     app.use(router.routes());
     const server = await serve(app);
     servers.push(server);
-    return { url: `${server.url}/slow`, executions: () => executions, claims: counter.claims };
+    return {
+      url: `${server.url}/slow`,
+      executions: () => executions,
+      claims: counter.claims,
+      started: () => started.promise,
+      finish: () => finished.fire(),
+      /** Resolves once `count` duplicates wait on the record. */
+      waiting: (count: number) => until(() => (waiters() >= count ? true : undefined), `${count} waiting duplicates`, 10_000),
+    };
   }
 
   describe('waiting', () => {
     it('gives every duplicate that arrives during a slow first request its replay', async () => {
-      const { url, executions } = await start(800, 10_000);
+      const { url, executions, started, finish, waiting } = await start(10_000);
       const key = newKey('wait');
       const first = postJson(url, { n: 1 }, { key });
-      await sleep(150);
-      const duplicates = await Promise.all(Array.from({ length: 8 }, () => postJson(url, { n: 1 }, { key })));
+      await started();
+      const duplicates = Promise.all(Array.from({ length: 8 }, () => postJson(url, { n: 1 }, { key })));
+      await waiting(8);
+      finish();
       const original = await first;
       expect(original.status).toBe(201);
-      for (const duplicate of duplicates) {
+      for (const duplicate of await duplicates) {
         expect(duplicate.status).toBe(201);
         expect(duplicate.text).toBe(original.text);
         expect(duplicate.headers.get('idempotent-replayed')).toBe('true');
@@ -82,14 +100,17 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
     });
 
     it("wakes a waiter by NOTIFY between two of its re-reads, which back off (eight claims, not a poller's fourteen)", async () => {
-      // Re-reads after 25, 50, 100, 200, 400 and 800 ms: the completion, 1.3 s into the wait, lands inside
-      // the last pause, which only the NOTIFY cuts short (without it the wake-up would come ~275 ms late).
-      const { url, claims } = await start(1_500, 10_000, 'notify', 10_000);
+      // Re-reads after 25, 50, 100, 200, 400 and 800 ms: the completion comes once the fifth re-read is done,
+      // inside the 800 ms pause, which only the NOTIFY cuts short.
+      const { url, claims, started, finish } = await start(10_000, 'notify', 10_000);
       const key = newKey('notify');
       const first = postJson(url, { n: 1 }, { key });
-      await sleep(200);
+      await started();
       const claimsBefore = claims();
       const waiter = postJson(url, { n: 1 }, { key });
+      // Its claim, the re-read after subscribing and five re-reads of the backoff.
+      await until(() => (claims() - claimsBefore >= 7 ? true : undefined), 'the waiter in its last pause', 10_000);
+      finish();
       const original = await first;
       const completedAtMs = performance.now();
       const replay = await waiter;
@@ -101,38 +122,42 @@ describe.each(databaseTargets())("onInProgress: 'wait' (lease mode) on $name", (
     });
 
     it('answers 409 when the wait runs out before the first request completes', async () => {
-      const { url, executions } = await start(1_500, 200);
+      const { url, executions, started, finish } = await start(200);
       const key = newKey('timeout');
       const first = postJson(url, { n: 1 }, { key });
-      await sleep(150);
+      await started();
       const startedMs = performance.now();
       const waiter = await postJson(url, { n: 1 }, { key });
       expect(waiter.status).toBe(409);
       expect(JSON.parse(waiter.text).type).toBe(problemType('inProgress'));
       expect(performance.now() - startedMs).toBeGreaterThanOrEqual(190);
+      finish();
       expect((await first).status).toBe(201);
       expect(executions()).toBe(1);
     });
 
     it('does not wait for a request with a different payload: 422 at once', async () => {
-      const { url } = await start(1_500, 10_000);
+      const { url, started, finish } = await start(10_000);
       const key = newKey('mismatch');
       const first = postJson(url, { n: 1 }, { key });
-      await sleep(150);
+      await started();
       const startedMs = performance.now();
       const other = await postJson(url, { n: 2 }, { key });
       expect(other.status).toBe(422);
       expect(performance.now() - startedMs).toBeLessThan(1_000);
+      finish();
       await first;
     });
 
     it("replays to waiters with the 'poll' strategy too (for connections that cannot LISTEN)", async () => {
-      const { url, executions } = await start(500, 10_000, 'poll');
+      const { url, executions, started, finish, waiting } = await start(10_000, 'poll');
       const key = newKey('poll');
       const first = postJson(url, { n: 1 }, { key });
-      await sleep(100);
-      const waiter = await postJson(url, { n: 1 }, { key });
-      expect(waiter.text).toBe((await first).text);
+      await started();
+      const waiter = postJson(url, { n: 1 }, { key });
+      await waiting(1);
+      finish();
+      expect((await waiter).text).toBe((await first).text);
       expect(executions()).toBe(1);
     });
   });

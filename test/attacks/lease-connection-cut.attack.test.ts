@@ -3,7 +3,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-import { post, signal, waiterApp, type Signal } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, type Signal } from '../helpers/events.js';
 
 /**
  * Lease mode, connections dropped mid-request (a TCP proxy between the app and Postgres). Guarantees: one

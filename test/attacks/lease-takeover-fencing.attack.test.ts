@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IdempotencyStore } from '../../src/index.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
-import { post, signal, until, waiterApp } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, until } from '../helpers/events.js';
 
 /**
  * Lease mode: the owner is alive but slow and its renewals stop (a frozen process: GC pause, a stalled event loop

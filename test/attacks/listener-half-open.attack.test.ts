@@ -4,7 +4,8 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
-import { post, signal, waiterApp, type Signal } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
  * Attack: the store's ONE listening connection goes half-open (a firewall / NAT drops an idle LISTEN connection
@@ -116,11 +117,11 @@ describe('a half-open listening connection (Postgres server)', () => {
     await gate(warm).started.promise;
     const waiter = post(server.url, warm);
     // The waiter is announced once its shared lock is visible.
-    for (let i = 0; i < 500; i++) {
-      const { rows } = await admin.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted`);
-      if (rows.length > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await until(
+      async () => ((await admin.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted`)).rows.length > 0 ? true : undefined),
+      "the waiter's announcement",
+      5_000,
+    );
     gate(warm).release.fire();
     expect((await owner).status).toBe(201);
     expect((await waiter).status).toBe(201);

@@ -3,7 +3,8 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from '../helpers/databases.js';
-import { post, signal, until, waiterApp, type Signal } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
  * Attack: the listening connection is killed (pg_terminate_backend) again and again while many keys have waiting

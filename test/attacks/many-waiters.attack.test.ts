@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
-import { post, signal, until, waiterApp, type Signal } from '../helpers/waiter-harness.js';
+import { post, waiterApp } from '../helpers/waiter-harness.js';
+import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
  * Attack: hundreds of keys wait at once (onInProgress 'wait'). Guarantees: announcements stay under

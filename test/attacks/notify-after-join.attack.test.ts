@@ -7,7 +7,7 @@ import { idempotency } from '../../src/index.js';
 import { type PostgresStore } from '../../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
-import { signal } from '../helpers/waiter-harness.js';
+import { signal } from '../helpers/events.js';
 
 /**
  * The completion's and the release's NOTIFY now go through `… FROM done LEFT JOIN pg_catalog.pg_am ON false`.

@@ -1,3 +1,4 @@
+import { EventEmitter, once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
@@ -27,10 +28,15 @@ export const ROUTES = {
 
 const MAX_DELAY_MS = 5_000;
 
+/** Emits each request's Idempotency-Key as its handler starts: a duplicate is sent once its first runs. */
+const handlerStarts = new EventEmitter();
+
 export function createTrafficApp(store: IdempotencyStore): Koa {
   const router = new Router();
   const handler = async (ctx: Koa.Context) => {
+    handlerStarts.emit(ctx.get('idempotency-key'));
     const { delayMs = 0 } = (ctx.request.body ?? {}) as { delayMs?: number };
+    // A slow handler: the durations, the in-flight gauge and the waits it causes are what the panels show.
     await sleep(Math.min(Math.max(Number(delayMs) || 0, 0), MAX_DELAY_MS));
     ctx.status = 201;
     ctx.body = { ok: true, at: Date.now() };
@@ -90,13 +96,19 @@ export async function sendMixedTraffic(url: string, round: number, log: TrafficL
   record('slow + conflict', ...(await duplicatePair(orders, key('slow'))));
   record('slow + wait', ...(await duplicatePair(`${url}${ROUTES.TRANSFERS}`, key('transfer'))));
 
-  for (let i = 0; i < 2; i++) record('short-lived', (await postJson(`${url}${ROUTES.SESSIONS}`, { i }, { key: key(`session-${i}`) })).status);
+  for (const [i, sessionKey] of shortLivedKeys(round).entries()) record('short-lived', (await postJson(`${url}${ROUTES.SESSIONS}`, { i }, { key: sessionKey })).status);
+}
+
+/** The keys of a round's records that expire after a second, for the sweeper. */
+export function shortLivedKeys(round: number): string[] {
+  return [0, 1].map((i) => `e2e-${round}-session-${i}`);
 }
 
 /** A slow request and, while it runs, a duplicate of it; their statuses in ascending order. */
 async function duplicatePair(url: string, key: string): Promise<number[]> {
+  const running = once(handlerStarts, key);
   const first = postJson(url, { delayMs: 600 }, { key });
-  await sleep(150);
+  await Promise.race([running, first]); // a first request that fails before its handler must not hang the traffic
   const second = postJson(url, { delayMs: 600 }, { key });
   return (await Promise.all([first, second])).map((response) => response.status).sort((a, b) => a - b);
 }
@@ -106,4 +118,4 @@ export function holdClaim(url: string, round: number, holdMs: number) {
   return postJson(`${url}${ROUTES.ORDERS}`, { delayMs: holdMs }, { key: `e2e-${round}-held` });
 }
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,11 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 
-/** Polls `check` every 200 ms until it resolves true (a rejection counts as not yet); throws `message()` after `timeoutMs`. */
+/** Polls `check` every 20 ms until it resolves true (a rejection counts as not yet); throws `message()` after `timeoutMs`. */
 export async function until(check: () => Promise<boolean>, timeoutMs: number, message: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
   throw new Error(message());
 }

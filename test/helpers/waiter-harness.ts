@@ -4,35 +4,13 @@ import { bodyParser } from '@koa/bodyparser';
 import { idempotency, type IdempotencyOptions, type IdempotencyStore } from '../../src/index.js';
 import { type PostgresStore } from '../../src/entries/postgres.js';
 import { serve } from './http.js';
+import { signal, type Signal } from './events.js';
 
 /**
  * What the waiter tests share: a store that reports when a waiting duplicate starts to wait, and an app whose
  * handler the test scripts per execution. Each wake-up is measured from an observable event (a response,
  * a handler starting), never from a sleep.
  */
-
-/** A promise with its resolver: an event a test waits for. */
-export interface Signal<T = void> {
-  promise: Promise<T>;
-  fire(value: T): void;
-}
-
-export function signal<T = void>(): Signal<T> {
-  let fire!: (value: T) => void;
-  const promise = new Promise<T>((resolve) => (fire = resolve));
-  return { promise, fire };
-}
-
-/** Polls `check` every 10 ms until it returns a value (a row state, a lock in pg_locks); fails after `timeoutMs`. */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadlineMs = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (performance.now() > deadlineMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /**
  * The store, with `waiting` fired each time a duplicate starts a wait (its watch's next()): by then it has

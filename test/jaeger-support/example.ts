@@ -29,13 +29,19 @@ export async function startExample(otlpUrl: string, extraEnv: NodeJS.ProcessEnv 
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const stop = () => terminate(child, 15_000);
-  const deadline = Date.now() + EXAMPLE_START_TIMEOUT_MS;
-  while (!output.includes('payments API listening')) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`the payments example did not start:\n${output.slice(-4000)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  // Started when it prints its line; an exit or the deadline ends the wait.
+  const listening = new Promise<void>((resolve, reject) => {
+    const onOutput = () => output.includes('payments API listening') && resolve();
+    child.stdout.on('data', onOutput);
+    child.stderr.on('data', onOutput);
+    child.once('exit', (code) => reject(new Error(`exited with ${code}`)));
+    setTimeout(() => reject(new Error(`not within ${EXAMPLE_START_TIMEOUT_MS} ms`)), EXAMPLE_START_TIMEOUT_MS).unref();
+  });
+  try {
+    await listening;
+  } catch (error) {
+    await stop();
+    throw new Error(`the payments example did not start (${String(error)}):\n${output.slice(-4000)}`, { cause: error });
   }
   return { baseUrl: `http://127.0.0.1:${ports.payments}`, output: () => output, stop };
 }

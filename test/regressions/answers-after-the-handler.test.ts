@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
@@ -8,6 +7,7 @@ import { idempotency, problemType, type IdempotencyOptions, type IdempotencyStor
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { until } from '../helpers/events.js';
 
 /** Regressions of issue 14 (its defects 1, 3, 5 and 9), each describe block named after the behaviour. */
 
@@ -93,11 +93,7 @@ describe.each(databaseTargets())('lifecycle hardening on $name', (target) => {
 
   /** A response written around Koa reaches the client before its record is completed: wait for that. */
   async function completed(key: string): Promise<void> {
-    const deadlineMs = Date.now() + ANSWER_BOUND_MS;
-    while ((await store.find('', key))?.status !== 'completed') {
-      if (Date.now() > deadlineMs) throw new Error(`the record of ${key} was not completed`);
-      await sleep(20);
-    }
+    await until(async () => ((await store.find('', key))?.status === 'completed' ? true : undefined), `the record of ${key} completed`, ANSWER_BOUND_MS);
   }
 
   function expectProblem(answer: Answer, status: number, name: ProblemName): void {

@@ -9,13 +9,13 @@ import { PostgresStore, type SqlDatabase } from '../../src/entries/postgres.js';
 import { DEFAULT_IN_PROGRESS_RETRY_AFTER_SECONDS } from '../../src/protocol.js';
 import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { recordsExpired } from '../helpers/record-clock.js';
 
 /**
  * Regression tests of issue 14: inputs and options that used to slip past the middleware (unparsed bodies,
  * mounted apps, numeric scopes, a TTL within the lease, a zero lock timeout, a busy claim's Retry-After).
  */
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Enough for `idempotency()` to be constructed; never called. */
 const unusedStore = { claim: () => Promise.reject(new Error('not used')) } as unknown as IdempotencyStore;
 
@@ -116,10 +116,11 @@ describe.each(databaseTargets())('input hardening on $name', (target) => {
   }
 
   it('never drops a partition that holds a live lease, even once its record has outlived its TTL', async () => {
-    const partitioned = await db.store({ table: `partitioned_${++tables}`, replayCacheEntries: 0, partitioning: { intervalSeconds: 1, premadePartitions: 5 } });
+    const table = `partitioned_${++tables}`;
+    const partitioned = await db.store({ table, replayCacheEntries: 0, partitioning: { intervalSeconds: 1, premadePartitions: 5 } });
     const claim = await partitioned.claim({ scope: 's', key: 'live-lease', fingerprint: 'f', fingerprintVersion: 1, leaseMs: 30_000, ttlSeconds: 1 });
     if (claim.kind !== 'claimed') throw new Error('expected a claim');
-    await sleep(2_200); // the record's one-second partition has ended and its TTL has passed; the lease has not
+    await recordsExpired(db.sql, `"${db.schema}"."${table}"`); // its one-second partition has ended and its TTL has passed; the lease has not
 
     const report = await partitioned.maintainPartitions();
     expect(report.droppedRecords).toBe(0);

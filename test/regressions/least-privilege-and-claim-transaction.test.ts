@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
@@ -11,6 +10,8 @@ import { ATTR, METRIC } from '../../src/entries/otel.js';
 import { transactionControlError } from '../../src/store/transaction-control.js';
 import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
+import { recordsExpired } from '../helpers/record-clock.js';
+import { until } from '../helpers/events.js';
 import { freshMetricsPerTest } from '../telemetry-harness.js';
 
 /**
@@ -89,10 +90,10 @@ describe('the least-privilege role SECURITY.md recommends (Postgres server: role
     return { store, table };
   }
 
-  /** Records that expire in a second, claimed by the role; then time passes beyond the partitions made ahead. */
-  async function expiredRecords(store: PostgresStore, prefix: string, count: number): Promise<void> {
+  /** Records that expire in a second, claimed by the role; then time passes until they and their partitions have ended. */
+  async function expiredRecords(store: PostgresStore, table: string, prefix: string, count: number): Promise<void> {
     for (let i = 0; i < count; i++) expect((await store.claim(request(`${prefix}-${i}`, { ttlSeconds: 1, leaseMs: 100 }))).kind).toBe('claimed');
-    await sleep(2_200);
+    await recordsExpired(db.sql, `"${db.schema}"."${table}"`);
   }
 
   async function rowCount(table: string): Promise<number> {
@@ -120,7 +121,7 @@ describe('the least-privilege role SECURITY.md recommends (Postgres server: role
       expect((await store.claimInTransaction(request('plain-transactional'))).kind).toBe('existing');
 
       await store.claim(request('plain-expired', { ttlSeconds: 1, leaseMs: 100 }));
-      await sleep(1_200);
+      await recordsExpired(db.sql, `"${db.schema}"."${table}"`, ['plain-expired']);
       expect(await store.sweep()).toBe(1);
     } finally {
       await store.close();
@@ -129,7 +130,7 @@ describe('the least-privilege role SECURITY.md recommends (Postgres server: role
 
   it('still sweeps expired rows when partition maintenance is denied, then fails with the SQLSTATE and records it on the store metric', async () => {
     const { store, table } = await leastPrivilegeStore();
-    await expiredRecords(store, 'denied', 5);
+    await expiredRecords(store, table, 'denied', 5);
 
     const outcome = await store.sweep().then(
       (deleted) => ({ deleted }),
@@ -147,8 +148,9 @@ describe('the least-privilege role SECURITY.md recommends (Postgres server: role
   it('reports a denied partition maintenance of the periodic sweeper through diag by default, and sweeps the rows anyway', async () => {
     const { store, table } = await leastPrivilegeStore({ sweepIntervalMs: 200 });
     try {
-      await expiredRecords(store, 'periodic', 3);
-      for (let waitedMs = 0; waitedMs < 5_000 && (said.error.length === 0 || (await rowCount(table)) > 0); waitedMs += 100) await sleep(100);
+      await expiredRecords(store, table, 'periodic', 3);
+      // The sweeper runs every 200 ms: wait for a run that both reported the denial and deleted the rows.
+      await until(async () => (said.error.length > 0 && (await rowCount(table)) === 0 ? true : undefined), 'a periodic sweep', 5_000);
       expect(await rowCount(table)).toBe(0);
       expect(said.error.length).toBeGreaterThan(0);
       const [message, error] = said.error[0]!;

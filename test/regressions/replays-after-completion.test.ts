@@ -1,10 +1,11 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../../src/index.js';
+import { idempotency, type SqlQueryable } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
 import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
+import { until } from '../helpers/events.js';
 
 /**
  * Two defects of the claim and completion path, each pinned by a test that failed before its fix:
@@ -14,7 +15,6 @@ import { postJson, serve } from '../helpers/http.js';
  *   the TTL committed an already expired record, and a lease-mode record expired about `leaseMs` after
  *   its completion: a retry moments later ran the operation again).
  */
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
 const layouts = [
   { layout: 'a plain table', table: 'defects_plain', partitioning: false as const },
@@ -32,17 +32,27 @@ beforeAll(async () => {
 });
 afterAll(() => db?.close());
 
-/** POST /pay: records one execution (through the claim's transaction in transactional mode), sleeps `handlerMs`, answers 201. */
-async function startApp(database: TestDatabase, store: PostgresStore, options: { transactional: boolean; handlerMs?: number; ttlSeconds?: number; leaseMs?: number }) {
+/** Resolves once `key`'s record in `table` was claimed more than `seconds` ago, by Postgres's clock (as `now()` in a transaction stands still). */
+async function claimedAgo(sql: SqlQueryable, table: string, key: string, seconds: number): Promise<void> {
+  const text = `SELECT clock_timestamp() > created_at + make_interval(secs => $2) AS past FROM ${table} WHERE key = $1`;
+  await until(async () => ((await sql.query<{ past: boolean }>(text, [key, seconds])).rows[0]?.past ? true : undefined), `the claim of ${key} older than ${seconds} s`);
+}
+
+/**
+ * POST /pay: records one execution (through the claim's transaction in transactional mode), answers 201.
+ * With `slowIn` (the records' table) the handler first outlasts the TTL counted from its claim: the case under test.
+ */
+async function startApp(database: TestDatabase, store: PostgresStore, options: { transactional: boolean; slowIn?: string; ttlSeconds?: number; leaseMs?: number }) {
+  const ttlSeconds = options.ttlSeconds ?? 3600;
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser());
-  app.use(idempotency({ store, transactional: options.transactional, ttlSeconds: options.ttlSeconds ?? 3600, leaseMs: options.leaseMs ?? 30_000 }));
+  app.use(idempotency({ store, transactional: options.transactional, ttlSeconds, leaseMs: options.leaseMs ?? 30_000 }));
   app.use(async (ctx) => {
     const key = ctx.get('Idempotency-Key');
-    const insert = `INSERT INTO "${database.schema}".executions (key) VALUES ($1)`;
-    await (ctx.idempotency?.db ?? database.sql).query(insert, [key]);
-    if (options.handlerMs) await sleep(options.handlerMs);
+    const sql = ctx.idempotency?.db ?? database.sql;
+    await sql.query(`INSERT INTO "${database.schema}".executions (key) VALUES ($1)`, [key]);
+    if (options.slowIn) await claimedAgo(sql, `"${database.schema}"."${options.slowIn}"`, key, ttlSeconds);
     ctx.status = 201;
     ctx.body = { paid: key };
   });
@@ -84,8 +94,9 @@ describe.each(databaseTargets())('a record expires ttlSeconds after its completi
   afterAll(() => own?.close());
 
   it.each(modes)('in $mode: a handler slower than the TTL leaves a record that a retry right after replays', async ({ transactional }) => {
-    const store = await own.store({ table: `ttl_slow_${transactional}`, replayCacheEntries: 0 });
-    const app = await startApp(own, store, { transactional, handlerMs: 1_300, ttlSeconds: 1, leaseMs: 500 });
+    const table = `ttl_slow_${transactional}`;
+    const store = await own.store({ table, replayCacheEntries: 0 });
+    const app = await startApp(own, store, { transactional, slowIn: table, ttlSeconds: 1, leaseMs: 500 });
     try {
       const key = `slow-${transactional}`;
       expect((await postJson(app.url, {}, { key })).status).toBe(201);
@@ -102,12 +113,14 @@ describe.each(databaseTargets())('a record expires ttlSeconds after its completi
     }
   });
 
-  it('in lease mode: a retry 600 ms after a slow request completed is a replay (ttlSeconds 1, leaseMs 500)', async () => {
+  it('in lease mode: a retry more than leaseMs after a slow request completed is a replay (ttlSeconds 1, leaseMs 500)', async () => {
     const store = await own.store({ table: 'ttl_lease', replayCacheEntries: 0 });
-    const app = await startApp(own, store, { transactional: false, handlerMs: 1_500, ttlSeconds: 1, leaseMs: 500 });
+    const app = await startApp(own, store, { transactional: false, slowIn: 'ttl_lease', ttlSeconds: 1, leaseMs: 500 });
     try {
       expect((await postJson(app.url, {}, { key: 'slow-lease' })).status).toBe(201);
-      await sleep(600);
+      // The retry comes once the record would have expired had its expiry counted from the lease (the defect).
+      const text = `SELECT clock_timestamp() > completed_at + interval '500 milliseconds' AS past FROM "${own.schema}".ttl_lease WHERE key = $1`;
+      await until(async () => ((await own.sql.query<{ past: boolean }>(text, ['slow-lease'])).rows[0]?.past ? true : undefined), 'leaseMs past the completion');
       expect((await postJson(app.url, {}, { key: 'slow-lease' })).status).toBe(201);
       expect(await executions(own, 'slow-lease')).toBe(1);
     } finally {

@@ -222,14 +222,14 @@ describe('koa-idempotency forget against npm start from a second terminal', () =
     expect(run.json).toMatchObject({ forgotten: true, status: 'completed', responseStatus: 201 });
 
     // The NOTIFY reaches the server's listening session a moment after the CLI's commit: wait for its effect.
-    let again = await pay('support-case-1');
-    const deadline = Date.now() + 10_000;
-    while (again.replayed && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      again = await pay('support-case-1');
-    }
+    let again: Awaited<ReturnType<typeof pay>> | undefined;
+    await until(
+      async () => !(again = await pay('support-case-1')).replayed,
+      10_000,
+      () => 'the forget to reach the server: its retries are still replays',
+    );
     expect(again).toMatchObject({ status: 201, replayed: false });
-    expect(again.body).not.toBe(first.body);
+    expect(again!.body).not.toBe(first.body);
     const inspected = await cli(['inspect', '--scope', 'acct_support', '--key', 'support-case-1', '--json'], { DATABASE_URL: databaseUrl });
     expect(inspected.json).toMatchObject({ status: 'completed', attempt: 1 });
   });

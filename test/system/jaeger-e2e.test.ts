@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPLAYED_HEADER } from '../../src/index.js';
 import { ATTR, EVENT, OUTCOME, correlationIdFor } from '../../src/entries/otel.js';
+import { until } from '../helpers/events.js';
 import { postJson } from '../helpers/http.js';
 import { JAEGER_BINARY, JAEGER_MISSING_REASON, JAEGER_RELEASE, jaegerBinaryVersion, startJaeger, type JaegerServer } from '../jaeger-support/jaeger.js';
 import { jaegerPanelQueries } from '../jaeger-support/dashboard-queries.js';
@@ -49,19 +50,21 @@ const traces: Partial<Record<Intent, JaegerTrace[]>> = {};
 
 /** Searches by correlation ID until every request of the intent is there, the original with its ledger spans. */
 async function tracesOf(intent: Intent): Promise<JaegerTrace[]> {
-  const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
-  for (;;) {
-    const { traces: found, raw } = await searchTraces(jaeger, { service: 'payments', tags: { [ATTR.CORRELATION_ID]: ID[intent] }, limit: 50 });
-    const complete =
-      found.length === answers[intent].length && found.every((trace) => serverSpan(trace, 'payments') && tag(serverSpan(trace, 'payments')!.tags, ATTR.OUTCOME));
-    const executed = found.find((trace) => tag(serverSpan(trace, 'payments')?.tags, ATTR.OUTCOME) === OUTCOME.EXECUTED);
-    if (complete && (!executed || serverSpan(executed, 'ledger'))) {
+  let seen = 0;
+  return until(
+    async () => {
+      const { traces: found, raw } = await searchTraces(jaeger, { service: 'payments', tags: { [ATTR.CORRELATION_ID]: ID[intent] }, limit: 50 });
+      seen = found.length;
+      const complete =
+        found.length === answers[intent].length && found.every((trace) => serverSpan(trace, 'payments') && tag(serverSpan(trace, 'payments')!.tags, ATTR.OUTCOME));
+      const executed = found.find((trace) => tag(serverSpan(trace, 'payments')?.tags, ATTR.OUTCOME) === OUTCOME.EXECUTED);
+      if (!complete || (executed && !serverSpan(executed, 'ledger'))) return undefined;
       returned.push(raw);
       return found;
-    }
-    if (Date.now() > deadline) throw new Error(`${intent}: ${found.length} of ${answers[intent].length} traces in Jaeger after ${ARRIVAL_TIMEOUT_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+    },
+    () => `${intent}: ${seen} of ${answers[intent].length} traces in Jaeger`,
+    ARRIVAL_TIMEOUT_MS,
+  );
 }
 
 const outcomeOf = (trace: JaegerTrace) => tag(serverSpan(trace, 'payments')?.tags, ATTR.OUTCOME);

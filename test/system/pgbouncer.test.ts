@@ -3,7 +3,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
@@ -13,6 +12,7 @@ import { freePort } from '../../examples/shared/free-port.js';
 import { idempotency, type ClaimRequest } from '../../src/index.js';
 import { PostgresStore, type PostgresStoreOptions } from '../../src/entries/postgres.js';
 import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { countWatches, until } from '../helpers/events.js';
 import { postJson, serve } from '../helpers/http.js';
 import { debianPackageUnavailable, firstRunnable, prepareTool } from '../helpers/system-tools.js';
 
@@ -99,22 +99,29 @@ async function startPgBouncer(executable: string, serverUrl: string): Promise<Bo
     await exited;
     rmSync(directory, { recursive: true, force: true });
   };
-  for (let waitedMs = 0; ; waitedMs += 100) {
+  // Ready once a client gets an answer through it; an exit ends the wait at once.
+  let lastError: unknown;
+  const answers = async () => {
+    if (child.exitCode !== null) throw new Error(`PgBouncer exited with ${child.exitCode}`);
     const probe = new pg.Client({ connectionString: url });
     try {
       await probe.connect();
       await probe.query('SELECT 1');
-      await probe.end();
-      return { url, log, stop };
+      return true;
     } catch (error) {
+      lastError = error;
+      return undefined;
+    } finally {
       await probe.end().catch(() => undefined);
-      if (child.exitCode !== null || waitedMs > 10_000) {
-        await stop();
-        throw new Error(`PgBouncer did not start: ${String(error)}\n${log.join('')}`, { cause: error });
-      }
-      await sleep(100);
     }
+  };
+  try {
+    await until(answers, 'PgBouncer to answer', 10_000);
+  } catch (error) {
+    await stop();
+    throw new Error(`PgBouncer did not start: ${String(error)}; the last probe: ${String(lastError)}\n${log.join('')}`, { cause: error });
   }
+  return { url, log, stop };
 }
 
 /** The `postgres` OS user's ids, for running PgBouncer when the tests run as root (CI, containers). */
@@ -168,6 +175,7 @@ describe.skipIf(!binary)(`the store behind PgBouncer in transaction pooling${mis
    */
   async function provesExactlyOnce(transactional: boolean): Promise<void> {
     const store = await bouncedStore({ ...BEHIND_PGBOUNCER, replayCacheEntries: 0 });
+    const waiting = countWatches(store);
     const charges = `"${db.schema}".charges`;
     let executions = 0;
     const errors: string[] = [];
@@ -178,7 +186,7 @@ describe.skipIf(!binary)(`the store behind PgBouncer in transaction pooling${mis
     app.use(idempotency({ store, transactional, onInProgress: 'wait', waitMs: 15_000 }));
     app.use(async (ctx) => {
       const execution = ++executions;
-      await sleep(300); // the duplicates arrive while it runs
+      await until(() => (waiting() >= 19 ? true : undefined), 'the 19 duplicates waiting'); // they arrive while it runs
       // Transactional: the charge goes through the claim's transaction, so through PgBouncer too.
       const sql = ctx.idempotency!.db ?? db.sql;
       await sql.query(`INSERT INTO ${charges} (key, execution) VALUES ($1, $2)`, [ctx.idempotency!.key, execution]);

@@ -84,7 +84,7 @@ async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 30
     const value = probe();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
 
@@ -130,10 +130,18 @@ describe('npm start exporting to an OTLP/HTTP receiver', () => {
       receiver.spans().find((span) => span.service === 'payments' && span.kind === SPAN_KIND_SERVER && attribute(span.attributes, ATTR.OUTCOME) === outcome);
     const executedSpan = await until('the original request in the export', serverSpanWith(OUTCOME.EXECUTED));
     const replayedSpan = await until('the replay in the export', serverSpanWith(OUTCOME.REPLAYED));
-    // The ledger's server span ends before the payments one, but give late spans of both traces a moment.
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    original = receiver.spans().filter((span) => span.traceId === executedSpan.traceId);
-    replay = receiver.spans().filter((span) => span.traceId === replayedSpan.traceId);
+    // Spans of both traces may come in later exports than their server spans: wait for those the tests read.
+    const ofTrace = (traceId: string) => receiver.spans().filter((span) => span.traceId === traceId);
+    const ORIGINAL_SPANS = ['middleware - problemErrorsMiddleware', 'middleware - bearerAuth', 'POST /payments', 'POST /entries'];
+    original = await until('the spans of the original request in the export', () => {
+      const spans = ofTrace(executedSpan.traceId);
+      const names = new Set(spans.map((span) => span.name));
+      return ORIGINAL_SPANS.every((name) => names.has(name)) && spans.some((span) => span.service === 'ledger') ? spans : undefined;
+    });
+    replay = await until('the spans of the replay in the export', () => {
+      const spans = ofTrace(replayedSpan.traceId);
+      return spans.length >= 4 ? spans : undefined;
+    });
   }, START_TIMEOUT_MS + 60_000);
 
   afterAll(async () => {

@@ -6,18 +6,18 @@ import { metrics } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { VariableType, type Dashboard } from '@grafana/grafana-foundation-sdk/dashboard';
-import { BUNDLED_DASHBOARDS, serialize } from '../dashboards/src/dashboards.js';
-import { panelsOf, promQueries, substitute, variableQueries } from '../dashboards/src/panel-queries.js';
-import { pipelineNames, SERIES, type Pipeline } from '../dashboards/src/prometheus-names.js';
-import { PROVISIONED_UID, VAR } from '../dashboards/src/variables.js';
-import { METRIC } from '../src/entries/otel.js';
-import { libraryInstruments, resetInstruments } from '../src/telemetry/metrics.js';
-import { analyse, nameMatches } from './dashboards-support/promql.js';
+import { BUNDLED_DASHBOARDS, serialize } from '../../dashboards/src/dashboards.js';
+import { panelsOf, promQueries, substitute, variableQueries } from '../../dashboards/src/panel-queries.js';
+import { pipelineNames, SERIES, type Pipeline } from '../../dashboards/src/prometheus-names.js';
+import { PROVISIONED_UID, VAR } from '../../dashboards/src/variables.js';
+import { METRIC } from '../../src/entries/otel.js';
+import { libraryInstruments, resetInstruments } from '../../src/telemetry/metrics.js';
+import { analyse, nameMatches } from '../dashboards-support/promql.js';
 
 /** Each dashboard as it is committed (JSON: no builder methods left on the objects). */
 const dashboards = BUNDLED_DASHBOARDS.map(({ file, build }) => ({ file, dashboard: JSON.parse(serialize(build())) as Dashboard }));
 const overview = dashboards.find(({ file }) => file === 'idempotency-overview.json')!.dashboard;
-const read = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), 'utf8');
+const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
 /** Every PromQL a dashboard runs: panel queries and the selectors of its `label_values()` variables. */
 function allPromql(dashboard: Dashboard): Array<{ where: string; expr: string }> {
@@ -52,7 +52,7 @@ describe('bundled dashboards', () => {
 });
 
 /** The JSON Schemas of the Grafana model, vendored unchanged from grafana/grafana-foundation-sdk (source and license: README.md there). */
-const schemaDir = new URL('./fixtures/grafana-schema/', import.meta.url);
+const schemaDir = new URL('../fixtures/grafana-schema/', import.meta.url);
 
 describe('Grafana schema', () => {
   const schema = (name: string) => JSON.parse(readFileSync(new URL(`${name}.jsonschema.json`, schemaDir), 'utf8')) as SchemaFile;

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
  * therefore name no attribute or label of the old ones (`http.method`, `http.status_code`, `http.target`...),
  * in either spelling (dotted as a Jaeger tag, underscored as a Prometheus label).
  */
-const DASHBOARDS = fileURLToPath(new URL('../dashboards/', import.meta.url));
+const DASHBOARDS = fileURLToPath(new URL('../../dashboards/', import.meta.url));
 const LEGACY_HTTP_NAMES = [
   'http.method',
   'http.status_code',
