@@ -81,10 +81,10 @@ export class PgTransaction implements SqlTransaction {
     const ending = this.#client.query(`COMMIT; ${SESSION_CLEANUP}`) as unknown as Promise<Array<{ command: string }>>;
     const [result, ended] = await Promise.allSettled([statement, ending]);
     if (ended.status === 'rejected') {
-      this.#release(ended.reason as Error);
+      await this.#releaseAfterRefusedEnd(ended.reason as Error);
       throw ended.reason;
     }
-    this.#release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
+    this.#releaseSettled();
     const tag = ended.value[0]?.command;
     if (result.status === 'rejected') return { committed: false, error: result.reason, transactionWasOpen: tag === 'ROLLBACK' };
     // A statement that succeeded leaves nothing to roll back: a ROLLBACK here means the transaction was aborted
@@ -110,12 +110,34 @@ export class PgTransaction implements SqlTransaction {
         await this.#beginning;
         await this.#client.query(`${statement}; ${SESSION_CLEANUP}`);
       }
-      this.#release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
+      this.#releaseSettled();
     } catch (error) {
-      // A connection whose transaction state is unknown must never go back to the pool.
-      this.#release(error as Error);
+      await this.#releaseAfterRefusedEnd(error as Error);
       throw error;
     }
+  }
+
+  /**
+   * After COMMIT or ROLLBACK failed. An error Postgres answered (a deferred constraint refused at COMMIT) ended
+   * the transaction, but it reaches us before the backend has released the transaction's locks (Postgres flushes
+   * an error report at once, then aborts), and the session cleanup sent behind it did not run. A ROLLBACK with the
+   * cleanup is answered only once the abort is done: the session is clean again, and a retry answered after this
+   * no longer finds the key's lock held (a 409 to a retry of a request whose 500 said nothing was committed).
+   * Any other failure (a lost connection, a client-side timeout) leaves the transaction's state unknown, and
+   * such a connection must never go back to the pool.
+   */
+  async #releaseAfterRefusedEnd(error: Error): Promise<void> {
+    if (sqlstateOf(error) === undefined) return this.#release(error);
+    try {
+      await this.#client.query(`ROLLBACK; ${SESSION_CLEANUP}`);
+      this.#releaseSettled();
+    } catch (cleanupError) {
+      this.#release(cleanupError as Error);
+    }
+  }
+
+  #releaseSettled(): void {
+    this.#release(this.#broken ? new Error('its prepared statements were deallocated') : undefined);
   }
 
   #release(error: Error | undefined): void {
