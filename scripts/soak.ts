@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
-import pg from 'pg';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
-import { fromPgPool, PostgresStore, type SqlDatabase } from '../src/entries/postgres.js';
+import { PostgresStore } from '../src/entries/postgres.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { serve } from '../test/helpers/http.js';
-import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';
+import type { TcpProxy } from '../test/helpers/tcp-proxy.js';
+import { auditPayments, type Operation } from './soak/audit.js';
+import { openDatabase } from './soak/database.js';
+import type { SoakOptions, SoakReport, SoakSample } from './soak/types.js';
 
 /**
  * `npm run soak`: mixed traffic against the payments example on loopback for a bounded time, then an
@@ -21,60 +23,8 @@ import { startTcpProxy, type TcpProxy } from '../test/helpers/tcp-proxy.js';
  * (and network errors) with the same key until they get a final answer.
  */
 
-export interface SoakOptions {
-  seconds: number;
-  clients: number;
-  chaos: boolean;
-  /** Lease mode instead of the example's transactional mode. */
-  lease: boolean;
-  /** Duplicates wait for the first request (`onInProgress: 'wait'`) instead of getting 409 at once. */
-  wait?: boolean;
-  sampleEveryMs: number;
-  databaseUrl: string;
-  log?: (line: string) => void;
-}
-
-export interface SoakSample {
-  atSeconds: number;
-  requests: number;
-  requestsPerSecond: number;
-  /** Latency percentiles of the requests answered since the previous sample. */
-  p50Ms: number;
-  p99Ms: number;
-  rssMiB: number;
-  heapMiB: number;
-  pool: { total: number; idle: number; waiting: number };
-  fault: string;
-}
-
-export interface SoakReport {
-  mode: 'transactional' | 'lease';
-  seconds: number;
-  requests: number;
-  operations: number;
-  outcomes: Record<string, number>;
-  faultsInjected: number;
-  /** 5xx other than 503, answers that did not match the replayed original, network errors after all retries. */
-  errors: string[];
-  /** Requests with no answer within the hang bound. */
-  hangs: number;
-  lost: number;
-  doubled: number;
-  stuckRecords: number;
-  samples: SoakSample[];
-}
-
 const HANG_BOUND_MS = 15_000;
 const RESOLVE_BOUND_MS = 60_000;
-
-interface Operation {
-  key: string;
-  account: string;
-  body: { amount: number; currency: string };
-  /** The payment id of the final answer, once there is one. */
-  paymentId?: string;
-  finalText?: string;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -275,62 +225,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     await database.admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
     await database.close();
   }
-}
-
-/**
- * Every operation that got a final 201 must own exactly one payment row, and no row may belong to no
- * operation: a lost operation is a 201 with no row; a doubled one is a row no final answer names.
- */
-async function auditPayments(sql: SqlDatabase, schema: string, operations: Operation[]) {
-  const { rows } = await sql.query<{ id: string }>(`SELECT id::text AS id FROM "${schema}".payments`);
-  const inDatabase = new Set(rows.map((row) => row.id));
-  const answered = new Set(operations.flatMap((operation) => (operation.paymentId ? [operation.paymentId] : [])));
-  const lost = [...answered].filter((id) => !inDatabase.has(id)).length;
-  const doubled = [...inDatabase].filter((id) => !answered.has(id)).length;
-  const unresolved = operations.filter((operation) => operation.finalText === undefined).length;
-  const { rows: stuck } = await sql.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM "${schema}".idempotency_records WHERE status = 'in_progress' AND lease_expires_at <= now()`,
-  );
-  return { lost, doubled, stuckRecords: Number(stuck[0]?.n ?? 0), errors: unresolved > 0 ? [`${unresolved} operations never got a final answer`] : [] };
-}
-
-interface SoakDatabase {
-  /** The app's adapter (through the proxy under chaos). */
-  sql: SqlDatabase;
-  /** Direct access for set-up and audit. */
-  admin: SqlDatabase;
-  storeSource: { pool: pg.Pool };
-  pool: pg.Pool;
-  proxy?: TcpProxy;
-  close(): Promise<void>;
-}
-
-async function openDatabase(options: SoakOptions, schema: string): Promise<SoakDatabase> {
-  const adminPool = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
-  await adminPool.query(`CREATE SCHEMA "${schema}"`);
-  const target = new URL(options.databaseUrl);
-  const proxy = options.chaos ? await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) }) : undefined;
-  // The bounded waits docs/reliability.md recommends: no request waits forever for a connection or a statement.
-  const pool = new pg.Pool({
-    connectionString: proxy ? proxy.urlFor(options.databaseUrl) : options.databaseUrl,
-    max: 10,
-    connectionTimeoutMillis: 2_000,
-    query_timeout: 5_000,
-    application_name: 'koa-idempotency-soak',
-  });
-  pool.on('error', () => undefined);
-  return {
-    sql: fromPgPool(pool),
-    admin: fromPgPool(adminPool),
-    storeSource: { pool },
-    pool,
-    proxy,
-    async close() {
-      await pool.end();
-      await proxy?.close();
-      await adminPool.end();
-    },
-  };
 }
 
 async function main(): Promise<void> {

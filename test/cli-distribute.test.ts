@@ -17,7 +17,7 @@ afterAll(async () => {
   await pool.end();
 });
 
-/** The CLI in this process through `runCli` (as test/cli.test.ts runs it): arguments, exit code and JSON output. */
+/** The CLI in this process through `runCli` (as test/helpers/cli-run.ts runs it): arguments, exit code and JSON output. */
 async function cli(args: string[]): Promise<{ code: number; json: any }> {
   let stdout = '';
   const code = await runCli([...args, '--json'], { ...process.env, DATABASE_URL }, { stdout: (text) => (stdout += text), stderr: () => undefined });

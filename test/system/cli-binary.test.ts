@@ -20,7 +20,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ co
 
 /**
  * The executable around `runCli`: arguments from argv, the environment, output flushed before the exit code.
- * Every command's behaviour is tested in process, through runCli, in test/cli.test.ts.
+ * Every command's behaviour is tested in process, through runCli, in test/cli-*.test.ts.
  */
 describe('the koa-idempotency executable', () => {
   it('exits 2 on a usage error, with the one JSON document --json promises on stdout', async () => {

@@ -5,7 +5,8 @@ import { commitFailure } from '../../src/store/completion-rolled-back.js';
 /**
  * A failed COMMIT is answered with what is known: Postgres' own refusal (a deferred constraint, a serialization
  * failure, a deadlock) rolled the transaction back; anything else leaves the outcome unknown. The deferred
- * constraint end to end is in test/regressions/answers-after-the-handler.test.ts; a COMMIT cut on the wire in faults.test.ts.
+ * constraint end to end is in test/regressions/answers-after-the-handler-failures.test.ts; a COMMIT cut on the wire in
+ * test/faults-connection-cut.test.ts.
  */
 describe('commitFailure()', () => {
   const failure = (code?: string) => Object.assign(new Error('COMMIT failed'), code === undefined ? {} : { code });

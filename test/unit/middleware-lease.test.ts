@@ -5,7 +5,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 /**
  * The middleware's lease-mode lifecycle on MemoryStore, without a database: the quick loop of `npm run test:unit`.
- * The same behaviours on Postgres and PGlite, and transactional mode, are in test/middleware.test.ts (db tier).
+ * The same behaviours on Postgres and PGlite, and transactional mode, are in test/middleware-*.test.ts (db tier).
  */
 describe('idempotency middleware in lease mode, on MemoryStore', () => {
   const servers: Array<{ close(): Promise<void> }> = [];
