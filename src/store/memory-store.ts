@@ -73,7 +73,9 @@ export class MemoryStore implements IdempotencyStore {
 
   async release(lease: Lease): Promise<void> {
     const id = entryId(lease.scope, lease.key);
-    if (this.#entries.get(id)?.record.fence !== lease.fence) return; // taken over: the new owner's record stays
+    const entry = this.#entries.get(id);
+    // Taken over (the new owner's record stays) or completed (the retry replays it): as PostgresStore, nothing goes.
+    if (entry?.record.fence !== lease.fence || entry.record.status !== RECORD_STATUS.IN_PROGRESS) return;
     this.#entries.delete(id);
     this.#changed(lease.scope, lease.key);
   }
@@ -82,11 +84,15 @@ export class MemoryStore implements IdempotencyStore {
     const entry = this.#entries.get(entryId(lease.scope, lease.key));
     if (entry?.record.fence !== lease.fence || entry.record.status !== RECORD_STATUS.IN_PROGRESS) return false;
     entry.leaseExpiresAtMs = Date.now() + leaseMs;
+    // The record outlives its lease, as in PostgresStore: a handler slower than ttlSeconds keeps its key.
+    entry.expiresAtMs = Math.max(entry.expiresAtMs, entry.leaseExpiresAtMs);
     return true;
   }
 
   async saveStep(lease: Lease, name: string, result: unknown): Promise<void> {
     const entry = this.#owned(lease);
+    // A completed record's steps are final, as in PostgresStore: a step recorded after the completion is refused.
+    if (entry.record.status !== RECORD_STATUS.IN_PROGRESS) throw new FencedError(lease.fence);
     // Kept as JSON, as the Postgres store's jsonb keeps it: a retry reads back what JSON carries, nothing more.
     entry.record.steps = { ...entry.record.steps, [name]: JSON.parse(JSON.stringify(result ?? null)) as unknown };
   }
