@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { FencedError } from '../errors.js';
 import type { CaseContext } from './case-context.js';
 import { again, assertReplays, claimedOf, existingOf, newRequest, sampleResponse, since, sleep } from './fixtures.js';
 
@@ -58,6 +59,18 @@ export function completionCases({ test, capabilities }: CaseContext): void {
     assert.equal(fresh.record.attempt, 1, 'a released key starts again at attempt 1');
     assert.deepEqual(fresh.record.steps, {}, 'a released key has no steps');
     assert.equal(fresh.record.status, 'in_progress', "the new record's status");
+  });
+
+  test("changes nothing of a completed record through its owner's lease: release() deletes nothing, saveStep() throws FencedError", async ({ store }) => {
+    const request = newRequest();
+    const owner = claimedOf(await store.claim(request), 'a new key');
+    const response = sampleResponse();
+    await store.complete(owner.lease, { replayable: true, response });
+    await store.release(owner.lease);
+    await assert.rejects(store.saveStep(owner.lease, 'late', { id: 'late' }), FencedError, 'a step after the completion');
+    const record = existingOf(await again(store, request), 'the completed key after a late release() and saveStep()');
+    assertReplays(record, response, 'the replay');
+    assert.deepEqual(record.steps, {}, 'the late step changed nothing');
   });
 
   const precisionMs = capabilities.ttlPrecisionMs;

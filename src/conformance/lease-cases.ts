@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { FencedError } from '../errors.js';
 import type { CaseContext } from './case-context.js';
-import { again, assertReplays, claimedOf, existingOf, newRequest, sampleResponse, sleep } from './fixtures.js';
+import { again, assertReplays, claimedOf, existingOf, newRequest, sampleResponse, since, sleep } from './fixtures.js';
 
 /**
  * Leases and fencing: a lapsed lease lets the same request take over (a crashed worker), and from then on
@@ -28,6 +28,24 @@ export function leaseCases({ test, capabilities }: CaseContext): void {
       assert.ok(record.leaseRemainingMs > 3_000, `the renewed lease has time left; got ${record.leaseRemainingMs} ms`);
     },
     300 + capabilities.leasePrecisionMs,
+  );
+
+  test(
+    'keeps a record whose lease is renewed past its ttlSeconds: a retry finds it in progress under its owner, never claims it afresh',
+    async ({ store }) => {
+      // A handler slower than ttlSeconds: an expiry under it would let a retry run the operation a second time.
+      const request = newRequest({ ttlSeconds: 1, leaseMs: 900 });
+      const owner = claimedOf(await store.claim(request), 'a new key');
+      const claimedAtMs = performance.now();
+      while (since(claimedAtMs) < 1_000 + capabilities.ttlPrecisionMs) {
+        await sleep(300);
+        assert.equal(await store.renewLease(owner.lease, request.leaseMs), true, 'the owner renews its lease');
+      }
+      const record = existingOf(await again(store, request), `a retry ${Math.round(since(claimedAtMs))} ms after a claim with ttlSeconds 1`);
+      assert.equal(record.status, 'in_progress', "the record's status");
+      assert.equal(record.fence, owner.lease.fence, 'the owner keeps the record');
+    },
+    1_000 + capabilities.ttlPrecisionMs + 300,
   );
 
   test(
