@@ -13,9 +13,24 @@ import type { FingerprintInput } from './fingerprint.js';
  * else is refused: `String(undefined)` would put every request without an account into one shared scope.
  */
 export function scopeString(value: unknown): string {
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') return storableScope(value);
   if (typeof value === 'number' || typeof value === 'bigint') return String(value);
   throw new TypeError(`koa-idempotency: the scope function must return a string or a number; got ${value === null ? 'null' : typeof value}`);
+}
+
+/** A lone UTF-16 surrogate, which no UTF-8 text can hold. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Postgres text holds neither NUL nor a lone surrogate: node-postgres sends a lone surrogate as U+FFFD, so two
+ * scopes differing only there would share one record (one tenant replayed another's response), and a NUL is
+ * refused by Postgres. Such a scope is the scope function's fault, refused alike on every store.
+ */
+function storableScope(scope: string): string {
+  if (scope.includes('\0') || LONE_SURROGATE.test(scope)) {
+    throw new TypeError('koa-idempotency: the scope function returned a string Postgres text cannot hold (a NUL or a lone surrogate)');
+  }
+  return scope;
 }
 
 export type FingerprintReading = { kind: 'read'; input: FingerprintInput } | { kind: 'unread' };
