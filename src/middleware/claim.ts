@@ -10,8 +10,9 @@ import type { RequestTelemetry } from './request-telemetry.js';
 /**
  * The claim a request holds on its key, the same in both modes, so the middleware runs one lifecycle: run
  * the handler, then `complete()` or `abandon()`. Lease mode: the claim committed on its own, the lease is
- * renewed while the handler runs and the completion is fenced. Transactional mode: the claim, the handler's
- * writes (through `db`) and the stored response share one transaction.
+ * renewed while the handler runs and until its completion lands, and the completion is fenced.
+ * Transactional mode: the claim, the handler's writes (through `db`) and the stored response share one
+ * transaction.
  */
 export interface HeldClaim {
   readonly record: IdempotencyRecord;
@@ -69,13 +70,16 @@ class LeasedClaim implements HeldClaim {
   }
 
   async complete(completion: Completion): Promise<CompletionFailure | undefined> {
-    this.#renewal.stop();
     try {
       await completeLeased(this.#store, this.lease, completion);
       return undefined;
     } catch (error) {
       reportStoreError(this.#telemetry, OPERATION.COMPLETE, error);
       return error instanceof FencedError ? 'lostLease' : undefined;
+    } finally {
+      // Renewed until the completion lands or gives up: a lease lapsing between its retries let a duplicate
+      // take the key over and run the operation again.
+      this.#renewal.stop();
     }
   }
 

@@ -4,7 +4,7 @@ import type { Completion, IdempotencyStore, Lease } from '../store/types.js';
 
 /**
  * Lease mode's hold on a claim, from the claim to its completion: the lease is renewed while the handler
- * runs, and the completion is retried until it lands or is fenced.
+ * runs and while the completion is retried, until it lands or is fenced.
  */
 
 /**
