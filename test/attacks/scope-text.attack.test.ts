@@ -30,8 +30,9 @@ describe('a scope that Postgres text cannot hold', () => {
     await db?.close();
   });
 
-  async function post(store: IdempotencyStore, scope: string, key: string) {
-    const { app, executions } = createTestApp({ store, options: { scope: () => scope } });
+  async function post(store: IdempotencyStore, scope: string | number, key: string) {
+    // A number is documented as a scope (its decimal string), though the option's type says string.
+    const { app, executions } = createTestApp({ store, options: { scope: () => scope as string } });
     const http = await serve(app);
     closing.push(() => http.close());
     const answer = await postJson(`${http.url}/orders`, { amount: 1 }, { key });
@@ -54,6 +55,18 @@ describe('a scope that Postgres text cannot hold', () => {
     ['MemoryStore', () => new MemoryStore()],
   ])('%s: a scope holding NUL is answered 500 request-failed, the handler never runs', async (_name, store) => {
     const answer = await post(store(), 'tenant\u0000evil', newKey('nul'));
+    expect(answer).toEqual({ status: 500, type: problemType('requestFailed'), executions: 0 });
+  });
+
+  /**
+   * `String(undefined)` is refused (request-identity.ts): it would put every request without an account into
+   * one shared scope. `Number(undefined)` is NaN, whose decimal string did the same.
+   */
+  it.each([
+    ['NaN (Number(undefined))', Number.NaN],
+    ['Infinity', Number.POSITIVE_INFINITY],
+  ])('a scope function returning %s is answered 500 request-failed, not one scope shared by every such request', async (_label, scope) => {
+    const answer = await post(new MemoryStore(), scope, newKey('not-finite'));
     expect(answer).toEqual({ status: 500, type: problemType('requestFailed'), executions: 0 });
   });
 });
