@@ -14,8 +14,11 @@ import type { FingerprintInput } from './fingerprint.js';
  */
 export function scopeString(value: unknown): string {
   if (typeof value === 'string') return storableScope(value);
-  if (typeof value === 'number' || typeof value === 'bigint') return String(value);
-  throw new TypeError(`koa-idempotency: the scope function must return a string or a number; got ${value === null ? 'null' : typeof value}`);
+  // NaN (Number(undefined)) and the infinities would be one shared scope, as String(undefined) would.
+  if ((typeof value === 'number' && Number.isFinite(value)) || typeof value === 'bigint') return String(value);
+  throw new TypeError(
+    `koa-idempotency: the scope function must return a string or a finite number; got ${value === null ? 'null' : String(typeof value === 'number' ? value : typeof value)}`,
+  );
 }
 
 /** A lone UTF-16 surrogate, which no UTF-8 text can hold. */
