@@ -76,3 +76,42 @@ function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   return value === null ? 'null' : typeof value;
 }
+
+/** `true` or `false`, or undefined (an option left out): a string such as `'yes'` would be read as true. */
+export function optionalBoolean(value: unknown, name: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw new IdempotencyConfigError(`${name} must be true or false; got ${describe(value)}`);
+  }
+  return value;
+}
+
+/**
+ * A duration in milliseconds a Node timer can wait: an integer from `min` to 2147483647 (about 24.8 days).
+ * Node runs a longer setTimeout after 1 ms, so a larger lease would be renewed in a busy loop.
+ */
+export function timerMs(value: unknown, name: string, min: number): number {
+  return integerInRange(value, name, min, MAX_TIMER_MS);
+}
+
+/** The longest delay setTimeout honours (a signed 32-bit count of milliseconds). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** An RFC 9110 token (section 5.6.2): what a header field name or a method is made of. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** A header field name (an RFC 9110 token), as given. */
+export function headerName(value: unknown, name: string): string {
+  if (typeof value !== 'string' || !TOKEN.test(value)) {
+    throw new IdempotencyConfigError(`${name} must be a header name (letters, digits and !#$%&'*+-.^_\`|~); got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** An array of RFC 9110 tokens, e.g. header names or methods (`what` names one in the message). */
+export function tokenList(value: unknown, name: string, what: string): readonly string[] {
+  if (!Array.isArray(value)) throw new IdempotencyConfigError(`${name} must be an array of ${what}s; got ${describe(value)}`);
+  for (const item of value as unknown[]) {
+    if (typeof item !== 'string' || !TOKEN.test(item)) throw new IdempotencyConfigError(`${name}: not a ${what}: ${describe(item)}`);
+  }
+  return value as readonly string[];
+}

@@ -6,7 +6,7 @@ import { OUTCOME, type Outcome } from '../telemetry/names.js';
 import { isSameRequest, type Rejection } from './claim-request.js';
 import type { Differences } from './fingerprint-parts.js';
 import type { HandlerOutcome } from './handler-outcome.js';
-import type { ResolvedOptions } from './options.js';
+import type { ResolvedOptions } from './resolved-options.js';
 import { sendProblem } from './problems.js';
 import { markReplayAliases, replayResponse } from './response.js';
 

@@ -6,7 +6,7 @@ import { fingerprintHead } from '../stored-fingerprint.js';
 import type { ClaimRequest, IdempotencyRecord } from '../store/types.js';
 import { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
 import { differences, fingerprintParts, withParts, type Differences } from './fingerprint-parts.js';
-import type { ResolvedOptions } from './options.js';
+import type { ResolvedOptions } from './resolved-options.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
 
 /**

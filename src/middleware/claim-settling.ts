@@ -4,7 +4,7 @@ import type { ChangeWatch, ClaimRequest } from '../store/types.js';
 import { OUTCOME } from '../telemetry/names.js';
 import type { StoreClaim } from './claim.js';
 import { isSameRequest } from './claim-request.js';
-import type { ResolvedOptions } from './options.js';
+import type { ResolvedOptions } from './resolved-options.js';
 import type { RequestTelemetry } from './request-telemetry.js';
 
 /** The request that claims: its claim, its options and telemetry, and a signal of its client leaving. */

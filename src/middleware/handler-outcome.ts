@@ -1,7 +1,7 @@
 import type { Context, Next } from 'koa';
 import { callHook } from '../hooks.js';
-import type { ResolvedOptions } from './options.js';
-import { captureResponse, snapshotHeaders, type HeaderSnapshot } from './response.js';
+import type { ResolvedOptions } from './resolved-options.js';
+import { captureResponse, restoreHeaders, snapshotHeaders, type HeaderSnapshot } from './response.js';
 import type { Completion } from '../store/types.js';
 import type { NotReplayableReason } from '../telemetry/names.js';
 
@@ -17,14 +17,20 @@ export type HandlerOutcome =
   /** `shouldStore` or the response capture threw: release the key and answer 500. */
   | { kind: 'failed'; error: unknown };
 
+export interface Downstream {
+  outcome: HandlerOutcome;
+  /** Puts the headers back as they were before the chain ran, for a problem answered in place of its response. */
+  discardResponse: () => void;
+}
+
 /**
  * Runs the downstream chain and decides what its response leaves. A throw of the chain propagates;
  * anything after it becomes an outcome, so the caller always gets to end its claim.
  */
-export async function runDownstream(ctx: Context, next: Next, config: ResolvedOptions): Promise<HandlerOutcome> {
+export async function runDownstream(ctx: Context, next: Next, config: ResolvedOptions): Promise<Downstream> {
   const outerHeaders = snapshotHeaders(ctx);
   await next();
-  return outcomeOf(ctx, config, outerHeaders);
+  return { outcome: outcomeOf(ctx, config, outerHeaders), discardResponse: () => restoreHeaders(ctx, outerHeaders) };
 }
 
 function outcomeOf(ctx: Context, config: ResolvedOptions, outerHeaders: HeaderSnapshot): HandlerOutcome {

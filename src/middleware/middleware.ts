@@ -10,8 +10,9 @@ import { LEASE_MODE, TRANSACTIONAL_MODE, type ClaimMode, type HeldClaim, type St
 import { keyRejection, readClaimRequest, type KeyedRequest } from './claim-request.js';
 import { isInProgress, waitForTurn, type ClaimAttempt } from './claim-settling.js';
 import { createIdempotencyContext } from './context.js';
-import { runDownstream, type HandlerOutcome } from './handler-outcome.js';
-import { resolveOptions, type IdempotencyOptions, type ResolvedOptions } from './options.js';
+import { runDownstream, type Downstream } from './handler-outcome.js';
+import type { IdempotencyOptions } from './options.js';
+import { resolveOptions, type ResolvedOptions } from './resolved-options.js';
 import { noteProblemSubject } from './problems.js';
 import { RequestTelemetry } from './request-telemetry.js';
 
@@ -147,20 +148,25 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
         store: config.store,
         headerName: config.headerName,
       });
-      let outcome: HandlerOutcome;
+      let downstream: Downstream;
       try {
-        outcome = await runDownstream(ctx, this.next, config);
+        downstream = await runDownstream(ctx, this.next, config);
       } catch (error) {
         await claim.abandon();
         throw error;
       }
+      const { outcome, discardResponse } = downstream;
       if (outcome.kind !== 'store') {
         await claim.abandon();
+        if (outcome.kind === 'failed') discardResponse();
         return answerNotStored(ctx, outcome);
       }
       if (outcome.notReplayable) telemetry.notReplayable(outcome.notReplayable);
       const failure = await claim.complete(outcome.completion);
-      if (failure) return answerCompletionFailed(ctx, config, failure);
+      if (failure) {
+        discardResponse();
+        return answerCompletionFailed(ctx, config, failure);
+      }
       if (claim.record.attempt === 1) return OUTCOME.EXECUTED;
       telemetry.takeover(claim.record);
       return OUTCOME.TAKEOVER;

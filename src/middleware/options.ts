@@ -1,10 +1,10 @@
 import type { Context } from 'koa';
-import { IdempotencyConfigError } from '../errors.js';
-import { defaultRouteName, guardRequired, guardRouteName } from './guarded-hooks.js';
-import { NEVER_REPLAYED_HEADERS } from './response.js';
-import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, DEFAULT_MIN_KEY_LENGTH, DEFAULT_STORE_RETRY_AFTER_SECONDS, REPLAYED_HEADER } from '../protocol.js';
 import type { IdempotencyStore } from '../store/types.js';
-import { integerAtLeast, nonNegativeInteger, optionalFunction, positiveInteger } from '../validation.js';
+
+/**
+ * The middleware's options as the application writes them, each with its default. resolved-options.ts checks
+ * them and fills in the defaults.
+ */
 
 export const DEFAULT_METHODS = ['POST', 'PATCH'] as const;
 export const DEFAULT_LEASE_MS = 30_000;
@@ -73,16 +73,21 @@ export interface IdempotencyOptions {
   /**
    * The principal or tenant that owns a key. The same key in two scopes is two independent records,
    * so one tenant can never receive another tenant's replay. Set this to your authenticated account.
-   * A number is used as its decimal string (`42` and `'42'` are one scope). A function that throws, rejects
-   * or returns any other value fails the request with `500 request-failed` (problem+json; the handler does
-   * not run, nothing is stored) rather than share one scope (`'undefined'`) among many callers; the error is
-   * reported through OpenTelemetry `diag` and the app's `'error'` event.
+   * A finite number is used as its decimal string (`42` and `'42'` are one scope). A function that throws,
+   * rejects or returns any other value (NaN, undefined, a string over 1024 UTF-8 bytes or holding a NUL or a
+   * lone surrogate) fails the request with `500 request-failed` (problem+json; the handler does not run,
+   * nothing is stored) rather than share one scope (`'undefined'`) among many callers; the error is reported
+   * through OpenTelemetry `diag` and the app's `'error'` event.
    * @default () => '' (one global scope)
    */
-  scope?: (ctx: Context) => string | Promise<string>;
-  /** @default 1 */
+  scope?: (ctx: Context) => string | number | Promise<string | number>;
+  /** Shortest key accepted (a shorter one gets `400 key-invalid`). @default 1 */
   minKeyLength?: number;
-  /** @default 255 */
+  /**
+   * Longest key accepted (a longer one gets `400 key-invalid`); at most 1024, which Postgres' index on
+   * (scope, key) can hold beside a scope of up to 1024 bytes.
+   * @default 255
+   */
   maxKeyLength?: number;
   /**
    * Request headers (names) that belong to the fingerprint, e.g. `['content-type']`.
@@ -92,14 +97,14 @@ export interface IdempotencyOptions {
   /**
    * Lease of an in-progress record. The lease is renewed every `leaseMs / 3` while the handler runs; if
    * the process dies, a retry may take the record over once the lease has run out. Must be shorter than
-   * `ttlSeconds` (see there).
+   * `ttlSeconds` (see there), and at most 2147483647 (the longest Node timer).
    * @default 30000
    */
   leaseMs?: number;
   /**
    * How long a record (and its replay) is kept. Must be longer than `leaseMs`, else `idempotency()` throws:
    * an expired record counts as absent, so a record that expired under a live lease could be taken over
-   * by a different request while the first one still runs.
+   * by a different request while the first one still runs. At most 100 years (3153600000).
    * @default 86400 (24 hours)
    */
   ttlSeconds?: number;
@@ -135,7 +140,7 @@ export interface IdempotencyOptions {
    */
   onInProgress?: 'reject' | 'wait';
   /**
-   * Longest wait of a duplicate in `'wait'` mode before it gets the 409.
+   * Longest wait of a duplicate in `'wait'` mode before it gets the 409 (at most 2147483647).
    * @default 10000
    */
   waitMs?: number;
@@ -174,110 +179,4 @@ export interface IdempotencyOptions {
    */
   replayedHeaderAliases?: readonly string[];
   telemetry?: TelemetryOptions;
-}
-
-/**
- * The options with their defaults. `required` and `routeName` are guarded (see guarded-hooks.ts): they never throw.
- * `scope` and `shouldStore` are the application's functions as given: their callers guard them, since a
- * failure changes the answer.
- */
-export interface ResolvedOptions {
-  store: IdempotencyStore;
-  headerName: string;
-  methods: ReadonlySet<string>;
-  required: (ctx: Context) => boolean;
-  scope: (ctx: Context) => string | Promise<string>;
-  minKeyLength: number;
-  maxKeyLength: number;
-  fingerprintHeaders: readonly string[];
-  leaseMs: number;
-  ttlSeconds: number;
-  maxBodyBytes: number;
-  shouldStore: (status: number) => boolean;
-  excludeHeaders: ReadonlySet<string>;
-  transactional: boolean;
-  onInProgress: 'reject' | 'wait';
-  waitMs: number;
-  waitRecheckMs: number;
-  storeRetryAfterSeconds: number;
-  routeName: (ctx: Context) => string;
-  includeKeyInProblems: boolean;
-  /** Lower-case names, without `idempotent-replayed` itself. */
-  replayedHeaderAliases: readonly string[];
-  telemetry: Required<TelemetryOptions>;
-}
-
-const HEADER_NAME = /^[A-Za-z0-9-]+$/;
-
-/**
- * The replay marker's aliases, lower-cased and without the marker itself. A name the library never replays
- * (Set-Cookie, Authorization, hop-by-hop) or the key's own header would change what a response means, so it is refused.
- */
-function replayAliases(aliases: readonly string[], headerName: string): string[] {
-  if (!Array.isArray(aliases)) throw new IdempotencyConfigError('replayedHeaderAliases must be an array of header names');
-  const names = new Set<string>();
-  for (const alias of aliases as unknown[]) {
-    if (typeof alias !== 'string' || !HEADER_NAME.test(alias)) throw new IdempotencyConfigError(`replayedHeaderAliases: not a header name: ${String(alias)}`);
-    const name = alias.toLowerCase();
-    if (name === headerName.toLowerCase() || (NEVER_REPLAYED_HEADERS.has(name) && name !== REPLAYED_HEADER.toLowerCase())) {
-      throw new IdempotencyConfigError(`replayedHeaderAliases: ${alias} cannot mark a replay (it is the key's header, or a header never replayed)`);
-    }
-    if (name !== REPLAYED_HEADER.toLowerCase()) names.add(name);
-  }
-  return [...names];
-}
-
-/** Resolves defaults once and throws an IdempotencyConfigError for a bad value, at construction, not per request. */
-export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
-  if (!options || typeof options.store?.claim !== 'function') {
-    throw new IdempotencyConfigError('idempotency() needs a `store`, e.g. new PostgresStore({ pool })');
-  }
-  const required = options.required ?? false;
-  if (typeof required !== 'boolean') optionalFunction(required, 'required (a boolean or a function)');
-  const scope = optionalFunction(options.scope, 'scope');
-  const shouldStore = optionalFunction(options.shouldStore, 'shouldStore');
-  const routeName = optionalFunction(options.routeName, 'routeName');
-  const minKeyLength = positiveInteger(options.minKeyLength ?? DEFAULT_MIN_KEY_LENGTH, 'minKeyLength');
-  const maxKeyLength = integerAtLeast(options.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH, 'maxKeyLength', minKeyLength);
-  const onInProgress = options.onInProgress ?? 'reject';
-  if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
-  const headerName = options.headerName ?? DEFAULT_HEADER_NAME;
-  if (!HEADER_NAME.test(headerName)) throw new IdempotencyConfigError(`headerName is not a header name: ${headerName}`);
-  const replayedHeaderAliases = replayAliases(options.replayedHeaderAliases ?? [], headerName);
-  const leaseMs = positiveInteger(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs');
-  const ttlSeconds = positiveInteger(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds');
-  if (ttlSeconds * 1000 <= leaseMs) {
-    throw new IdempotencyConfigError(
-      `ttlSeconds (${ttlSeconds} s) must be longer than leaseMs (${leaseMs} ms): a record that expires under a live lease can be taken over by a different request`,
-    );
-  }
-  return {
-    store: options.store,
-    headerName,
-    methods: new Set((options.methods ?? DEFAULT_METHODS).map((method) => method.toUpperCase())),
-    required: typeof required === 'function' ? guardRequired(required) : () => required,
-    scope: scope ?? (() => ''),
-    minKeyLength,
-    maxKeyLength,
-    fingerprintHeaders: (options.fingerprintHeaders ?? []).map((name) => name.toLowerCase()),
-    leaseMs,
-    ttlSeconds,
-    maxBodyBytes: nonNegativeInteger(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, 'maxBodyBytes'),
-    shouldStore: shouldStore ?? storeSuccessAndClientErrors,
-    // An alias set by a handler must not be stored: a replay sends the marker itself, and a first answer never does.
-    excludeHeaders: new Set([...(options.excludeHeaders ?? []).map((name) => name.toLowerCase()), ...replayedHeaderAliases]),
-    transactional: options.transactional ?? false,
-    onInProgress,
-    waitMs: nonNegativeInteger(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs'),
-    waitRecheckMs: positiveInteger(options.waitRecheckMs ?? DEFAULT_WAIT_RECHECK_MS, 'waitRecheckMs'),
-    storeRetryAfterSeconds: positiveInteger(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds'),
-    routeName: routeName ? guardRouteName(routeName) : defaultRouteName,
-    includeKeyInProblems: options.includeKeyInProblems ?? false,
-    replayedHeaderAliases,
-    telemetry: {
-      recordRawKey: options.telemetry?.recordRawKey ?? false,
-      recordScope: options.telemetry?.recordScope ?? false,
-      trustInboundCorrelationId: options.telemetry?.trustInboundCorrelationId ?? false,
-    },
-  };
 }

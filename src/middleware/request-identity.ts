@@ -25,13 +25,25 @@ export function scopeString(value: unknown): string {
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**
+ * The longest scope, in UTF-8 bytes: with a key of at most 1024 characters (resolved-options.ts), the entry of
+ * Postgres' index on (scope, key) stays under its btree limit of about 2700 bytes. A longer scope would fail
+ * every claim with a retryable 503.
+ */
+export const MAX_SCOPE_BYTES = 1024;
+
+/**
  * Postgres text holds neither NUL nor a lone surrogate: node-postgres sends a lone surrogate as U+FFFD, so two
  * scopes differing only there would share one record (one tenant replayed another's response), and a NUL is
- * refused by Postgres. Such a scope is the scope function's fault, refused alike on every store.
+ * refused by Postgres. Such a scope, or one too long to index, is the scope function's fault, refused alike on
+ * every store.
  */
 function storableScope(scope: string): string {
   if (scope.includes('\0') || LONE_SURROGATE.test(scope)) {
     throw new TypeError('koa-idempotency: the scope function returned a string Postgres text cannot hold (a NUL or a lone surrogate)');
+  }
+  // A UTF-16 unit takes at most 3 UTF-8 bytes, so only a scope over 341 units needs counting.
+  if (scope.length * 3 > MAX_SCOPE_BYTES && Buffer.byteLength(scope) > MAX_SCOPE_BYTES) {
+    throw new TypeError(`koa-idempotency: the scope function returned a scope longer than ${MAX_SCOPE_BYTES} UTF-8 bytes`);
   }
   return scope;
 }

@@ -68,6 +68,18 @@ export function snapshotHeaders(ctx: Context): HeaderSnapshot {
   return snapshot;
 }
 
+/**
+ * Puts the response headers back as they were before the handler ran, for a problem that replaces the
+ * handler's response: its Content-Encoding, Location or ETag described a representation that is not sent
+ * (a gzip-labelled JSON problem cannot be read), while the outer middleware's headers (CORS) still apply.
+ */
+export function restoreHeaders(ctx: Context, snapshot: HeaderSnapshot): void {
+  for (const name of Object.keys(ctx.response.headers)) {
+    if (!snapshot.has(name.toLowerCase())) ctx.remove(name);
+  }
+  for (const [name, value] of snapshot) ctx.set(name, value);
+}
+
 export function replayResponse(ctx: Context, response: StoredResponse): void {
   ctx.status = response.status;
   for (const [name, value] of Object.entries(response.headers)) ctx.set(name, value);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore, problemType, type IdempotencyStore } from '../../src/index.js';
 import { createTestApp } from '../helpers/app.js';
@@ -31,8 +32,7 @@ describe('a scope that Postgres text cannot hold', () => {
   });
 
   async function post(store: IdempotencyStore, scope: string | number, key: string) {
-    // A number is documented as a scope (its decimal string), though the option's type says string.
-    const { app, executions } = createTestApp({ store, options: { scope: () => scope as string } });
+    const { app, executions } = createTestApp({ store, options: { scope: () => scope } });
     const http = await serve(app);
     closing.push(() => http.close());
     const answer = await postJson(`${http.url}/orders`, { amount: 1 }, { key });
@@ -68,5 +68,34 @@ describe('a scope that Postgres text cannot hold', () => {
   ])('a scope function returning %s is answered 500 request-failed, not one scope shared by every such request', async (_label, scope) => {
     const answer = await post(new MemoryStore(), scope, newKey('not-finite'));
     expect(answer).toEqual({ status: 500, type: problemType('requestFailed'), executions: 0 });
+  });
+
+  /**
+   * Postgres indexes (scope, key) in a btree whose entries hold at most about 2700 bytes: a 3000-byte scope
+   * failed the claim's INSERT, answered 503 store-unavailable (retryable) though no retry could succeed.
+   */
+  it.each([
+    ['PostgresStore', () => postgres],
+    ['MemoryStore', () => new MemoryStore()],
+  ])('%s: a scope over 1024 UTF-8 bytes (342 three-byte characters) is answered 500 request-failed, the handler never runs', async (_name, store) => {
+    const answer = await post(store(), '€'.repeat(342), newKey('long-scope'));
+    expect(answer).toEqual({ status: 500, type: problemType('requestFailed'), executions: 0 });
+  });
+
+  it('PostgresStore: a scope of exactly 1024 UTF-8 bytes beside a key of 1024 characters is stored and replayed', async () => {
+    // Random text, which Postgres cannot compress into a smaller index entry.
+    const key = randomBytes(768).toString('base64');
+    const scope = `${Array.from(randomBytes(341), (byte) => String.fromCharCode(0x4e00 + byte * 16)).join('')}a`;
+    const { app, executions } = createTestApp({ store: postgres, options: { scope: () => scope, maxKeyLength: 1024 } });
+    const http = await serve(app);
+    closing.push(() => http.close());
+    const first = await postJson(`${http.url}/orders`, { amount: 1 }, { key });
+    const retry = await postJson(`${http.url}/orders`, { amount: 1 }, { key });
+    expect({ first: first.status, retry: retry.status, replayed: retry.headers.get('idempotent-replayed'), executions: executions.length }).toEqual({
+      first: 201,
+      retry: 201,
+      replayed: 'true',
+      executions: 1,
+    });
   });
 });

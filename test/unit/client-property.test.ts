@@ -62,7 +62,9 @@ describe('the retry schedule, on a simulated clock', () => {
             expect(decision.stoppedBy).toBe(attempt.final ? 'answer' : schedule.countedAttempts >= policy.maxAttempts ? 'attempts' : 'deadline');
             break;
           }
-          const capMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (schedule.attempts - 1));
+          // The exponent stops at 52 as backoff.ts's does: 409s, which do not count, can run past 1024 attempts
+          // when no time passes (maxDelayMs 0), where 0 * 2 ** 1024 is NaN.
+          const capMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(schedule.attempts - 1, 52));
           const halfLeftMs = Math.floor((deadlineMs - nowMs) / 2);
           expect(decision.delayMs).toBeGreaterThanOrEqual(0);
           expect(decision.delayMs).toBeLessThanOrEqual(halfLeftMs);
