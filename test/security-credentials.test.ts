@@ -12,7 +12,7 @@ describe.each(databaseTargets())('on $name', (target) => {
   const { app } = security;
 
   describe('credentials are never stored or replayed', () => {
-    it('drops Set-Cookie, Authorization, Proxy-Authenticate and configured headers from the record and the replay', async () => {
+    it('drops Set-Cookie, Authorization, WWW-Authenticate, Proxy-Authenticate and configured headers from the record and the replay', async () => {
       const { store, server } = await app({
         excludeHeaders: ['X-Session-Token'],
         handler: (ctx) => {
@@ -20,6 +20,7 @@ describe.each(databaseTargets())('on $name', (target) => {
           ctx.set('Set-Cookie', 'session=s3cret; HttpOnly');
           ctx.set('Authorization', 'Bearer s3cret');
           ctx.set('Proxy-Authenticate', 'Basic realm="s3cret"');
+          ctx.set('WWW-Authenticate', 'Digest realm="api", nonce="s3cret"');
           ctx.set('X-Session-Token', 's3cret');
           ctx.set('X-Visible', 'kept');
           ctx.body = { ok: true };
@@ -31,7 +32,7 @@ describe.each(databaseTargets())('on $name', (target) => {
         const replay = await postJson(`${server.url}/op`, {}, { key: 'cookie-key' });
         expect(replay.headers.get('idempotent-replayed')).toBe('true');
         expect(replay.headers.get('x-visible')).toBe('kept');
-        for (const name of ['set-cookie', 'authorization', 'proxy-authenticate', 'x-session-token']) expect(replay.headers.get(name), name).toBeNull();
+        for (const name of ['set-cookie', 'authorization', 'proxy-authenticate', 'www-authenticate', 'x-session-token']) expect(replay.headers.get(name), name).toBeNull();
         const record = await store.find('', 'cookie-key');
         expect(JSON.stringify(record?.response?.headers)).not.toContain('s3cret');
       } finally {

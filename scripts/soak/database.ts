@@ -17,6 +17,8 @@ export interface SoakDatabase {
 
 export async function openDatabase(options: SoakOptions, schema: string): Promise<SoakDatabase> {
   const adminPool = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
+  // An idle connection's error (the server shutting down at exit, a chaos restart) is not the soak's failure.
+  adminPool.on('error', () => undefined);
   await adminPool.query(`CREATE SCHEMA "${schema}"`);
   const target = new URL(options.databaseUrl);
   const proxy = options.chaos ? await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) }) : undefined;

@@ -7,7 +7,7 @@ export type { PostgresStoreOptions, SweepOptions, SweepReport, ForgetResult, Mig
 export { DEFAULT_PARTITION_INTERVAL_SECONDS, DEFAULT_PREMADE_PARTITIONS, DEFAULT_PARTITION_LOCK_TIMEOUT_MS } from '../store/partition-maintenance.js';
 export type { PartitioningOptions, PartitionReport } from '../store/partition-maintenance.js';
 export { fromPgPool } from '../store/pg-database.js';
-export { fromPGlite } from '../store/pglite-database.js';
+export { fromPGlite, type PGliteLike, type PGliteTransactionLike } from '../store/pglite-database.js';
 export { DEFAULT_SCHEMA, DEFAULT_TABLE } from '../store/schema.js';
 export { migrationSql, type MigrationTarget } from '../store/migration.js';
 export type { SqlDatabase, SqlQueryable, SqlTransaction, SqlResult } from '../store/sql-database.js';

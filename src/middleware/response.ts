@@ -24,6 +24,8 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'authorization',
   'proxy-authorization',
   'proxy-authenticate',
+  // A challenge of one authentication exchange (a Digest nonce, a Bearer error): the retry gets its own.
+  'www-authenticate',
   // RFC 9110 section 11.6.3 and 11.7.3: nonces and credentials of one authentication exchange.
   'authentication-info',
   'proxy-authentication-info',

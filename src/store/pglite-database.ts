@@ -1,20 +1,42 @@
-import type { PGliteInterface, Transaction } from '@electric-sql/pglite';
 import type { SqlDatabase, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 import { assertNoTransactionControl } from './transaction-control.js';
+
+/** A PGlite query's result, as the store reads it. */
+interface PGliteResults<Row> {
+  rows: Row[];
+  affectedRows?: number;
+}
+
+/** What the store uses of a PGlite transaction. */
+export interface PGliteTransactionLike {
+  query<Row>(text: string, params?: unknown[]): Promise<PGliteResults<Row>>;
+  exec(text: string): Promise<Array<PGliteResults<unknown>>>;
+  rollback(): Promise<void>;
+}
+
+/**
+ * What the store uses of a PGlite instance (`PGliteLike` of `@electric-sql/pglite` fits it). A structural
+ * type, so that the store's declarations compile for users without PGlite, an optional peer dependency.
+ */
+export interface PGliteLike {
+  query<Row>(text: string, params?: unknown[]): Promise<PGliteResults<Row>>;
+  transaction<T>(callback: (tx: PGliteTransactionLike) => Promise<T>): Promise<T>;
+  listen(channel: string, callback: (payload: string) => void): Promise<() => Promise<void>>;
+}
 
 /**
  * Adapts an embedded PGlite (WASM Postgres) instance. PGlite is a single connection: while a
  * transaction is open, its own mutex makes every other query wait, which is exactly the isolation a
  * pool would give, at the price of running one transaction at a time.
  */
-export function fromPGlite(db: PGliteInterface): SqlDatabase {
+export function fromPGlite(db: PGliteLike): SqlDatabase {
   return new PGliteDatabase(db);
 }
 
 class PGliteDatabase implements SqlDatabase {
-  readonly #db: PGliteInterface;
+  readonly #db: PGliteLike;
 
-  constructor(db: PGliteInterface) {
+  constructor(db: PGliteLike) {
     this.#db = db;
   }
 
@@ -26,8 +48,8 @@ class PGliteDatabase implements SqlDatabase {
     // PGlite only offers callback transactions; keep the callback open until commit() or rollback().
     let end!: (action: 'commit' | 'rollback') => void;
     const ended = new Promise<'commit' | 'rollback'>((resolve) => (end = resolve));
-    let opened!: (tx: Transaction) => void;
-    const ready = new Promise<Transaction>((resolve) => (opened = resolve));
+    let opened!: (tx: PGliteTransactionLike) => void;
+    const ready = new Promise<PGliteTransactionLike>((resolve) => (opened = resolve));
     const finished = this.#db.transaction(async (tx) => {
       opened(tx);
       if ((await ended) === 'rollback') await tx.rollback();

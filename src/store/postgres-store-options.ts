@@ -1,13 +1,12 @@
 import { diag } from '@opentelemetry/api';
 import type { Pool } from 'pg';
-import type { PGliteInterface } from '@electric-sql/pglite';
 import { IdempotencyConfigError } from '../errors.js';
 import { callHook } from '../hooks.js';
 import { nonNegativeInteger, nonNegativeNumber, numberInRange, optionalFunction, positiveNumber } from '../validation.js';
 import { tableNameOf } from './migration.js';
 import { resolvePartitioning, type PartitioningOptions, type ResolvedPartitioning } from './partition-maintenance.js';
 import { fromPgPoolPreparing } from './pg-database.js';
-import { fromPGlite } from './pglite-database.js';
+import { fromPGlite, type PGliteLike } from './pglite-database.js';
 import type { NamedStatement } from './primitives/statement.js';
 import type { TableName } from './schema.js';
 import type { SqlDatabase } from './sql-database.js';
@@ -26,7 +25,7 @@ export interface PostgresStoreOptions {
   /** A node-postgres pool (the store never ends it). Give exactly one of `pool`, `pglite`, `database`. */
   pool?: Pool;
   /** An embedded PGlite instance (the store never closes it). */
-  pglite?: PGliteInterface;
+  pglite?: PGliteLike;
   /** Any other adapter implementing the store's SQL surface. */
   database?: SqlDatabase;
   /**

@@ -40,6 +40,16 @@ function packLibrary(workDir: string): string {
   );
 }
 
+/** One name from each entry point, so that all their declarations are compiled. */
+const ENTRIES = `import { idempotency } from 'koa-idempotency';
+import { PostgresStore, type PGliteLike } from 'koa-idempotency/postgres';
+import { idempotencySampler } from 'koa-idempotency/otel';
+import { idempotentFetch } from 'koa-idempotency/client';
+import { storeConformance } from 'koa-idempotency/conformance';
+export const used = [idempotency, PostgresStore, idempotencySampler, idempotentFetch, storeConformance];
+export type Embedded = PGliteLike;
+`;
+
 /** A minimal app, as the README's "Enable the middleware" shows it, with a database query in the handler. */
 const APP = `import Koa from 'koa';
 import pg from 'pg';
@@ -119,7 +129,12 @@ describe("README's OpenTelemetry SDK 3 set-up in a fresh app, from the packed li
     // The README's line with the packed library for the published name; the cache serves what the repository already installed.
     const quiet = { cwd: appDir, env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_prefer_offline: 'true' } };
     execFileSync('bash', ['-c', install.replace('npm install koa-idempotency ', `npm install ${tarball} `)], quiet);
-    execFileSync('npm', ['install', 'koa@^3.3.0', 'pg@^8.23.1', '@koa/bodyparser@^6.1.0'], quiet);
+    execFileSync('npm', ['install', 'koa@^3.3.0', 'pg@^8.23.1', '@koa/bodyparser@^6.1.0', '@types/koa', '@types/pg'], quiet);
+    // Every entry point's declarations compile as a strict TypeScript user compiles them, libraries checked too
+    // (skipLibCheck off) and without the optional peer PGlite: they imported its types and failed (TS2307).
+    writeFileSync(join(appDir, 'entries.ts'), ENTRIES);
+    writeFileSync(join(appDir, 'tsconfig.entries.json'), JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: false, noEmit: true }, files: ['entries.ts'] }));
+    execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.entries.json'], { cwd: appDir, encoding: 'utf8' });
     // Every entry point of package.json's exports loads from the tarball, each with its own names.
     const entries = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports)
       .filter((entry) => !entry.endsWith('.json'))
