@@ -23,10 +23,19 @@ export type HookName =
 
 export type HookCall<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
-/** Calls a synchronous hook; a throw is reported with what happens instead (`consequence`) and returned. */
+/**
+ * Calls a synchronous hook; a throw is reported with what happens instead (`consequence`) and returned. So is
+ * a promise, which a function returning one (not declared `async`, so not refused at construction) gives: it
+ * would be read as a value (true), and its rejection left unhandled would end the process.
+ */
 export function callHook<T>(name: HookName, hook: () => T, consequence: string): HookCall<T> {
   try {
-    return { ok: true, value: hook() };
+    const value = hook();
+    if (isThenable(value)) {
+      value.then(undefined, () => undefined);
+      throw new TypeError(`the ${name} option returned a promise; it must return its value synchronously`);
+    }
+    return { ok: true, value };
   } catch (error) {
     reportHookFailure(name, error, consequence);
     return { ok: false, error };
@@ -41,6 +50,23 @@ export async function callAsyncHook<T>(name: HookName, hook: () => T | Promise<T
     reportHookFailure(name, error, consequence);
     return { ok: false, error };
   }
+}
+
+/**
+ * Calls a hook whose value is not used (an event listener: `onSweepError`, `onAttempt`); a throw, or the
+ * rejection of the promise an async listener returns, is reported with its `consequence`, never left unhandled.
+ */
+export function callListener(name: HookName, listener: () => unknown, consequence: string): void {
+  try {
+    const value = listener();
+    if (isThenable(value)) value.then(undefined, (error: unknown) => reportHookFailure(name, error, consequence));
+  } catch (error) {
+    reportHookFailure(name, error, consequence);
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
 }
 
 export function reportHookFailure(name: HookName, error: unknown, consequence: string): void {

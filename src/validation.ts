@@ -70,6 +70,18 @@ export function optionalFunction<T>(value: T, name: string): T {
   return value;
 }
 
+/**
+ * A synchronous function, or undefined: an `async` function given for a hook the library calls without
+ * awaiting would return a promise, read as a value (true), its rejection left unhandled.
+ */
+export function synchronousFunction<T>(value: T, name: string): T {
+  optionalFunction(value, name);
+  if (typeof value === 'function' && value.constructor.name === 'AsyncFunction') {
+    throw new IdempotencyConfigError(`${name} must be a synchronous function; got an async function`);
+  }
+  return value;
+}
+
 /** The received value in a message: a number or string as such, anything else by its type. */
 function describe(value: unknown): string {
   if (typeof value === 'number') return String(value);
@@ -110,8 +122,14 @@ export function headerName(value: unknown, name: string): string {
 /** An array of RFC 9110 tokens, e.g. header names or methods (`what` names one in the message). */
 export function tokenList(value: unknown, name: string, what: string): readonly string[] {
   if (!Array.isArray(value)) throw new IdempotencyConfigError(`${name} must be an array of ${what}s; got ${describe(value)}`);
-  for (const item of value as unknown[]) {
+  // A copy, checked and used alike: a getter or a proxy could give the check one value and the use another.
+  // Checked as it is copied, so a sparse array of length 2^32 - 1 stops at its first hole.
+  const items: string[] = [];
+  const length = (value as unknown[]).length;
+  for (let index = 0; index < length; index++) {
+    const item: unknown = (value as unknown[])[index];
     if (typeof item !== 'string' || !TOKEN.test(item)) throw new IdempotencyConfigError(`${name}: not a ${what}: ${describe(item)}`);
+    items.push(item);
   }
-  return value as readonly string[];
+  return items;
 }

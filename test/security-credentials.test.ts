@@ -32,7 +32,8 @@ describe.each(databaseTargets())('on $name', (target) => {
         const replay = await postJson(`${server.url}/op`, {}, { key: 'cookie-key' });
         expect(replay.headers.get('idempotent-replayed')).toBe('true');
         expect(replay.headers.get('x-visible')).toBe('kept');
-        for (const name of ['set-cookie', 'authorization', 'proxy-authenticate', 'www-authenticate', 'x-session-token']) expect(replay.headers.get(name), name).toBeNull();
+        for (const name of ['set-cookie', 'authorization', 'proxy-authenticate', 'www-authenticate', 'x-session-token'])
+          expect(replay.headers.get(name), name).toBeNull();
         const record = await store.find('', 'cookie-key');
         expect(JSON.stringify(record?.response?.headers)).not.toContain('s3cret');
       } finally {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { IdempotencyConfigError, IdempotencyError } from '../errors.js';
-import { callHook } from '../hooks.js';
+import { callListener } from '../hooks.js';
 import { discard, errorType, sendAttempt, type AttemptOutcome } from './attempt.js';
 import type { AttemptRecord, StopReason } from './attempt-record.js';
 import { delay } from './delay.js';
@@ -96,7 +96,7 @@ export async function idempotentFetch(input: string | URL | Request, init: Reque
     const record = recordOf(outcome, schedule.attempts, key, performance.now() - attemptStartMs, decision.retry ? decision.delayMs : undefined);
     history.push(record);
     // A user hook must never break the call it observes: a throw is reported through diag and ignored.
-    callHook('onAttempt', () => config.onAttempt?.(record), 'the call goes on');
+    callListener('onAttempt', () => config.onAttempt?.(record), 'the call goes on');
     if (!decision.retry) return finish(outcome, decision.stoppedBy);
     recordRetry(caller, schedule.attempts, decision.delayMs, errorType(outcome));
     // Kept until the next attempt starts: should the wait's timer fire past the deadline, this answer is the result.

@@ -51,7 +51,7 @@ export function answerDuplicate(
   record: IdempotencyRecord,
   fingerprint: string,
   describeReuse: (stored: string) => Differences | undefined,
-  replayedHeaderAliases: readonly string[],
+  config: Pick<ResolvedOptions, 'replayedHeaderAliases' | 'excludeHeaders'>,
 ): Outcome {
   if (!isSameRequest(record, fingerprint)) return answerKeyReused(ctx, describeReuse(record.fingerprint));
   if (record.status !== 'completed') return answerInProgress(ctx);
@@ -62,8 +62,8 @@ export function answerDuplicate(
     });
     return OUTCOME.NOT_REPLAYABLE;
   }
-  replayResponse(ctx, record.response);
-  markReplayAliases(ctx, replayedHeaderAliases);
+  replayResponse(ctx, record.response, config.excludeHeaders);
+  markReplayAliases(ctx, config.replayedHeaderAliases);
   return OUTCOME.REPLAYED;
 }
 

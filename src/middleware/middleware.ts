@@ -108,7 +108,7 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
       this.telemetry.inProgress();
       return answerInProgress(this.ctx);
     }
-    const outcome = answerDuplicate(this.ctx, claim.record, this.request.fingerprint, this.#describeReuse, this.config.replayedHeaderAliases);
+    const outcome = answerDuplicate(this.ctx, claim.record, this.request.fingerprint, this.#describeReuse, this.config);
     this.telemetry.duplicate(outcome, claim.record);
     return outcome;
   }
@@ -126,6 +126,18 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
       this.telemetry.storeFailure(error);
       return { kind: 'unavailable' };
     }
+  }
+
+  /**
+   * Makes way for the problem that replaces the handler's response. A response the handler took out of Koa's
+   * hands (its head flushed, `ctx.respond = false`) cannot be replaced, and no problem is written into it. In
+   * transactional mode the failure rolled the handler's writes back, so the connection is cut: the client
+   * retries rather than believe them done. In lease mode the handler's writes stand, and so does its answer.
+   */
+  #replaceResponse(discardResponse: () => void): void {
+    const { ctx } = this;
+    if (!ctx.headerSent && ctx.respond !== false) return discardResponse();
+    if (this.mode === TRANSACTIONAL_MODE) ctx.req.socket.destroy();
   }
 
   /**
@@ -158,13 +170,13 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
       const { outcome, discardResponse } = downstream;
       if (outcome.kind !== 'store') {
         await claim.abandon();
-        if (outcome.kind === 'failed') discardResponse();
+        if (outcome.kind === 'failed') this.#replaceResponse(discardResponse);
         return answerNotStored(ctx, outcome);
       }
       if (outcome.notReplayable) telemetry.notReplayable(outcome.notReplayable);
       const failure = await claim.complete(outcome.completion);
       if (failure) {
-        discardResponse();
+        this.#replaceResponse(discardResponse);
         return answerCompletionFailed(ctx, config, failure);
       }
       if (claim.record.attempt === 1) return OUTCOME.EXECUTED;

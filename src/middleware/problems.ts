@@ -38,6 +38,10 @@ export function sendProblem(ctx: Context, name: ProblemName, options: ProblemOpt
   const subject = subjects.get(ctx);
   const instance = newProblemInstance(subject?.correlationId);
   recordProblemOnSpan(instance, problem.slug);
+  // A response the handler took out of Koa's hands (its head flushed, `ctx.respond = false`) is the handler's:
+  // a problem written into it would corrupt it (its bytes under the handler's head, its Content-Length before
+  // the handler's own body). See IdempotentRequest#run for what the middleware does instead.
+  if (ctx.headerSent || ctx.respond === false) return;
   ctx.status = problem.status;
   if (options.retryAfterSeconds !== undefined) ctx.set('Retry-After', String(Math.max(1, Math.ceil(options.retryAfterSeconds))));
   ctx.type = 'application/problem+json';

@@ -15,7 +15,9 @@ import type { FingerprintInput } from './fingerprint.js';
 export function scopeString(value: unknown): string {
   if (typeof value === 'string') return storableScope(value);
   // NaN (Number(undefined)) and the infinities would be one shared scope, as String(undefined) would.
-  if ((typeof value === 'number' && Number.isFinite(value)) || typeof value === 'bigint') return String(value);
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  // A BigInt's decimal string can be of any length: it is measured as a string is.
+  if (typeof value === 'bigint') return storableScope(String(value));
   throw new TypeError(
     `koa-idempotency: the scope function must return a string or a finite number; got ${value === null ? 'null' : String(typeof value === 'number' ? value : typeof value)}`,
   );

@@ -15,7 +15,17 @@ import {
 import { NEVER_REPLAYED_HEADERS } from './response.js';
 import { DEFAULT_HEADER_NAME, DEFAULT_MAX_KEY_LENGTH, DEFAULT_MIN_KEY_LENGTH, DEFAULT_STORE_RETRY_AFTER_SECONDS, REPLAYED_HEADER } from '../protocol.js';
 import type { IdempotencyStore } from '../store/types.js';
-import { headerName, integerInRange, nonNegativeInteger, optionalBoolean, optionalFunction, positiveInteger, timerMs, tokenList } from '../validation.js';
+import {
+  headerName,
+  integerInRange,
+  MAX_TIMER_MS,
+  nonNegativeInteger,
+  optionalBoolean,
+  optionalFunction,
+  synchronousFunction,
+  timerMs,
+  tokenList,
+} from '../validation.js';
 
 /**
  * The options with their defaults. `required` and `routeName` are guarded (see guarded-hooks.ts): they never throw.
@@ -62,19 +72,80 @@ export const MAX_KEY_LENGTH_LIMIT = 1024;
 export const MAX_TTL_SECONDS = 100 * 365 * 24 * 60 * 60;
 
 /**
- * The replay marker's aliases, lower-cased and without the marker itself. A name the library never replays
- * (Set-Cookie, Authorization, hop-by-hop) or the key's own header would change what a response means, so it is refused.
+ * The replay marker's aliases, lower-cased and without the marker itself. An alias names a replay marker (it
+ * holds "replay"): any other name is one a handler may set (Content-Type, Location), whose value every replay
+ * would replace with `true`.
  */
-function replayAliases(aliases: unknown, keyHeader: string): string[] {
+function replayAliases(aliases: unknown): string[] {
   const names = new Set<string>();
   for (const alias of tokenList(aliases, 'replayedHeaderAliases', 'header name')) {
     const name = alias.toLowerCase();
-    if (name === keyHeader.toLowerCase() || (NEVER_REPLAYED_HEADERS.has(name) && name !== REPLAYED_HEADER.toLowerCase())) {
-      throw new IdempotencyConfigError(`replayedHeaderAliases: ${alias} cannot mark a replay (it is the key's header, or a header never replayed)`);
+    if (!name.includes('replay')) {
+      throw new IdempotencyConfigError(`replayedHeaderAliases: ${alias} is not a replay marker's name (such as Idempotency-Replayed): a replay would send it as "true"`);
     }
     if (name !== REPLAYED_HEADER.toLowerCase()) names.add(name);
   }
   return [...names];
+}
+
+/**
+ * Every option's name, so that a misspelt one is refused: `transaction: true` for `transactional` would run
+ * lease mode, silently, where the application counted on one transaction.
+ */
+const OPTION_NAMES = new Set(
+  Object.keys({
+    store: true,
+    headerName: true,
+    methods: true,
+    required: true,
+    scope: true,
+    minKeyLength: true,
+    maxKeyLength: true,
+    fingerprintHeaders: true,
+    leaseMs: true,
+    ttlSeconds: true,
+    maxBodyBytes: true,
+    shouldStore: true,
+    excludeHeaders: true,
+    transactional: true,
+    onInProgress: true,
+    waitMs: true,
+    waitRecheckMs: true,
+    storeRetryAfterSeconds: true,
+    routeName: true,
+    includeKeyInProblems: true,
+    replayedHeaderAliases: true,
+    telemetry: true,
+  } satisfies Record<keyof IdempotencyOptions, true>),
+);
+const TELEMETRY_OPTION_NAMES = new Set(
+  Object.keys({ recordRawKey: true, recordScope: true, trustInboundCorrelationId: true } satisfies Record<keyof TelemetryOptions, true>),
+);
+
+function knownNames(given: object, names: ReadonlySet<string>, where: string): void {
+  const unknown = Object.keys(given).filter((name) => !names.has(name));
+  if (unknown.length > 0) throw new IdempotencyConfigError(`${where}: unknown option ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
+}
+
+/** The store's primitives the middleware calls (store/types.ts): one missing would fail requests after the claim. */
+const STORE_METHODS = ['claim', 'claimInTransaction', 'complete', 'release', 'renewLease', 'saveStep', 'watch'] as const;
+
+function checkedStore(store: unknown, transactional: boolean): IdempotencyStore {
+  const missing = STORE_METHODS.filter((method) => typeof (store as Record<string, unknown> | undefined)?.[method] !== 'function');
+  if (missing.length > 0) {
+    throw new IdempotencyConfigError(`idempotency() needs a \`store\` such as new PostgresStore({ pool })${store ? `; this one has no ${missing.join(', ')}` : ''}`);
+  }
+  if (transactional && (store as IdempotencyStore).transactions === false) {
+    throw new IdempotencyConfigError('transactional: true needs a store with transactions (PostgresStore); this store has none, and every request would get 503');
+  }
+  return store as IdempotencyStore;
+}
+
+/** The key's header: a token, and none that Node joins or drops (Set-Cookie, Cookie, hop-by-hop) or the library strips. */
+function keyHeaderName(value: unknown): string {
+  const name = headerName(value, 'headerName');
+  if (NEVER_REPLAYED_HEADERS.has(name.toLowerCase())) throw new IdempotencyConfigError(`headerName cannot be ${name}: Node or the library treat that header apart`);
+  return name;
 }
 
 /** Header names lower-cased, as Node gives them on a request and Koa on a response. */
@@ -86,21 +157,24 @@ function lowerCaseHeaderNames(value: unknown, name: string): string[] {
  * Resolves defaults once and throws an IdempotencyConfigError for a bad value, at construction, not per request.
  * Every value is checked as JavaScript callers can pass it, without the type checker's help.
  */
-export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
-  if (!options || typeof options.store?.claim !== 'function') {
-    throw new IdempotencyConfigError('idempotency() needs a `store`, e.g. new PostgresStore({ pool })');
-  }
+export function resolveOptions(given: IdempotencyOptions): ResolvedOptions {
+  if (typeof given !== 'object' || given === null) throw new IdempotencyConfigError('idempotency() needs its options, e.g. { store }');
+  // One read of each option: a getter could give one value to the check and another to the use.
+  const options = { ...given };
+  knownNames(options, OPTION_NAMES, 'idempotency()');
+  const transactional = optionalBoolean(options.transactional, 'transactional') ?? false;
+  const store = checkedStore(options.store, transactional);
   const required = options.required ?? false;
-  if (typeof required !== 'boolean') optionalFunction(required, 'required (a boolean or a function)');
+  if (typeof required !== 'boolean') synchronousFunction(required, 'required (a boolean or a function)');
   const scope = optionalFunction(options.scope, 'scope');
-  const shouldStore = optionalFunction(options.shouldStore, 'shouldStore');
-  const routeName = optionalFunction(options.routeName, 'routeName');
+  const shouldStore = synchronousFunction(options.shouldStore, 'shouldStore');
+  const routeName = synchronousFunction(options.routeName, 'routeName');
   const minKeyLength = integerInRange(options.minKeyLength ?? DEFAULT_MIN_KEY_LENGTH, 'minKeyLength', 1, MAX_KEY_LENGTH_LIMIT);
   const maxKeyLength = integerInRange(options.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH, 'maxKeyLength', minKeyLength, MAX_KEY_LENGTH_LIMIT);
   const onInProgress = options.onInProgress ?? 'reject';
   if (onInProgress !== 'reject' && onInProgress !== 'wait') throw new IdempotencyConfigError(`onInProgress must be 'reject' or 'wait'`);
-  const keyHeader = headerName(options.headerName ?? DEFAULT_HEADER_NAME, 'headerName');
-  const replayedHeaderAliases = replayAliases(options.replayedHeaderAliases ?? [], keyHeader);
+  const keyHeader = keyHeaderName(options.headerName ?? DEFAULT_HEADER_NAME);
+  const replayedHeaderAliases = replayAliases(options.replayedHeaderAliases ?? []);
   const leaseMs = timerMs(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', 1);
   const ttlSeconds = integerInRange(options.ttlSeconds ?? DEFAULT_TTL_SECONDS, 'ttlSeconds', 1, MAX_TTL_SECONDS);
   if (ttlSeconds * 1000 <= leaseMs) {
@@ -108,10 +182,11 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
       `ttlSeconds (${ttlSeconds} s) must be longer than leaseMs (${leaseMs} ms): a record that expires under a live lease can be taken over by a different request`,
     );
   }
-  const telemetry = options.telemetry ?? {};
-  if (typeof telemetry !== 'object' || telemetry === null) throw new IdempotencyConfigError('telemetry must be an object of options');
+  const telemetry = { ...options.telemetry };
+  if (typeof options.telemetry !== 'object' && options.telemetry !== undefined) throw new IdempotencyConfigError('telemetry must be an object of options');
+  knownNames(telemetry, TELEMETRY_OPTION_NAMES, 'idempotency() telemetry');
   return {
-    store: options.store,
+    store,
     headerName: keyHeader,
     methods: new Set(tokenList(options.methods ?? DEFAULT_METHODS, 'methods', 'method').map((method) => method.toUpperCase())),
     required: typeof required === 'function' ? guardRequired(required) : () => required,
@@ -125,11 +200,12 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     shouldStore: shouldStore ?? storeSuccessAndClientErrors,
     // An alias set by a handler must not be stored: a replay sends the marker itself, and a first answer never does.
     excludeHeaders: new Set([...lowerCaseHeaderNames(options.excludeHeaders ?? [], 'excludeHeaders'), ...replayedHeaderAliases]),
-    transactional: optionalBoolean(options.transactional, 'transactional') ?? false,
+    transactional,
     onInProgress,
     waitMs: timerMs(options.waitMs ?? DEFAULT_WAIT_MS, 'waitMs', 0),
     waitRecheckMs: timerMs(options.waitRecheckMs ?? DEFAULT_WAIT_RECHECK_MS, 'waitRecheckMs', 1),
-    storeRetryAfterSeconds: positiveInteger(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds'),
+    // RFC 9111 section 1.2.2: delta-seconds up to 2^31 - 1; a larger number would be written as 1e+21.
+    storeRetryAfterSeconds: integerInRange(options.storeRetryAfterSeconds ?? DEFAULT_STORE_RETRY_AFTER_SECONDS, 'storeRetryAfterSeconds', 1, MAX_TIMER_MS),
     routeName: routeName ? guardRouteName(routeName) : defaultRouteName,
     includeKeyInProblems: optionalBoolean(options.includeKeyInProblems, 'includeKeyInProblems') ?? false,
     replayedHeaderAliases,

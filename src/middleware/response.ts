@@ -82,9 +82,16 @@ export function restoreHeaders(ctx: Context, snapshot: HeaderSnapshot): void {
   for (const [name, value] of snapshot) ctx.set(name, value);
 }
 
-export function replayResponse(ctx: Context, response: StoredResponse): void {
+/**
+ * Writes a stored response. The headers are filtered again, as at storing: a record stored before a header was
+ * excluded (a rolling deploy adding a session token to `excludeHeaders`) must not replay it.
+ */
+export function replayResponse(ctx: Context, response: StoredResponse, excluded: ReadonlySet<string>): void {
   ctx.status = response.status;
-  for (const [name, value] of Object.entries(response.headers)) ctx.set(name, value);
+  for (const [name, value] of Object.entries(response.headers)) {
+    const lowerCase = name.toLowerCase();
+    if (!NEVER_REPLAYED_HEADERS.has(lowerCase) && !excluded.has(lowerCase)) ctx.set(name, value);
+  }
   if (response.body !== null) ctx.body = response.body;
   ctx.set(REPLAYED_HEADER, 'true');
 }

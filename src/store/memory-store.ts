@@ -54,6 +54,9 @@ export class MemoryStore implements IdempotencyStore {
   }
 
   /** Rejects: a transaction spanning the handler's writes and the record needs a database (use `PostgresStore`). */
+  /** No transactions: idempotency({ transactional: true }) refuses this store. */
+  readonly transactions = false;
+
   async claimInTransaction(): Promise<TransactionalClaim> {
     throw new IdempotencyError('MemoryStore has no transactions: use lease mode (transactional: false), or PostgresStore');
   }

@@ -1,8 +1,8 @@
 import { diag } from '@opentelemetry/api';
 import type { Pool } from 'pg';
 import { IdempotencyConfigError } from '../errors.js';
-import { callHook } from '../hooks.js';
-import { nonNegativeInteger, nonNegativeNumber, numberInRange, optionalFunction, positiveNumber } from '../validation.js';
+import { callListener } from '../hooks.js';
+import { MAX_TIMER_MS, nonNegativeInteger, nonNegativeNumber, numberInRange, optionalFunction, positiveInteger } from '../validation.js';
 import { tableNameOf } from './migration.js';
 import { resolvePartitioning, type PartitioningOptions, type ResolvedPartitioning } from './partition-maintenance.js';
 import { fromPgPoolPreparing } from './pg-database.js';
@@ -85,12 +85,12 @@ export interface PostgresStoreOptions {
   lockTimeoutMs?: number;
   /**
    * Run `sweep()` every this many milliseconds; 0 turns the periodic sweeper off. Its timer never keeps
-   * the process alive. Errors are reported through `onSweepError`.
+   * the process alive. Errors are reported through `onSweepError`. At most 2147483647 (the longest Node timer).
    * @default 0
    */
   sweepIntervalMs?: number;
   /**
-   * Rows deleted per sweep statement; each batch is its own short transaction.
+   * Rows deleted per sweep statement (an integer); each batch is its own short transaction.
    * @default 1000
    */
   sweepBatchSize?: number;
@@ -143,17 +143,19 @@ export function resolveStoreOptions(options: PostgresStoreOptions): ResolvedStor
     table: tableNameOf(options),
     partitioning: resolvePartitioning(options.partitioning),
     waitStrategy,
-    pollIntervalMs: positiveNumber(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, 'pollIntervalMs'),
+    // Every timer stays within what setTimeout honours: Node runs a longer one after 1 ms, a loop with no pause.
+    pollIntervalMs: numberInRange(options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS, 'pollIntervalMs', 1, MAX_TIMER_MS),
     maxAnnouncedWaiters: nonNegativeInteger(options.maxAnnouncedWaiters ?? DEFAULT_MAX_ANNOUNCED_WAITERS, 'maxAnnouncedWaiters'),
     replayCacheEntries: nonNegativeNumber(options.replayCacheEntries ?? DEFAULT_REPLAY_CACHE_ENTRIES, 'replayCacheEntries'),
     replayCacheBytes: nonNegativeNumber(options.replayCacheBytes ?? DEFAULT_REPLAY_CACHE_BYTES, 'replayCacheBytes'),
     // SET lock_timeout takes whole milliseconds, reads 0 as "no timeout" (a value below 1 would round to it)
     // and refuses more than MAX_LOCK_TIMEOUT_MS.
     lockTimeoutMs: numberInRange(options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs', 1, MAX_LOCK_TIMEOUT_MS),
-    sweepIntervalMs: nonNegativeNumber(options.sweepIntervalMs ?? 0, 'sweepIntervalMs'),
-    sweepBatchSize: positiveNumber(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize'),
-    sweepPauseMs: nonNegativeNumber(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs'),
-    onSweepError: onSweepError ? (error) => void callHook('onSweepError', () => onSweepError(error), 'the sweep failure it was given is lost') : reportSweepError,
+    sweepIntervalMs: numberInRange(options.sweepIntervalMs ?? 0, 'sweepIntervalMs', 0, MAX_TIMER_MS),
+    // A count of rows: Postgres reads the LIMIT as a bigint and refuses a fraction.
+    sweepBatchSize: positiveInteger(options.sweepBatchSize ?? DEFAULT_SWEEP_BATCH_SIZE, 'sweepBatchSize'),
+    sweepPauseMs: numberInRange(options.sweepPauseMs ?? DEFAULT_SWEEP_PAUSE_MS, 'sweepPauseMs', 0, MAX_TIMER_MS),
+    onSweepError: onSweepError ? (error) => callListener('onSweepError', () => onSweepError(error), 'the sweep failure it was given is lost') : reportSweepError,
   };
 }
 

@@ -114,6 +114,12 @@ export interface StoreStats {
  * Operations tools (find, stats, sweep, migrate) are PostgresStore's own, not part of the contract.
  */
 export interface IdempotencyStore {
+  /**
+   * `false` for a store whose claimInTransaction() always rejects (MemoryStore): idempotency() then refuses
+   * `transactional: true` at construction rather than answer every request 503.
+   * @default true
+   */
+  readonly transactions?: boolean;
   claim(request: ClaimRequest): Promise<ClaimResult>;
   claimInTransaction(request: ClaimRequest): Promise<TransactionalClaim>;
   /** Throws FencedError when the lease was lost: nothing is written. */

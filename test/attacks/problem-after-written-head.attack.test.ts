@@ -71,12 +71,8 @@ describe('a problem after a handler that wrote around Koa', () => {
     await ctx.idempotency!.db!.query('SELECT 1/0').catch(() => undefined);
   }
 
-  it.each([
-    ['shouldStore throws', failingShouldStore, async () => undefined],
-    ['the handler’s transaction was aborted', { transactional: true }, abortTransaction],
-  ] as const)('%s after the handler flushed its head (201, Content-Length 5): the client gets no problem bytes under that head', async (_label, options, before) => {
-    const port = await start(options, async (ctx) => {
-      await before(ctx);
+  it('shouldStore throws (lease mode: the handler’s writes stand) after the handler flushed its head (201, Content-Length 5): the client gets the handler’s answer, no problem bytes under that head', async () => {
+    const port = await start(failingShouldStore, (ctx) => {
       ctx.status = 201;
       ctx.set('Content-Type', 'text/plain');
       ctx.set('Content-Length', '5');
@@ -92,12 +88,8 @@ describe('a problem after a handler that wrote around Koa', () => {
     });
   });
 
-  it.each([
-    ['shouldStore throws', failingShouldStore, async () => undefined],
-    ['the handler’s transaction was aborted', { transactional: true }, abortTransaction],
-  ] as const)('%s after the handler set ctx.respond = false and writes its 201 later: the client gets that 201 whole, no hang', async (_label, options, before) => {
-    const port = await start(options, async (ctx) => {
-      await before(ctx);
+  it('shouldStore throws (lease mode: the handler’s writes stand) after the handler set ctx.respond = false and writes its 201 later: the client gets that 201 whole, no hang', async () => {
+    const port = await start(failingShouldStore, (ctx) => {
       ctx.respond = false;
       (ctx.state as { afterChain?: () => void }).afterChain = () => {
         ctx.res.statusCode = 201;
@@ -113,5 +105,35 @@ describe('a problem after a handler that wrote around Koa', () => {
       type: undefined,
       body: 'later',
     });
+  });
+
+  /**
+   * In transactional mode the failure rolled the handler's writes back: its 201 would tell the client they were
+   * done. The connection is cut instead, so the client sees no complete answer and retries.
+   */
+  it('the handler’s transaction was aborted after it flushed its head: the connection is cut before the body, no problem bytes under that head', async () => {
+    const port = await start({ transactional: true }, async (ctx) => {
+      await abortTransaction(ctx);
+      ctx.status = 201;
+      ctx.set('Content-Type', 'text/plain');
+      ctx.set('Content-Length', '5');
+      ctx.res.flushHeaders();
+      ctx.body = 'hello';
+    });
+    const answer = await send(port, 'flushed-tx');
+    expect({ status: answer.status, timedOut: answer.timedOut, body: answer.body }).toEqual({ status: 201, timedOut: false, body: '' });
+  });
+
+  it('the handler’s transaction was aborted after it set ctx.respond = false: the connection is cut, no answer at all, no hang', async () => {
+    const port = await start({ transactional: true }, async (ctx) => {
+      await abortTransaction(ctx);
+      ctx.respond = false;
+      (ctx.state as { afterChain?: () => void }).afterChain = () => {
+        ctx.res.statusCode = 201;
+        ctx.res.end('later');
+      };
+    });
+    const answer = await send(port, 'respond-false-tx');
+    expect({ status: answer.status, timedOut: answer.timedOut }).toEqual({ status: 0, timedOut: false });
   });
 });

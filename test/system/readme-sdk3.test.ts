@@ -133,7 +133,10 @@ describe("README's OpenTelemetry SDK 3 set-up in a fresh app, from the packed li
     // Every entry point's declarations compile as a strict TypeScript user compiles them, libraries checked too
     // (skipLibCheck off) and without the optional peer PGlite: they imported its types and failed (TS2307).
     writeFileSync(join(appDir, 'entries.ts'), ENTRIES);
-    writeFileSync(join(appDir, 'tsconfig.entries.json'), JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: false, noEmit: true }, files: ['entries.ts'] }));
+    writeFileSync(
+      join(appDir, 'tsconfig.entries.json'),
+      JSON.stringify({ compilerOptions: { module: 'nodenext', target: 'es2022', strict: true, skipLibCheck: false, noEmit: true }, files: ['entries.ts'] }),
+    );
     execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.entries.json'], { cwd: appDir, encoding: 'utf8' });
     // Every entry point of package.json's exports loads from the tarball, each with its own names.
     const entries = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports)

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryStore, problemType, type IdempotencyOptions } from '../../src/index.js';
+import { IdempotencyConfigError, MemoryStore, problemType, type IdempotencyOptions } from '../../src/index.js';
 import { createTestApp, type TestAppOptions } from '../helpers/app.js';
 import { postJson, serve } from '../helpers/http.js';
 
@@ -82,9 +82,7 @@ describe('idempotency middleware in lease mode, on MemoryStore', () => {
     expect([missing.status, JSON.parse(missing.text).type, executions.length]).toEqual([400, problemType('keyMissing'), 0]);
   });
 
-  it('answers 503 store-unavailable, never running the handler, in transactional mode (MemoryStore has no transactions)', async () => {
-    const { url, executions } = await start({ transactional: true });
-    const answer = await postJson(url, { amount: 5 }, { key: 'tx', account: 'a' });
-    expect([answer.status, JSON.parse(answer.text).type, executions.length]).toEqual([503, problemType('storeUnavailable'), 0]);
+  it('refuses transactional mode at construction (MemoryStore has no transactions), rather than answer every request 503', async () => {
+    await expect(start({ transactional: true })).rejects.toThrow(IdempotencyConfigError);
   });
 });
