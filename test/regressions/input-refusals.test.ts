@@ -17,7 +17,13 @@ import { recordsExpired } from '../helpers/record-clock.js';
  */
 
 /** Enough for `idempotency()` to be constructed; never called. */
-const unusedStore = { claim: () => Promise.reject(new Error('not used')) } as unknown as IdempotencyStore;
+/** A store none of whose primitives is called: every one rejects. */
+function storeOf(primitives: Partial<IdempotencyStore> = {}): IdempotencyStore {
+  const unused = () => Promise.reject(new Error('not used'));
+  const names = ['claim', 'claimInTransaction', 'complete', 'release', 'renewLease', 'saveStep', 'watch'] as const;
+  return { ...Object.fromEntries(names.map((name) => [name, unused])), ...primitives } as unknown as IdempotencyStore;
+}
+const unusedStore = storeOf();
 
 type Body = NonNullable<RequestInit['body']>;
 
@@ -259,7 +265,7 @@ describe.each(databaseTargets())('input hardening on $name', (target) => {
 
   it('sends the documented Retry-After for a busy claim, which carries no lease to count down', async () => {
     // A store whose transactional claim always finds the key locked by another, uncommitted transaction.
-    const busy = { claim: () => Promise.reject(new Error('not used')), claimInTransaction: () => Promise.resolve({ kind: 'busy' }) } as unknown as IdempotencyStore;
+    const busy = storeOf({ claimInTransaction: () => Promise.resolve({ kind: 'busy' as const }) });
     const { app, executions } = readmeApp(busy, { options: { transactional: true } });
     await withApp(app, async (url) => {
       const answer = await send(url, { key: randomUUID(), type: 'application/json', body: '{"amount":1}' });
