@@ -12,8 +12,19 @@ export function errorCode(error: unknown): string | undefined {
   return typeof code === 'string' && code !== '' ? code : undefined;
 }
 
-/** The error's SQLSTATE (five digits or capitals, e.g. `40001`, `42P01`), else undefined. */
+/**
+ * The error's SQLSTATE (five digits or capitals, e.g. `40001`, `42P01`), else undefined. A Node system error is
+ * never one, though some errno names have the shape: `EPIPE` from a write to a connection Postgres closed was
+ * read as Postgres refusing a COMMIT (500, not retryable) where the outcome is unknown (503).
+ */
 export function sqlstateOf(error: unknown): string | undefined {
   const code = errorCode(error);
-  return code !== undefined && SQLSTATE_SHAPE.test(code) ? code : undefined;
+  if (code === undefined || !SQLSTATE_SHAPE.test(code) || isSystemError(error)) return undefined;
+  return code;
+}
+
+/** Node's system errors (a failed syscall) carry the syscall's name and a numeric errno. */
+function isSystemError(error: unknown): boolean {
+  const { syscall, errno } = error as { syscall?: unknown; errno?: unknown };
+  return typeof syscall === 'string' || typeof errno === 'number';
 }

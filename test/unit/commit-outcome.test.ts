@@ -29,4 +29,16 @@ describe('commitFailure()', () => {
     const error = failure(code);
     expect(commitFailure(error)).toBe(error);
   });
+
+  /**
+   * Found under load on a pipelined pool whose backend was killed: the COMMIT written to the closed socket failed
+   * with EPIPE, five capitals like an SQLSTATE, and the client was told 500 "Postgres refused to commit".
+   */
+  it.each([
+    ['write EPIPE', { code: 'EPIPE', errno: -32, syscall: 'write' }],
+    ['read EBADF', { code: 'EBADF', errno: -9, syscall: 'read' }],
+  ])('leaves the outcome unknown for a Node system error whose errno name looks like an SQLSTATE (%s)', (message, fields) => {
+    const error = Object.assign(new Error(message), fields);
+    expect(commitFailure(error)).toBe(error);
+  });
 });
