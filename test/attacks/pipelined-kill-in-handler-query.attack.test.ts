@@ -68,7 +68,9 @@ describe('transactional mode: the connection killed during the handler’s query
     }
     const once = JSON.stringify({ afterFirst: { charges: 0, records: 0 }, retry: 201, replayed: 'true', charges: 1 });
     // What happens now: the pipelined pool answers some kills 500 request-failed (retryable: false, so
-    // idempotentFetch gives up), the unpipelined pool 503 store-unavailable, for the same killed connection (57P01).
+    // idempotentFetch gives up), with the detail "Postgres refused to commit the transaction of this request (a
+    // deferred constraint trigger or check failed)": the COMMIT's error is classified as a refusal, not as the lost
+    // connection it is. The unpipelined pool answers 503 store-unavailable for the same kill.
     expect({ unpipelined: [...answers.unpipelined!], pipelined: [...answers.pipelined!] }).toEqual({
       unpipelined: ['503 urn:koa-idempotency:problem:store-unavailable'],
       pipelined: ['503 urn:koa-idempotency:problem:store-unavailable'],
