@@ -70,14 +70,18 @@ export function optionalFunction<T>(value: T, name: string): T {
   return value;
 }
 
+/** Functions whose call returns a promise or an iterator, never the value a hook answers with. */
+const NOT_A_VALUE = new Set(['AsyncFunction', 'AsyncGeneratorFunction', 'GeneratorFunction']);
+
 /**
- * A synchronous function, or undefined: an `async` function given for a hook the library calls without
- * awaiting would return a promise, read as a value (true), its rejection left unhandled.
+ * A synchronous function, or undefined: an `async` (or generator) function given for a hook the library calls
+ * without awaiting would return a promise (or an iterator), read as a value (true), a rejection left unhandled.
  */
 export function synchronousFunction<T>(value: T, name: string): T {
   optionalFunction(value, name);
-  if (typeof value === 'function' && value.constructor.name === 'AsyncFunction') {
-    throw new IdempotencyConfigError(`${name} must be a synchronous function; got an async function`);
+  const kind = typeof value === 'function' ? (value.constructor as { name?: unknown } | undefined)?.name : undefined;
+  if (typeof kind === 'string' && NOT_A_VALUE.has(kind)) {
+    throw new IdempotencyConfigError(`${name} must be a synchronous function returning its answer; got an ${kind}`);
   }
   return value;
 }

@@ -1,3 +1,4 @@
+import { constants as http2Constants, type Http2Stream } from 'node:http2';
 import { context, diag } from '@opentelemetry/api';
 import type { Context, Middleware, Next } from 'koa';
 import { readKey } from '../key.js';
@@ -137,7 +138,7 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
   #replaceResponse(discardResponse: () => void): void {
     const { ctx } = this;
     if (!ctx.headerSent && ctx.respond !== false) return discardResponse();
-    if (this.mode === TRANSACTIONAL_MODE) ctx.req.socket.destroy();
+    if (this.mode === TRANSACTIONAL_MODE) cutResponse(ctx);
   }
 
   /**
@@ -165,6 +166,8 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
         downstream = await runDownstream(ctx, this.next, config);
       } catch (error) {
         await claim.abandon();
+        // Koa answers a thrown error only while the head is unsent; after that it leaves the response open.
+        if (ctx.headerSent) cutResponse(ctx);
         throw error;
       }
       const { outcome, discardResponse } = downstream;
@@ -186,4 +189,15 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
       telemetry.unclaimed();
     }
   }
+}
+
+/**
+ * Cuts a response off so that the client holds no complete answer (a response already whole cannot be taken
+ * back: see the README). Over HTTP/2 only the request's stream is reset, with an error code: destroying its
+ * socket ends the stream normally, a complete empty response.
+ */
+function cutResponse(ctx: Context): void {
+  const { stream } = ctx.res as { stream?: Http2Stream };
+  if (stream) stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+  else ctx.req.socket.destroy();
 }

@@ -122,9 +122,16 @@ const TELEMETRY_OPTION_NAMES = new Set(
   Object.keys({ recordRawKey: true, recordScope: true, trustInboundCorrelationId: true } satisfies Record<keyof TelemetryOptions, true>),
 );
 
-function knownNames(given: object, names: ReadonlySet<string>, where: string): void {
-  const unknown = Object.keys(given).filter((name) => !names.has(name));
+/**
+ * The options under their known names, each read once (a getter could give the check one value and the use
+ * another), wherever the object holds them: its own properties, a class accessor, a prototype. A name it holds
+ * that is not known, own or inherited, is refused.
+ */
+function readOptions<T extends object>(given: T, names: ReadonlySet<string>, where: string): T {
+  const unknown: string[] = [];
+  for (const name in given) if (!names.has(name)) unknown.push(name);
   if (unknown.length > 0) throw new IdempotencyConfigError(`${where}: unknown option ${unknown.map((name) => JSON.stringify(name)).join(', ')}`);
+  return Object.fromEntries([...names].map((name) => [name, (given as Record<string, unknown>)[name]])) as T;
 }
 
 /** The store's primitives the middleware calls (store/types.ts): one missing would fail requests after the claim. */
@@ -159,9 +166,7 @@ function lowerCaseHeaderNames(value: unknown, name: string): string[] {
  */
 export function resolveOptions(given: IdempotencyOptions): ResolvedOptions {
   if (typeof given !== 'object' || given === null) throw new IdempotencyConfigError('idempotency() needs its options, e.g. { store }');
-  // One read of each option: a getter could give one value to the check and another to the use.
-  const options = { ...given };
-  knownNames(options, OPTION_NAMES, 'idempotency()');
+  const options = readOptions(given, OPTION_NAMES, 'idempotency()');
   const transactional = optionalBoolean(options.transactional, 'transactional') ?? false;
   const store = checkedStore(options.store, transactional);
   const required = options.required ?? false;
@@ -182,9 +187,8 @@ export function resolveOptions(given: IdempotencyOptions): ResolvedOptions {
       `ttlSeconds (${ttlSeconds} s) must be longer than leaseMs (${leaseMs} ms): a record that expires under a live lease can be taken over by a different request`,
     );
   }
-  const telemetry = { ...options.telemetry };
   if (typeof options.telemetry !== 'object' && options.telemetry !== undefined) throw new IdempotencyConfigError('telemetry must be an object of options');
-  knownNames(telemetry, TELEMETRY_OPTION_NAMES, 'idempotency() telemetry');
+  const telemetry = readOptions(options.telemetry ?? {}, TELEMETRY_OPTION_NAMES, 'idempotency() telemetry');
   return {
     store,
     headerName: keyHeader,

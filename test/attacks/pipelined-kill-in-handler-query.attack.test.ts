@@ -1,7 +1,6 @@
 import type Koa from 'koa';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildRequest, rawRequest } from '../helpers/raw-http.js';
 import { newKey, pipelinedCrashHarness, until, type Tdb } from '../helpers/pipelined-crash-harness.js';
 import { postJson } from '../helpers/http.js';
 
@@ -76,39 +75,5 @@ describe('transactional mode: the connection killed during the handler’s query
       pipelined: ['503 urn:koa-idempotency:problem:store-unavailable'],
     });
     expect({ unpipelined: [...outcomes.unpipelined!], pipelined: [...outcomes.pipelined!] }).toEqual({ unpipelined: [once], pipelined: [once] });
-  });
-
-  it('the handler catches the failed query and flushes its 204 head: the client never holds a complete 2xx, the retry charges once; same on both pools', async () => {
-    const seen: Record<string, unknown> = {};
-    for (const pipeline of [false, true]) {
-      const first = { value: true };
-      const app = await start(pipeline, async (ctx, tdb) => {
-        await blockedQueryCaught(ctx, tdb, first);
-        ctx.status = 204;
-        ctx.res.flushHeaders();
-      });
-      await admin.query('SELECT pg_advisory_lock($1)', [LOCK]);
-      const key = newKey(`kill-flushed-${pipeline}`);
-      const answering = rawRequest(
-        Number(new URL(app.url).port),
-        buildRequest({ path: '/', headerLines: [`Idempotency-Key: ${key}`, 'Content-Type: application/json', 'Content-Length: 2'], body: '{}' }),
-        3_000,
-      );
-      await killWaiter();
-      await admin.query('SELECT pg_advisory_unlock($1)', [LOCK]);
-      const answer = await answering;
-      const afterFirst = { charges: await chargesOf(key), records: await recordsOf(key) };
-      const retry = await postJson(app.url, {}, { key });
-      // The retry's 204 head reaches the client before its COMMIT: wait for the record to be completed.
-      await until(async () => {
-        const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${harness.records} WHERE key = $1 AND status = 'completed'`, [key]);
-        return rows[0]!.n === 1;
-      }, 'the retry committed');
-      seen[pipeline ? 'pipelined' : 'unpipelined'] = { status: answer.status, timedOut: answer.timedOut, afterFirst, retry: retry.status, charges: await chargesOf(key) };
-    }
-    // What happens now: status 204 (complete with its head) on both pools, while nothing was committed.
-    expect(seen.pipelined).toEqual(seen.unpipelined);
-    expect(seen.pipelined).toMatchObject({ timedOut: false, afterFirst: { charges: 0, records: 0 }, retry: 204, charges: 1 });
-    expect((seen.pipelined as { status: number }).status).not.toBe(204);
   });
 });
