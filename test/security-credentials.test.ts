@@ -40,5 +40,30 @@ describe.each(databaseTargets())('on $name', (target) => {
         await server.close();
       }
     });
+
+    it('drops Set-Cookie2, Proxy-Connection and the headers a Connection header names (hop-by-hop, RFC 9110 section 7.6.1) from the record and the replay', async () => {
+      const { store, server } = await app({
+        handler: (ctx) => {
+          ctx.status = 201;
+          ctx.set('Set-Cookie2', 'legacy=s3cret; Version=1');
+          ctx.set('Proxy-Connection', 'keep-alive');
+          ctx.set('Connection', 'X-Hop-Token');
+          ctx.set('X-Hop-Token', 's3cret');
+          ctx.set('X-Visible', 'kept');
+          ctx.body = { ok: true };
+        },
+      });
+      try {
+        await postJson(`${server.url}/op`, {}, { key: 'hop-key' });
+        const replay = await postJson(`${server.url}/op`, {}, { key: 'hop-key' });
+        expect(replay.headers.get('idempotent-replayed')).toBe('true');
+        expect(replay.headers.get('x-visible')).toBe('kept');
+        for (const name of ['set-cookie2', 'proxy-connection', 'x-hop-token']) expect(replay.headers.get(name), name).toBeNull();
+        const record = await store.find('', 'hop-key');
+        expect(JSON.stringify(record?.response?.headers)).not.toContain('s3cret');
+      } finally {
+        await server.close();
+      }
+    });
   });
 });

@@ -167,6 +167,9 @@ function lowerCaseHeaderNames(value: unknown, name: string): string[] {
 export function resolveOptions(given: IdempotencyOptions): ResolvedOptions {
   if (typeof given !== 'object' || given === null) throw new IdempotencyConfigError('idempotency() needs its options, e.g. { store }');
   const options = readOptions(given, OPTION_NAMES, 'idempotency()');
+  const methods = new Set(tokenList(options.methods ?? DEFAULT_METHODS, 'methods', 'method').map((method) => method.toUpperCase()));
+  // An empty list turns the middleware off without a word, `required: true` included.
+  if (methods.size === 0) throw new IdempotencyConfigError('methods is empty: the middleware would apply to no request');
   const transactional = optionalBoolean(options.transactional, 'transactional') ?? false;
   const store = checkedStore(options.store, transactional);
   const required = options.required ?? false;
@@ -192,7 +195,7 @@ export function resolveOptions(given: IdempotencyOptions): ResolvedOptions {
   return {
     store,
     headerName: keyHeader,
-    methods: new Set(tokenList(options.methods ?? DEFAULT_METHODS, 'methods', 'method').map((method) => method.toUpperCase())),
+    methods,
     required: typeof required === 'function' ? guardRequired(required) : () => required,
     scope: scope ?? (() => ''),
     minKeyLength,

@@ -21,6 +21,8 @@ export type HeaderSnapshot = ReadonlyMap<string, string | string[]>;
  */
 export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'set-cookie',
+  // RFC 2965's obsolete cookie header, which some servers still send beside Set-Cookie.
+  'set-cookie2',
   'authorization',
   'proxy-authorization',
   'proxy-authenticate',
@@ -31,6 +33,7 @@ export const NEVER_REPLAYED_HEADERS: ReadonlySet<string> = new Set([
   'proxy-authentication-info',
   'cookie',
   'connection',
+  'proxy-connection',
   'keep-alive',
   'te',
   'trailer',
@@ -103,11 +106,20 @@ export function markReplayAliases(ctx: Context, aliases: readonly string[]): voi
 
 function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>, outer: HeaderSnapshot): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of snapshotHeaders(ctx)) {
-    if (NEVER_REPLAYED_HEADERS.has(name) || excluded.has(name) || sameValue(outer.get(name), value)) continue;
+  const snapshot = snapshotHeaders(ctx);
+  const connectionOptions = connectionOptionNames(snapshot.get('connection'));
+  for (const [name, value] of snapshot) {
+    if (NEVER_REPLAYED_HEADERS.has(name) || excluded.has(name) || connectionOptions.has(name) || sameValue(outer.get(name), value)) continue;
     headers[name] = value;
   }
   return headers;
+}
+
+/** RFC 9110 section 7.6.1: the names a `Connection` header lists are hop-by-hop, for this connection only. */
+function connectionOptionNames(connection: string | string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined) return new Set();
+  const listed = (Array.isArray(connection) ? connection.join(',') : connection).split(',');
+  return new Set(listed.map((name) => name.trim().toLowerCase()).filter((name) => name !== ''));
 }
 
 function sameValue(before: string | string[] | undefined, after: string | string[]): boolean {

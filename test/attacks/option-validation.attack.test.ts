@@ -18,6 +18,7 @@ describe('idempotency() refuses a bad option at construction with IdempotencyCon
   it.each([
     ['methods as a string', { methods: 'POST' }],
     ['methods holding a number', { methods: [5] }],
+    ['methods empty (the middleware would apply to no request, required: true included)', { methods: [], required: true }],
     ['headerName as a number', { headerName: 5 }],
     ['excludeHeaders as a string', { excludeHeaders: 'x-request-id' }],
     ['excludeHeaders holding a number', { excludeHeaders: [5] }],
