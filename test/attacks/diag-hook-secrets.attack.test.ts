@@ -27,7 +27,10 @@ const AUTHORIZATION = 'Bearer tok-3f9a8c7e6d5b4a39';
 const SCOPE_SECRET = 'tenant-scope-9b8a7c6d';
 
 let logged: string[] = [];
-const render = (level: string) => (message: string, ...args: unknown[]) => void logged.push(`${level} ${message} ${args.map((arg) => inspect(arg, { depth: 5 })).join(' ')}`);
+const render =
+  (level: string) =>
+  (message: string, ...args: unknown[]) =>
+    void logged.push(`${level} ${message} ${args.map((arg) => inspect(arg, { depth: 5 })).join(' ')}`);
 const capturing: DiagLogger = { error: render('error'), warn: render('warn'), info: render('info'), debug: render('debug'), verbose: render('verbose') };
 
 beforeEach(() => {
@@ -41,7 +44,9 @@ afterEach(() => {
 
 /** Everything recorded for the requests: diag lines, span names, attributes, events and links. */
 function everything(): string {
-  const spans = exporter.getFinishedSpans().map((span) => ({ name: span.name, attributes: span.attributes, events: span.events, links: span.links, status: span.status }));
+  const spans = exporter
+    .getFinishedSpans()
+    .map((span) => ({ name: span.name, attributes: span.attributes, events: span.events, links: span.links, status: span.status }));
   return `${logged.join('\n')}\n${JSON.stringify(spans)}`;
 }
 
@@ -108,7 +113,12 @@ describe('hooks failing on a request full of secrets', () => {
   });
 
   it('a shouldStore that throws an error of its own: reported without the request’s secrets', async () => {
-    await attack({ scope: () => SCOPE_SECRET, shouldStore: () => { throw new Error('shouldStore broke'); } });
+    await attack({
+      scope: () => SCOPE_SECRET,
+      shouldStore: () => {
+        throw new Error('shouldStore broke');
+      },
+    });
     expect(logged.some((line) => line.includes('shouldStore'))).toBe(true);
     expectNoSecret();
   });
