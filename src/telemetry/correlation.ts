@@ -40,10 +40,18 @@ export function localCorrelationId(context: OtelContext): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/** The context with the correlation ID added to its baggage (for downstream services) and marked as local. */
+/**
+ * The context with the correlation ID added to its baggage (for downstream services) and marked as local. The ID
+ * goes first: the W3C propagator sends at most 180 entries and 8192 characters, dropping what comes after, and a
+ * client filling its inbound baggage to those limits kept an ID appended last from every downstream call.
+ */
 export function withCorrelationBaggage(context: OtelContext, correlationId: string): OtelContext {
-  const baggage = propagation.getBaggage(context) ?? propagation.createBaggage();
-  const withBaggage = propagation.setBaggage(context, baggage.setEntry(BAGGAGE_CORRELATION_ID, { value: correlationId }));
+  // Entry by entry, not through an object: an object would put integer-like names ("0", "1") before the ID.
+  let baggage = propagation.createBaggage({ [BAGGAGE_CORRELATION_ID]: { value: correlationId } });
+  for (const [name, entry] of propagation.getBaggage(context)?.getAllEntries() ?? []) {
+    if (name !== BAGGAGE_CORRELATION_ID) baggage = baggage.setEntry(name, entry);
+  }
+  const withBaggage = propagation.setBaggage(context, baggage);
   return withBaggage.setValue(LOCAL_CORRELATION_ID, correlationId);
 }
 
