@@ -22,7 +22,7 @@ describe('idempotentFetch and the cut after a flushed head', () => {
   let store: PostgresStore;
   let orders: string;
   let url: string;
-  let server: { close(): Promise<void> };
+  let server: { url: string; close(): Promise<void> };
 
   beforeAll(async () => {
     db = await databaseTargets()[0]!.open('atk_client_cut');
