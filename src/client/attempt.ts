@@ -46,7 +46,11 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
   try {
     const attemptContext = withResendCount(spec.caller, spec.resendCount);
     const response = await context.with(attemptContext, () => fetch(spec.template.clone(), { signal }));
-    // A 409 is only retryable as request-in-progress: its problem body decides, so it is read within the budget.
+    // The whole answer arrives within the attempt (read from a clone; the caller's copy stays readable): an
+    // answer cut off after its head, as a server that could not commit cuts it, is a failed attempt, retried
+    // under the same key, not a success with an unreadable body.
+    await response.clone().arrayBuffer();
+    // A 409 is only retryable as request-in-progress: its problem body decides.
     const problem = await readProblem(response);
     spec.callerSignal?.throwIfAborted();
     if (timeout.signal.aborted) return { kind: 'timeout', error: timeout.signal.reason };
@@ -65,7 +69,6 @@ export async function sendAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     if (timeout.signal.aborted) return { kind: 'timeout', error };
     return { kind: 'network-error', error };
   } finally {
-    // Once classified, the answer is the caller's: its body must not be cut by this attempt's timer.
     clearTimeout(timer);
   }
 }
