@@ -15,6 +15,7 @@ import { runDownstream, type Downstream } from './handler-outcome.js';
 import type { IdempotencyOptions } from './options.js';
 import { resolveOptions, type ResolvedOptions } from './resolved-options.js';
 import { noteProblemSubject } from './problems.js';
+import { handlerOwnsResponse } from './response.js';
 import { RequestTelemetry } from './request-telemetry.js';
 
 /**
@@ -137,7 +138,7 @@ class IdempotentRequest implements ClaimAttempt<StoreClaim> {
    */
   #replaceResponse(discardResponse: () => void): void {
     const { ctx } = this;
-    if (!ctx.headerSent && ctx.respond !== false) return discardResponse();
+    if (!handlerOwnsResponse(ctx)) return discardResponse();
     if (this.mode === TRANSACTIONAL_MODE) cutResponse(ctx);
   }
 

@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import { newProblemInstance } from '../problem-instance.js';
 import { recordProblemOnSpan } from '../telemetry/problem-span.js';
 import { PROBLEMS, problemType, type ProblemName } from '../protocol.js';
+import { handlerOwnsResponse } from './response.js';
 
 export interface ProblemOptions {
   detail: string;
@@ -38,10 +39,9 @@ export function sendProblem(ctx: Context, name: ProblemName, options: ProblemOpt
   const subject = subjects.get(ctx);
   const instance = newProblemInstance(subject?.correlationId);
   recordProblemOnSpan(instance, problem.slug);
-  // A response the handler took out of Koa's hands (its head flushed, `ctx.respond = false`) is the handler's:
-  // a problem written into it would corrupt it (its bytes under the handler's head, its Content-Length before
-  // the handler's own body). See IdempotentRequest#run for what the middleware does instead.
-  if (ctx.headerSent || ctx.respond === false) return;
+  // A problem written into it would go out under the handler's head, or its Content-Length before the
+  // handler's own body. See IdempotentRequest#replaceResponse for what the middleware does instead.
+  if (handlerOwnsResponse(ctx)) return;
   ctx.status = problem.status;
   if (options.retryAfterSeconds !== undefined) ctx.set('Retry-After', String(Math.max(1, Math.ceil(options.retryAfterSeconds))));
   ctx.type = 'application/problem+json';

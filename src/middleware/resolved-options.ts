@@ -78,10 +78,9 @@ export const MAX_TTL_SECONDS = 100 * 365 * 24 * 60 * 60;
  */
 function replayAliases(aliases: unknown): string[] {
   const names = new Set<string>();
-  for (const alias of tokenList(aliases, 'replayedHeaderAliases', 'header name')) {
-    const name = alias.toLowerCase();
+  for (const name of lowerCaseHeaderNames(aliases, 'replayedHeaderAliases')) {
     if (!name.includes('replay')) {
-      throw new IdempotencyConfigError(`replayedHeaderAliases: ${alias} is not a replay marker's name (such as Idempotency-Replayed): a replay would send it as "true"`);
+      throw new IdempotencyConfigError(`replayedHeaderAliases: ${name} is not a replay marker's name (such as Idempotency-Replayed): a replay would send it as "true"`);
     }
     if (name !== REPLAYED_HEADER.toLowerCase()) names.add(name);
   }

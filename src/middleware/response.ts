@@ -92,8 +92,7 @@ export function restoreHeaders(ctx: Context, snapshot: HeaderSnapshot): void {
 export function replayResponse(ctx: Context, response: StoredResponse, excluded: ReadonlySet<string>): void {
   ctx.status = response.status;
   for (const [name, value] of Object.entries(response.headers)) {
-    const lowerCase = name.toLowerCase();
-    if (!NEVER_REPLAYED_HEADERS.has(lowerCase) && !excluded.has(lowerCase)) ctx.set(name, value);
+    if (replayable(name.toLowerCase(), excluded)) ctx.set(name, value);
   }
   if (response.body !== null) ctx.body = response.body;
   ctx.set(REPLAYED_HEADER, 'true');
@@ -109,10 +108,23 @@ function replayableHeaders(ctx: Context, excluded: ReadonlySet<string>, outer: H
   const snapshot = snapshotHeaders(ctx);
   const connectionOptions = connectionOptionNames(snapshot.get('connection'));
   for (const [name, value] of snapshot) {
-    if (NEVER_REPLAYED_HEADERS.has(name) || excluded.has(name) || connectionOptions.has(name) || sameValue(outer.get(name), value)) continue;
+    if (!replayable(name, excluded) || connectionOptions.has(name) || sameValue(outer.get(name), value)) continue;
     headers[name] = value;
   }
   return headers;
+}
+
+/** Whether a header (its lower-case name) may be stored and replayed: the one rule for both. */
+function replayable(name: string, excluded: ReadonlySet<string>): boolean {
+  return !NEVER_REPLAYED_HEADERS.has(name) && !excluded.has(name);
+}
+
+/**
+ * Whether the handler took its response out of Koa's hands (its head flushed, `ctx.respond = false`): nothing
+ * the middleware writes then reaches the client as Koa's answer, and a problem written into it would corrupt it.
+ */
+export function handlerOwnsResponse(ctx: Context): boolean {
+  return ctx.headerSent || ctx.respond === false;
 }
 
 /** RFC 9110 section 7.6.1: the names a `Connection` header lists are hop-by-hop, for this connection only. */
