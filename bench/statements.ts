@@ -2,6 +2,7 @@ import pg from 'pg';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { migrationStatements } from '../src/store/migration.js';
 import { storePrimitives, type StorePrimitives } from '../src/store/primitives/store-primitives.js';
+import { SESSION_CLEANUP } from '../src/store/pg-transaction.js';
 import { BackendCpu } from './cpu.js';
 import { median, round } from './stats.js';
 
@@ -9,8 +10,10 @@ import { median, round } from './stats.js';
  * `npm run bench:statements`: the SQL of the transactional hot path alone, with no HTTP and no middleware, so
  * what Postgres spends on each version shows without the noise of the rest. Each connection loops over BEGIN,
  * claim, the business INSERT, completion, COMMIT for a fresh key; versions interleave in rounds and each figure
- * is the median. Versions: the same job by hand (bench/handwritten.ts), the store's statements as shipped
- * (NOTIFY only while someone waits), and the store's statements that always NOTIFY (as on PGlite), a listener
+ * is the median. Versions: hand-written statements on the store's own wide row (`handwritten`), the lean
+ * hand-written reference on a table of its own (`lean`, bench/handwritten.ts), the store's statements as shipped
+ * (NOTIFY only while someone waits), the same with the session clean-up its COMMIT carries
+ * (`shippedWithCleanup`), and the store's statements that always NOTIFY (as on PGlite), a listener
  * connected so that notifications are delivered as in production. Arguments: connections, seconds per round,
  * rounds (default 8 4 5).
  */
@@ -22,6 +25,9 @@ const schema = 'bench_statements';
 const table = { schema, table: 'idempotency_records' };
 await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 for (const statement of migrationStatements(table, false)) await admin.query(statement);
+await admin.query(
+  `CREATE TABLE ${schema}.handwritten_keys (key text PRIMARY KEY, fingerprint bytea NOT NULL, fence bigint, response_status smallint, response_body bytea, created_at timestamptz NOT NULL DEFAULT now())`,
+);
 await admin.query(`CREATE TABLE ${schema}.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key text, amount integer NOT NULL)`);
 
 const shipped = storePrimitives({ table, partitioned: false, notify: 'whenWaited' });
@@ -30,13 +36,14 @@ const listener = new pg.Client({ connectionString: postgres.url });
 await listener.connect();
 await listener.query('LISTEN bench_statements');
 
+const fingerprint = Buffer.alloc(32, 7);
 const body = Buffer.from('{"id":"1","amount":100}');
 const headers = '{"content-type":"application/json; charset=utf-8"}';
 const records = `${schema}.idempotency_records`;
 type Flow = (client: pg.ClientBase, key: string) => Promise<void>;
 const business = (client: pg.ClientBase, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
 
-function storeFlow(name: string, sql: StorePrimitives): Flow {
+function storeFlow(name: string, sql: StorePrimitives, commit = 'COMMIT'): Flow {
   let fence = 0;
   return async (client, key) => {
     const mark = String(++fence);
@@ -45,7 +52,7 @@ function storeFlow(name: string, sql: StorePrimitives): Flow {
     await business(client, key);
     const completion = ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark];
     await client.query({ name: `${name}-complete`, text: sql.completeInClaimTransaction.text, values: completion });
-    await client.query('COMMIT');
+    await client.query(commit);
   };
 }
 
@@ -65,7 +72,15 @@ const flows: Record<string, Flow> = {
     );
     await client.query('COMMIT');
   },
+  lean: async (client, key) => {
+    await client.query('BEGIN');
+    await client.query(`INSERT INTO ${schema}.handwritten_keys (key, fingerprint) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, [key, fingerprint]);
+    await business(client, key);
+    await client.query(`UPDATE ${schema}.handwritten_keys SET response_status = $2, response_body = $3 WHERE key = $1`, [key, 201, body]);
+    await client.query('COMMIT');
+  },
   shipped: storeFlow('shipped', shipped),
+  shippedWithCleanup: storeFlow('cleanup', shipped, `COMMIT; ${SESSION_CLEANUP}`),
   alwaysNotify: storeFlow('always', alwaysNotify),
 };
 

@@ -44,6 +44,22 @@ function countRoundTrips(pool: pg.Pool): () => number {
   return () => roundTrips;
 }
 
+/** Network writes of a pool's clients: each is one system call carrying one or more protocol messages. */
+function countWrites(pool: pg.Pool): () => number {
+  let writes = 0;
+  pool.on('connect', (client) => {
+    const socket = (client as unknown as { connection: { stream: Record<'_write' | '_writev', (...args: unknown[]) => unknown> } }).connection.stream;
+    for (const method of ['_write', '_writev'] as const) {
+      const original = socket[method].bind(socket);
+      socket[method] = (...args: unknown[]) => {
+        writes++;
+        return original(...args);
+      };
+    }
+  });
+  return () => writes;
+}
+
 describe('transactional mode on a pipelined pool (Postgres server)', () => {
   let db: TestDatabase;
   let records: string;
@@ -70,6 +86,7 @@ describe('transactional mode on a pipelined pool (Postgres server)', () => {
     const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2, pipeline: options.pipeline });
     pool.on('error', () => undefined);
     const roundTrips = countRoundTrips(pool);
+    const writes = countWrites(pool);
     const store = new PostgresStore({ pool, schema: db.schema, replayCacheEntries: 0, lockTimeoutMs: options.lockTimeoutMs ?? 2_000 });
     let executions = 0;
     const app = new Koa();
@@ -89,27 +106,27 @@ describe('transactional mode on a pipelined pool (Postgres server)', () => {
       await store.close();
       await pool.end();
     });
-    return { url: http.url, roundTrips, executions: () => executions };
+    return { url: http.url, roundTrips, writes, executions: () => executions };
   }
 
   const chargesOf = (key: string) => rowsWithKey(db.sql, charges, key);
   const recordsOf = (key: string) => rowsWithKey(db.sql, records, key);
 
-  it('sends the claim with BEGIN and the completion with COMMIT: 3 round trips for a one-statement handler, against 5 unpipelined', async () => {
-    const measured: Record<string, number> = {};
+  it('sends the claim with BEGIN and the completion with COMMIT, each pair in one write: 3 round trips and 3 writes for a one-statement handler, against 5 unpipelined', async () => {
+    const measured: Record<string, { roundTrips: number; writes: number }> = {};
     for (const pipeline of [true, false]) {
       const app = await start({ pipeline });
       // The first request prepares the store's named statements on the connection; the second is counted.
       expect((await postJson(app.url, { amount: 10 }, { key: newKey('warm') })).status).toBe(201);
-      const before = app.roundTrips();
+      const before = { roundTrips: app.roundTrips(), writes: app.writes() };
       const key = newKey('counted');
       const answer = await postJson(app.url, { amount: 10 }, { key });
-      measured[pipeline ? 'pipelined' : 'unpipelined'] = app.roundTrips() - before;
+      measured[pipeline ? 'pipelined' : 'unpipelined'] = { roundTrips: app.roundTrips() - before.roundTrips, writes: app.writes() - before.writes };
       expect(answer.status).toBe(201);
       expect(await chargesOf(key)).toBe(1);
       expect((await postJson(app.url, { amount: 10 }, { key })).headers.get('idempotent-replayed')).toBe('true');
     }
-    expect(measured).toEqual({ pipelined: 3, unpipelined: 5 });
+    expect(measured).toEqual({ pipelined: { roundTrips: 3, writes: 3 }, unpipelined: { roundTrips: 5, writes: 5 } });
   });
 
   it('never runs the handler when the claim sent behind BEGIN fails on a constraint, and leaves no record', async () => {

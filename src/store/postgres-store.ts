@@ -126,12 +126,18 @@ export class PostgresStore implements IdempotencyStore {
     try {
       // The fence marks the transaction: random, and this claim's own.
       const mark = fence;
-      // A pipelined transaction sends the claim right behind BEGIN and the mark; should those fail, the claim
-      // fails with them (the transaction is aborted), and the handler never runs.
-      const opened = openClaimTransaction(tx, this.#lockTimeoutMs, mark, citus);
-      if (!tx.pipelined) await opened;
-      const claiming = timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
-      const [result] = await Promise.all([claiming, opened]);
+      const open = () => openClaimTransaction(tx, this.#lockTimeoutMs, mark, citus);
+      const claim = () => timeStoreOperation(OPERATION.CLAIM, () => this.#claimOn(tx, request, fence, 'transactional'));
+      let result: ClaimResult;
+      if (tx.sendTogether) {
+        // BEGIN, the mark and the claim go out in one write; should BEGIN or the mark fail, the claim fails
+        // with them (the transaction is aborted), and the handler never runs.
+        const [opened, claiming] = tx.sendTogether(() => [open(), claim()] as const);
+        [result] = await Promise.all([claiming, opened]);
+      } else {
+        await open();
+        result = await claim();
+      }
       if (result.kind !== 'claimed') {
         await tx.rollback();
         return result;

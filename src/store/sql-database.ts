@@ -22,11 +22,12 @@ export interface SqlTransaction extends SqlQueryable {
   commit(): Promise<void>;
   rollback(): Promise<void>;
   /**
-   * True when a statement sent before the previous one has answered goes out at once, in order (node-postgres's
-   * `pipeline` mode): callers may then send several without waiting, to pay one round trip for all. A failed
-   * statement aborts the transaction, so those behind it fail too instead of running on their own.
+   * Present when a statement sent before the previous one has answered goes out at once, in order
+   * (node-postgres's `pipeline` mode): callers may then send several without waiting, to pay one round trip
+   * for all, and the statements `send` sends synchronously go out in one network write. A failed statement
+   * aborts the transaction, so those behind it fail too instead of running on their own.
    */
-  readonly pipelined?: boolean;
+  sendTogether?<T>(send: () => T): T;
   /**
    * Pipelined transactions only: sends `text` and COMMIT behind it without waiting, one round trip for both.
    * A statement that fails has aborted the transaction and the COMMIT then rolls it back: resolves with
