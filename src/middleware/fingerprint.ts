@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { UnfingerprintableBodyError } from '../errors.js';
 
@@ -39,12 +39,11 @@ export function fingerprint(input: FingerprintInput): string {
   const headers = Object.keys(input.headers)
     .sort()
     .map((name) => [name, String(input.headers[name] ?? '')]);
-  const hash = createHash('sha256');
   const body = input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body);
-  hash.update(JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind]));
-  hash.update('\n');
-  hash.update(body.bytes);
-  return hash.digest('hex');
+  const head = `${JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind])}\n`;
+  // One-shot: the same bytes as hashing the head and the body in turn. JSON.stringify escapes lone surrogates
+  // and '\n' ends the head, so no character of the head and the body combine when concatenated.
+  return hash('sha256', typeof body.bytes === 'string' ? head + body.bytes : Buffer.concat([Buffer.from(head), body.bytes]));
 }
 
 function bodyBytes(body: unknown): { kind: 'none' | 'text' | 'bytes' | 'json'; bytes: string | Uint8Array } {

@@ -42,19 +42,28 @@ type PgQueryConfig = QueryConfig & { queryMode?: 'extended' };
 
 /** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
 export class Statements {
-  readonly #names = new Map<string, string>();
+  /**
+   * The prepared statements' names and texts by text, each the prototype of its queries' configs: node-postgres
+   * copies a config's own properties, descriptor by descriptor, into every query (cloneQueryConfig), which
+   * costs more than the rest of building it, so a query of a prepared statement owns its `values` only.
+   */
+  readonly #prepared = new Map<string, Readonly<{ name: string; text: string }>>();
   #warned = false;
 
   constructor(prepared: Iterable<string | NamedStatement>) {
     for (const statement of prepared) {
-      if (typeof statement === 'string') this.#names.set(statement, preparedName(statement));
-      else this.#names.set(statement.text, preparedName(statement.text, statement.name));
+      if (typeof statement === 'string') this.#prepared.set(statement, { name: preparedName(statement), text: statement });
+      else this.#prepared.set(statement.text, { name: preparedName(statement.text, statement.name), text: statement.text });
     }
   }
 
   #config(text: string, params: unknown[] | undefined, oneStatement: boolean): PgQueryConfig {
-    const name = this.#names.get(text);
-    if (name !== undefined) return { name, text, values: params as QueryConfig['values'] };
+    const prepared = this.#prepared.get(text);
+    if (prepared !== undefined) {
+      const config = Object.create(prepared) as PgQueryConfig;
+      config.values = params as QueryConfig['values'];
+      return config;
+    }
     // The extended protocol runs one statement per text: a simple query runs them all, so a text such as
     // "INSERT …; ROLLBACK; INSERT …" would end the claim's transaction and write outside it.
     return oneStatement ? { text, values: (params ?? []) as QueryConfig['values'], queryMode: 'extended' } : { text, values: params as QueryConfig['values'] };

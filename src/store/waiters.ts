@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { diag } from '@opentelemetry/api';
 import type { TableName } from './schema.js';
 import type { Unsubscribe } from './sql-database.js';
@@ -165,10 +165,10 @@ function pollWatch(pollIntervalMs: number): ChangeWatch {
 
 /** NOTIFY channel of one table: an identifier derived from the validated table name. */
 export function notifyChannel(table: TableName): string {
-  return `koa_idempotency_${createHash('sha256').update(`${table.schema}.${table.table}`).digest('hex').slice(0, 16)}`;
+  return `koa_idempotency_${hash('sha256', `${table.schema}.${table.table}`).slice(0, 16)}`;
 }
 
 /** NOTIFY payload naming one record: a hash, so no key or scope travels to every listener of the database. */
 export function notifyId(scope: string, key: string): string {
-  return createHash('sha256').update(`${scope.length}:${scope}${key}`).digest('hex').slice(0, 32);
+  return hash('sha256', `${scope.length}:${scope}${key}`).slice(0, 32);
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { propagation, type Context as OtelContext } from '@opentelemetry/api';
 import { BAGGAGE_CORRELATION_ID } from './names.js';
 
@@ -7,12 +7,12 @@ import { BAGGAGE_CORRELATION_ID } from './names.js';
  * retry share it, and a one-way hash, so neither the key nor the scope can be read back from it.
  */
 export function correlationIdFor(scope: string, key: string): string {
-  return createHash('sha256').update(`koa-idempotency\n${scope.length}:${scope}\n${key}`).digest('hex').slice(0, 32);
+  return hash('sha256', `koa-idempotency\n${scope.length}:${scope}\n${key}`).slice(0, 32);
 }
 
 /** A key's hash for telemetry (the raw key is recorded only on request). */
 export function keyHash(key: string): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 32);
+  return hash('sha256', key).slice(0, 32);
 }
 
 /** An upstream correlation ID is accepted only in a safe shape: it ends up in span attributes and baggage. */
