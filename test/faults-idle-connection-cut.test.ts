@@ -82,7 +82,12 @@ describe('Faults between the app and Postgres', () => {
       const database = await openExampleDatabase({ DATABASE_URL: proxy.urlFor(DATABASE_URL) });
       try {
         await database.sql.query('SELECT 1');
+        const source = database.storeSource;
+        if (!('pool' in source)) throw new Error('the example database is a Postgres pool here');
+        const lost = new Promise((resolve) => source.pool.once('error', resolve));
         await cutAndObserve(); // the pool's idle client loses its connection
+        // Postgres ended the session before the client's socket heard of it: a query in between would get the dead client.
+        await lost;
         expect(crashes).toEqual([]);
         expect((await database.sql.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
       } finally {
