@@ -47,7 +47,7 @@ function storeFlow(name: string, sql: StorePrimitives, commit = 'COMMIT'): Flow 
   let fence = 0;
   return async (client, key) => {
     const mark = String(++fence);
-    await client.query(`BEGIN; SELECT set_config('lock_timeout', '5000', true), set_config('koa_idempotency.claim_mark', '${mark}', true)`);
+    await client.query(`BEGIN; SET LOCAL lock_timeout = 5000; SET LOCAL koa_idempotency.claim_mark = '${mark}'`);
     await client.query({ name: `${name}-claim`, text: sql.claimNewInTransaction!.text, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] });
     await business(client, key);
     const completion = ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark];

@@ -24,6 +24,7 @@ export class PgTransaction implements SqlTransaction {
    */
   readonly sendTogether: SqlTransaction['sendTogether'];
   readonly commitAfter: SqlTransaction['commitAfter'];
+  readonly severalStatementsFirst = true;
   /** BEGIN sent on its own (settles when it has run); undefined until then or when it went with a statement. */
   #beginning: Promise<unknown> | undefined;
   #begun = false;

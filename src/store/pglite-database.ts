@@ -57,6 +57,7 @@ class PGliteDatabase implements SqlDatabase {
     const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
     let begun = false;
     return {
+      severalStatementsFirst: true,
       async query<Row>(text: string, params?: unknown[]) {
         // Only commit() and rollback() end it: a COMMIT sent here would commit whatever ran so far on its own.
         assertNoTransactionControl(text);

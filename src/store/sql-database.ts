@@ -22,6 +22,12 @@ export interface SqlTransaction extends SqlQueryable {
   commit(): Promise<void>;
   rollback(): Promise<void>;
   /**
+   * True when the transaction's first text, if it has no parameters, may hold several statements (the built-in
+   * adapters send it with BEGIN as one simple query). Without it, every text must be one statement (an adapter
+   * that sends each by the extended protocol).
+   */
+  readonly severalStatementsFirst?: boolean;
+  /**
    * Present when a statement sent before the previous one has answered goes out at once, in order
    * (node-postgres's `pipeline` mode): callers may then send several without waiting, to pay one round trip
    * for all, and the statements `send` sends synchronously go out in one network write. A failed statement
