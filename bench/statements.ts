@@ -2,7 +2,7 @@ import pg from 'pg';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 import { migrationStatements } from '../src/store/migration.js';
 import { storePrimitives, type StorePrimitives } from '../src/store/primitives/store-primitives.js';
-import { CLEAN_COMMIT } from '../src/store/pg-transaction.js';
+import { SESSION_CLEANUP } from '../src/store/pg-transaction.js';
 import { BackendCpu } from './cpu.js';
 import { median, round } from './stats.js';
 
@@ -80,7 +80,7 @@ const flows: Record<string, Flow> = {
     await client.query('COMMIT');
   },
   shipped: storeFlow('shipped', shipped),
-  shippedWithCleanup: storeFlow('cleanup', shipped, CLEAN_COMMIT),
+  shippedWithCleanup: storeFlow('cleanup', shipped, `COMMIT; ${SESSION_CLEANUP}`),
   alwaysNotify: storeFlow('always', alwaysNotify),
 };
 

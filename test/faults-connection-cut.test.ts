@@ -53,7 +53,7 @@ describe('Faults between the app and Postgres', () => {
     it('leaves one payment when the COMMIT never reaches Postgres', async () => {
       const server = await paymentsServer();
       try {
-        const cut = proxy.cutWhen('DISCARD TEMP; COMMIT', 'before');
+        const cut = proxy.cutWhen('COMMIT; SELECT pg_catalog.pg_advisory_unlock_all()', 'before');
         const first = await timedPost(`${server.url}/payments`, { amount: 250, currency: 'EUR' }, { key: 'commit-dropped', account: 'acct_commit_dropped' });
         await cut;
         expect(first.status).toBe(503);
@@ -72,7 +72,7 @@ describe('Faults between the app and Postgres', () => {
     it('leaves one payment, and replays it, when the answer to the COMMIT is lost', async () => {
       const server = await paymentsServer();
       try {
-        const cut = proxy.cutWhen('DISCARD TEMP; COMMIT', 'after');
+        const cut = proxy.cutWhen('COMMIT; SELECT pg_catalog.pg_advisory_unlock_all()', 'after');
         const first = await timedPost(`${server.url}/payments`, { amount: 300, currency: 'EUR' }, { key: 'commit-lost', account: 'acct_commit_lost' });
         await cut;
         expect(first.status).toBe(503);
@@ -124,8 +124,8 @@ describe('Faults between the app and Postgres', () => {
         ['insert dropped', () => cutWhen('INSERT INTO', 'before')],
         ['completion dropped', () => cutWhen(`status = 'completed'`, 'before')],
         ['completion answer lost', () => cutWhen(`status = 'completed'`, 'after')],
-        ['commit dropped', () => cutWhen('DISCARD TEMP; COMMIT', 'before')],
-        ['commit answer lost', () => cutWhen('DISCARD TEMP; COMMIT', 'after')],
+        ['commit dropped', () => cutWhen('COMMIT; SELECT pg_catalog.pg_advisory_unlock_all()', 'before')],
+        ['commit answer lost', () => cutWhen('COMMIT; SELECT pg_catalog.pg_advisory_unlock_all()', 'after')],
       ];
       let inHandler: 'cut' | 'terminate' | undefined;
       const server = await paymentsServer({

@@ -58,11 +58,11 @@ export class PgTransaction implements SqlTransaction {
   }
 
   async commit(): Promise<void> {
-    await this.#end(CLEAN_COMMIT);
+    await this.#end('COMMIT');
   }
 
   async rollback(): Promise<void> {
-    await this.#end(ROLLBACK_CLEAN);
+    await this.#end('ROLLBACK');
   }
 
   #run<Row>(text: string, params: unknown[] | undefined): Promise<SqlResult<Row>> {
@@ -80,22 +80,24 @@ export class PgTransaction implements SqlTransaction {
     this.#beginAlone();
     await this.#beginning;
     this.#done = true;
-    // Both written before either answers; each carries its own Sync, so the ending runs whatever the statement
-    // did. After a failure the transaction is aborted: the ending's first statement fails (25P02), and the rest
-    // of it, the COMMIT too, is skipped.
-    const [statement, ending] = this.sendTogether!(() => [this.#run<Row>(text, params), this.#client.query(CLEAN_COMMIT)]);
+    // Both written before either answers; each carries its own Sync, so the COMMIT runs whatever the
+    // statement did: after a failure it finds the transaction aborted and rolls it back (tag ROLLBACK).
+    const [statement, ending] = this.sendTogether!(() => [
+      this.#run<Row>(text, params),
+      this.#client.query(`COMMIT; ${SESSION_CLEANUP}`) as unknown as Promise<Array<{ command: string }>>,
+    ]);
     const [result, ended] = await Promise.allSettled([statement, ending]);
-    if (ended.status === 'fulfilled') {
-      this.#releaseSettled();
-      if (result.status === 'fulfilled') return { committed: true, result: result.value };
-      // The ending ran whole behind a failed statement: no transaction was open (COMMIT only warned).
-      return { committed: false, error: result.reason, transactionWasOpen: false };
+    if (ended.status === 'rejected') {
+      await this.#releaseAfterRefusedEnd(ended.reason as Error);
+      throw ended.reason;
     }
-    await this.#releaseAfterRefusedEnd(ended.reason as Error);
-    if (result.status === 'rejected' && sqlstateOf(ended.reason) === IN_FAILED_SQL_TRANSACTION) {
-      return { committed: false, error: result.reason, transactionWasOpen: true };
-    }
-    throw ended.reason;
+    this.#releaseSettled();
+    const tag = ended.value[0]?.command;
+    if (result.status === 'rejected') return { committed: false, error: result.reason, transactionWasOpen: tag === 'ROLLBACK' };
+    // A statement that succeeded leaves nothing to roll back: a ROLLBACK here means the transaction was aborted
+    // before it, and what ran in it is gone.
+    if (tag !== 'COMMIT') return { committed: false, error: new Error(`the COMMIT answered ${tag}`), transactionWasOpen: true };
+    return { committed: true, result: result.value };
   }
 
   /** Sends BEGIN on its own; its failure surfaces at the next await. */
@@ -106,15 +108,14 @@ export class PgTransaction implements SqlTransaction {
     this.#beginning.catch(() => undefined);
   }
 
-  /** Ends the transaction with `ending` (CLEAN_COMMIT or ROLLBACK_CLEAN), then gives the client back. */
-  async #end(ending: string): Promise<void> {
+  async #end(statement: string): Promise<void> {
     if (this.#done) return;
     this.#done = true;
     try {
       // Nothing sent yet means no transaction is open on the server: nothing to end.
       if (this.#begun) {
         await this.#beginning;
-        await this.#client.query(ending);
+        await this.#client.query(`${statement}; ${SESSION_CLEANUP}`);
       }
       this.#releaseSettled();
     } catch (error) {
@@ -124,19 +125,18 @@ export class PgTransaction implements SqlTransaction {
   }
 
   /**
-   * After the ending failed. An error Postgres answered (a deferred constraint refused at COMMIT, a clean-up
-   * statement that failed and left the transaction aborted) reaches us before the backend has released the
-   * transaction's locks (Postgres flushes an error report at once, then aborts), and what followed the failed
-   * statement did not run. A ROLLBACK with the cleanup is answered only once the abort is done: the session is
-   * clean again, and a retry answered after this no longer finds the key's lock held (a 409 to a retry of a
-   * request whose 500 said nothing was committed).
+   * After COMMIT or ROLLBACK failed. An error Postgres answered (a deferred constraint refused at COMMIT) ended
+   * the transaction, but it reaches us before the backend has released the transaction's locks (Postgres flushes
+   * an error report at once, then aborts), and the session cleanup sent behind it did not run. A ROLLBACK with the
+   * cleanup is answered only once the abort is done: the session is clean again, and a retry answered after this
+   * no longer finds the key's lock held (a 409 to a retry of a request whose 500 said nothing was committed).
    * Any other failure (a lost connection, a client-side timeout) leaves the transaction's state unknown, and
    * such a connection must never go back to the pool.
    */
   async #releaseAfterRefusedEnd(error: Error): Promise<void> {
     if (sqlstateOf(error) === undefined) return this.#release(error);
     try {
-      await this.#client.query(ROLLBACK_CLEAN);
+      await this.#client.query(`ROLLBACK; ${SESSION_CLEANUP}`);
       this.#releaseSettled();
     } catch (cleanupError) {
       this.#release(cleanupError as Error);
@@ -172,22 +172,12 @@ function sendInOneWrite<T>(socket: Writable, send: () => T): T {
 /** SQLSTATE invalid_sql_statement_name: a named statement that node-postgres prepared is not in the session. */
 const PREPARED_STATEMENT_MISSING = '26000';
 
-/** SQLSTATE in_failed_sql_transaction: a statement failed earlier in the transaction. */
-const IN_FAILED_SQL_TRANSACTION = '25P02';
-
 /**
  * Sent with COMMIT or ROLLBACK: what a handler could leave on the session through a function or a DO block, which
  * no keyword check sees (session advisory locks, LISTENs, cursors WITH HOLD, temporary tables), is dropped before
  * the pool gets the connection back. Not settings: RESET ALL would undo what the pool set on connect.
+ * After the COMMIT, not before it: a deferred trigger that runs at COMMIT could leave any of these behind, and
+ * DISCARD TEMP refuses a temporary table with trigger events pending. pg_catalog named: a search_path the handler
+ * set for its session could put a function of the same name ahead of it.
  */
-const SESSION_CLEANUP = 'SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
-
-/**
- * The clean-up inside the transaction, then COMMIT: after COMMIT it would run in a transaction of its own, which
- * costs Postgres about 35 µs of CPU more per request (bench/statements.ts). Inside, UNLISTEN takes effect at the
- * COMMIT, and pg_advisory_unlock_all() frees session locks only: the claim's transaction-scoped key lock is
- * held until the COMMIT.
- */
-export const CLEAN_COMMIT = `${SESSION_CLEANUP}; COMMIT`;
-/** An aborted transaction runs nothing but its ROLLBACK: the clean-up goes after it. */
-const ROLLBACK_CLEAN = `ROLLBACK; ${SESSION_CLEANUP}`;
+export const SESSION_CLEANUP = 'SELECT pg_catalog.pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP';
