@@ -99,7 +99,7 @@ describe('fromPgPool()', () => {
       expect(sent).toEqual([
         'BEGIN;\nSET LOCAL lock_timeout = 1234',
         'SHOW lock_timeout',
-        'ROLLBACK; SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP',
+        'ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL; DISCARD TEMP',
       ]);
       expect((await pool.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0]?.lock_timeout).not.toBe('1234ms');
     });
