@@ -1,7 +1,6 @@
-import { hash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { UnfingerprintableBodyError } from '../errors.js';
-import type { FingerprintInput } from './fingerprint.js';
+import { sha256Hex, type FingerprintInput } from './fingerprint.js';
 
 /**
  * Per-part digests of a request, stored after its fingerprint, so that a `422 key-reused` can say *what*
@@ -112,10 +111,9 @@ export function differences(stored: string, input: FingerprintInput, salt: strin
 
 type Digest = (text: string | Uint8Array) => string;
 
-/** One-shot hashing (a Hash object per digest costs several times more); the '\n' keeps any two texts apart. */
 function digester(salt: string): Digest {
   const head = `${salt}\n`;
-  return (text) => hash('sha256', typeof text === 'string' ? head + text : Buffer.concat([Buffer.from(head), text])).slice(0, 16);
+  return (text) => sha256Hex(head, text).slice(0, 16);
 }
 
 /** The body as the fingerprint hashes it, with its kind, so `"abc"` (JSON) and `abc` (text) differ. */

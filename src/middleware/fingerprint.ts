@@ -40,10 +40,18 @@ export function fingerprint(input: FingerprintInput): string {
     .sort()
     .map((name) => [name, String(input.headers[name] ?? '')]);
   const body = input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body);
+  // JSON.stringify escapes lone surrogates, and '\n' ends the head (see sha256Hex).
   const head = `${JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind])}\n`;
-  // One-shot: the same bytes as hashing the head and the body in turn. JSON.stringify escapes lone surrogates
-  // and '\n' ends the head, so no character of the head and the body combine when concatenated.
-  return hash('sha256', typeof body.bytes === 'string' ? head + body.bytes : Buffer.concat([Buffer.from(head), body.bytes]));
+  return sha256Hex(head, body.bytes);
+}
+
+/**
+ * SHA-256 of `head` then `tail`, in hex, hashed in one shot (a Hash object per digest costs several times more):
+ * the same digest as two updates, as long as `head` ends in a character that cannot pair with `tail`'s first
+ * (its callers end it with '\n').
+ */
+export function sha256Hex(head: string, tail: string | Uint8Array): string {
+  return hash('sha256', typeof tail === 'string' ? head + tail : Buffer.concat([Buffer.from(head), tail]));
 }
 
 function bodyBytes(body: unknown): { kind: 'none' | 'text' | 'bytes' | 'json'; bytes: string | Uint8Array } {
