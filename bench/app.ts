@@ -1,8 +1,8 @@
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import type pg from 'pg';
-import { idempotency, type SqlQueryable } from '../src/index.js';
-import { PostgresStore } from '../src/entries/postgres.js';
+import type { idempotency, SqlQueryable } from '../src/index.js';
+import type { PostgresStore } from '../src/entries/postgres.js';
 import { handwritten } from './handwritten.js';
 
 /** Which middleware stands in front of the handler. Telemetry is switched on separately (see server.ts). */
@@ -39,14 +39,15 @@ CREATE TABLE IF NOT EXISTS "${schema}".handwritten_keys (
 
 /**
  * The benchmarked API: `POST /orders` writes one order row in its own transaction and answers 201.
- * Every scenario runs this same handler; only the middleware in front of it differs.
+ * Every scenario runs this same handler; only the middleware in front of it differs. `middleware` is the
+ * library's `idempotency`, from the copy the server loaded (library.ts).
  */
-export function createBenchApp(kind: ServerKind, pool: pg.Pool, store: PostgresStore, schema: string): Koa {
+export function createBenchApp(kind: ServerKind, pool: pg.Pool, store: PostgresStore, schema: string, middleware: typeof idempotency): Koa {
   const orders = `"${schema}".orders`;
   const app = new Koa();
   app.use(bodyParser({ enableTypes: ['json'] }));
-  if (kind === 'lease') app.use(idempotency({ store }));
-  if (kind === 'transactional') app.use(idempotency({ store, transactional: true }));
+  if (kind === 'lease') app.use(middleware({ store }));
+  if (kind === 'transactional') app.use(middleware({ store, transactional: true }));
   if (kind === 'naive') app.use(naiveCheck(pool, schema));
   if (kind === 'handwritten') app.use(handwritten('transactional', pool, schema));
   if (kind === 'handwrittenLease') app.use(handwritten('lease', pool, schema));

@@ -7,6 +7,7 @@ import { describeEnvironment } from './environment.js';
 import { runLoad, type LoadResult } from './load.js';
 import { EXTRA_SCENARIOS, SCENARIOS, type Scenario } from './scenarios.js';
 import { writeResults, type CpuSummary, type Measured, type Sample, type Summary } from './report.js';
+import { buildLibrary } from './library.js';
 import { ServerProcess } from './servers.js';
 import { median, percentile, round } from './stats.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
@@ -29,6 +30,7 @@ const connectionsArgument = process.argv.find((argument) => argument.startsWith(
 if (connectionsArgument) settings.connectionCounts = connectionsArgument.slice('--connections='.length).split(',').map(Number);
 /** The unsaturated latency: one connection, one request at a time, for the baseline and transactional mode. */
 const LATENCY_SCENARIOS = ['baseline', 'transactional', 'handwritten'] as const;
+buildLibrary();
 // The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
 const postgres = await serverFromEnvironment();
 const databaseUrl = postgres.url;

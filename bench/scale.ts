@@ -10,6 +10,7 @@ import { describeEnvironment } from './environment.js';
 import { ensureFilled, fillRowsSql } from './fill.js';
 import { runLoad } from './load.js';
 import { SCENARIOS } from './scenarios.js';
+import { buildLibrary } from './library.js';
 import { ServerProcess } from './servers.js';
 import { percentile, round } from './stats.js';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
@@ -36,6 +37,7 @@ const CALLS_PER_ROUND = 1_000;
 /** The paced sweep: one batch of 1,000 rows, then this pause, as an application's own sweep loop can do. */
 const PACED_SWEEP_PAUSE_MS = 50;
 // The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
+buildLibrary();
 const postgres = await serverFromEnvironment();
 const databaseUrl = postgres.url;
 

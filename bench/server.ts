@@ -15,10 +15,12 @@ const schema = process.env.BENCH_SCHEMA!;
 if (!process.send) throw new Error('bench/server.ts runs as a child of bench/run.ts (it needs an IPC channel)');
 
 // The SDK must patch `http` before Koa loads it, hence the dynamic imports below.
-if (process.env.BENCH_TELEMETRY === '1') (await import('./telemetry.js')).startTelemetry();
+if (process.env.BENCH_TELEMETRY === '1') await (await import('./telemetry.js')).startTelemetry();
 countRoundTrips();
 const { default: pg } = await import('pg');
-const { PostgresStore } = await import('../src/entries/postgres.js');
+const { builtEntry } = await import('./library.js');
+const { PostgresStore } = await builtEntry('entries/postgres.js');
+const { idempotency } = await builtEntry('index.js');
 const { createBenchApp } = await import('./app.js');
 
 // Idle connections stay open: a server waits idle while the other scenarios run, and reconnecting
@@ -39,7 +41,7 @@ const store = new PostgresStore({
   partitioning: process.env.BENCH_PARTITIONED === '1',
   ...(replayCacheEntries === undefined ? {} : { replayCacheEntries: Number(replayCacheEntries) }),
 });
-const server = createBenchApp(kind, pool, store, schema).listen(0, '127.0.0.1');
+const server = createBenchApp(kind, pool, store, schema, idempotency).listen(0, '127.0.0.1');
 let requests = 0;
 server.on('request', () => requests++);
 server.keepAliveTimeout = 60_000;

@@ -3,7 +3,7 @@ import { BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opent
 import { AggregationTemporality, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import { idempotencyTracing } from '../src/entries/otel.js';
+import { builtEntry } from './library.js';
 
 /**
  * "Telemetry on": the OpenTelemetry Node SDK as the library's docs set it up: HTTP server spans (which
@@ -11,7 +11,8 @@ import { idempotencyTracing } from '../src/entries/otel.js';
  * and the library's metrics. The exporters drop everything, so the benchmark measures the cost of
  * producing telemetry, not of shipping it.
  */
-export function startTelemetry(): NodeSDK {
+export async function startTelemetry(): Promise<NodeSDK> {
+  const { idempotencyTracing } = await builtEntry('entries/otel.js');
   const tracing = idempotencyTracing();
   const sdk = new NodeSDK({
     serviceName: 'koa-idempotency-bench',
