@@ -5,7 +5,7 @@ import type { BurstResult } from './duplicates.js';
 import type { Environment } from './environment.js';
 import type { LoadResult } from './load.js';
 import { SCENARIOS } from './scenarios.js';
-import { round } from './stats.js';
+import { median, round } from './stats.js';
 
 export interface Sample extends Omit<LoadResult, 'latenciesMs'> {
   roundTrips: number;
@@ -91,34 +91,49 @@ export async function writeResults(results: RunResults, resultsDir: URL): Promis
 /** The scenarios whose CPU per request latest.json reports: the library's modes and what they compare with. */
 const CPU_SCENARIOS = ['baseline', 'handwritten', 'transactional', 'handwrittenLease', 'lease'] as const;
 
-function summaryAt({ summaries, cpu }: Measured) {
-  const rps = (name: string) => summaries.get(name)?.rps ?? Number.NaN;
+/**
+ * A paired ratio of scenario `a` to `b`: the median over rounds of `ratio` within each round, whose measurements
+ * were taken seconds apart (the scenarios' order), so that a machine whose speed drifts from one round to the
+ * next moves both alike; a ratio of two medians would not cancel the drift. NaN when either was not measured.
+ */
+function paired(samples: Map<string, Sample[]>, a: string, b: string, ratio: (a: Sample, b: Sample, baseline: Sample) => number): number {
+  const [as, bs, baselines] = [samples.get(a), samples.get(b), samples.get('baseline')];
+  if (!as || !bs || !baselines) return Number.NaN;
+  return round(median(as.map((sample, index) => ratio(sample, bs[index]!, baselines[index]!))));
+}
+
+const rpsOf = (a: Sample, b: Sample) => a.rps / b.rps;
+
+/** The summary of one connection count; its ratios are paired. */
+function summaryAt({ summaries, cpu, samples }: Measured) {
   const named = SCENARIOS.map((scenario) => scenario.name).filter((name) => summaries.has(name));
+  const rpsRatio = (a: string, b: string) => paired(samples, a, b, rpsOf);
   // Node process + its Postgres backends, per request: what a CPU-bound machine pays for each one.
+  const cpuOf = (sample: Sample) => sample.serverCpuMs + sample.databaseCpuMs;
+  const cpuAddedRatio = (a: string, b: string) =>
+    paired(samples, a, b, (x, y, baseline) => (cpuOf(x) - cpuOf(baseline)) / (cpuOf(y) - cpuOf(baseline)));
   const cpuMs = (name: string) => {
-    const measured = cpu.get(name);
-    return measured ? round(measured.serverCpuMs + measured.databaseCpuMs, 3) : Number.NaN;
+    const measured = cpu.get(name)!;
+    return round(measured.serverCpuMs + measured.databaseCpuMs, 3);
   };
-  const added = (name: string) => cpuMs(name) - cpuMs('baseline');
   return {
     scenarios: Object.fromEntries(named.map((name) => [name, summaries.get(name)!])),
     cpuPerRequestMs: Object.fromEntries(CPU_SCENARIOS.filter((name) => cpu.has(name)).map((name) => [name, cpuMs(name)])),
     ratios: {
-      ...Object.fromEntries(named.map((name) => [name, round(rps(name) / rps('baseline'))])),
-      transactionalVsHandwritten: round(rps('transactional') / rps('handwritten')),
-      leaseVsHandwritten: round(rps('lease') / rps('handwrittenLease')),
-      telemetryVsOff: round(rps('telemetry') / rps('lease')),
+      ...Object.fromEntries(named.map((name) => [name, rpsRatio(name, 'baseline')])),
+      transactionalVsHandwritten: rpsRatio('transactional', 'handwritten'),
+      leaseVsHandwritten: rpsRatio('lease', 'handwrittenLease'),
+      telemetryVsOff: rpsRatio('telemetry', 'lease'),
       /** CPU the library adds over the baseline, against what the hand-written reference adds (target ≤ 1.2). */
-      cpuAddedTransactionalVsHandwritten: round(added('transactional') / added('handwritten')),
-      cpuAddedLeaseVsHandwritten: round(added('lease') / added('handwrittenLease')),
+      cpuAddedTransactionalVsHandwritten: cpuAddedRatio('transactional', 'handwritten'),
+      cpuAddedLeaseVsHandwritten: cpuAddedRatio('lease', 'handwrittenLease'),
     },
   };
 }
 
 function detailsAt({ summaries, cpu, samples }: Measured) {
   const named: string[] = SCENARIOS.map((scenario) => scenario.name);
-  const rps = (name: string) => summaries.get(name)?.rps;
-  const ratio = (a: string, b: string) => (rps(a) && rps(b) ? round(rps(a)! / rps(b)!) : undefined);
+  const ratio = (a: string, b: string) => (samples.has(a) && samples.has(b) ? paired(samples, a, b, rpsOf) : undefined);
   return {
     sdkOnBaselineVsOff: ratio('baselineTelemetry', 'baseline'),
     partitionedVsPlain: summaries.has('leasePartitioned')
@@ -132,8 +147,8 @@ function detailsAt({ summaries, cpu, samples }: Measured) {
   };
 }
 
-function printTable(connections: number, { summaries, cpu }: Measured): void {
-  const baselineRps = summaries.get('baseline')!.rps;
+function printTable(connections: number, measured: Measured): void {
+  const { summaries, cpu, samples } = measured;
   const lines = [
     `${connections} connections:`,
     '| scenario | req/s | x baseline | p50 ms | p99 ms | SQL round trips | CPU ms/req (Node + Postgres) | peak RSS MB |',
@@ -142,10 +157,10 @@ function printTable(connections: number, { summaries, cpu }: Measured): void {
   for (const [name, s] of summaries) {
     const { serverCpuMs, databaseCpuMs } = cpu.get(name)!;
     lines.push(
-      `| ${name} | ${s.rps} | ${round(s.rps / baselineRps)} | ${s.p50Ms} | ${s.p99Ms} | ${s.roundTrips} | ${round(serverCpuMs)} + ${round(databaseCpuMs)} | ${s.rssMb} |`,
+      `| ${name} | ${s.rps} | ${paired(samples, name, 'baseline', rpsOf)} | ${s.p50Ms} | ${s.p99Ms} | ${s.roundTrips} | ${round(serverCpuMs)} + ${round(databaseCpuMs)} | ${s.rssMb} |`,
     );
   }
-  const { ratios } = summaryAt({ summaries, cpu, samples: new Map() });
+  const { ratios } = summaryAt(measured);
   lines.push(
     `transactional / handwritten ${ratios.transactionalVsHandwritten}, lease / handwrittenLease ${ratios.leaseVsHandwritten}, telemetry on / off ${ratios.telemetryVsOff}`,
   );

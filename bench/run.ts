@@ -21,7 +21,7 @@ import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
 const quick = process.argv.includes('--quick');
 const settings = quick
   ? { rounds: 3, durationSeconds: 1, warmupSeconds: 1, connectionCounts: [8], latencyRounds: 1, bursts: 10, burstConcurrency: 10, scaleOutRounds: 0 }
-  : { rounds: 5, durationSeconds: 5, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 5, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
+  : { rounds: 10, durationSeconds: 3, warmupSeconds: 3, connectionCounts: [8, 32], latencyRounds: 5, bursts: 50, burstConcurrency: 20, scaleOutRounds: 3 };
 // `--seconds=5` sets the length of each measured round (a quick run's 1 s rounds still carry JIT warm-up).
 const secondsArgument = process.argv.find((argument) => argument.startsWith('--seconds='));
 if (secondsArgument) settings.durationSeconds = Number(secondsArgument.slice('--seconds='.length));
@@ -65,7 +65,11 @@ try {
     log(`${connections} connections: warmed up at ${seconds()} s`);
     const samples = new Map<string, Sample[]>(scenarios.map((scenario) => [scenario.name, []]));
     for (let round = 1; round <= settings.rounds; round++) {
-      for (const [index, scenario] of scenarios.entries()) samples.get(scenario.name)!.push(await measure(servers[index]!, scenario, connections));
+      // Each round starts one scenario further on, so that no scenario always follows the same one.
+      for (const index of rotated(scenarios.length, round - 1)) {
+        const scenario = scenarios[index]!;
+        samples.get(scenario.name)!.push(await measure(servers[index]!, scenario, connections));
+      }
       log(`${connections} connections: round ${round}/${settings.rounds} done`);
     }
     byConnections[connections] = await summarizeAll(samples);
@@ -126,6 +130,11 @@ async function measureLatencyC1(): Promise<Record<(typeof LATENCY_SCENARIOS)[num
   const latency = { baseline: p50('baseline'), transactional: p50('transactional'), handwritten: p50('handwritten') };
   log(`latency at 1 connection (p50): baseline ${latency.baseline} ms, transactional ${latency.transactional} ms, handwritten ${latency.handwritten} ms`);
   return latency;
+}
+
+/** Indexes 0 … length − 1, starting at `offset` (mod length). */
+function rotated(length: number, offset: number): number[] {
+  return Array.from({ length }, (_, step) => (offset + step) % length);
 }
 
 function schemaOf(name: string): string {

@@ -34,9 +34,14 @@ function post(key?: () => string): RequestShape {
   return { method: 'POST', path: '/orders', body: ORDER, ...(key ? { key } : {}) };
 }
 
+/**
+ * The scenarios of every run, in the order a round measures them (each round starting one further on): each
+ * next to what it is compared with (transactional mode and its hand-written reference, lease mode and its own,
+ * telemetry and lease mode), so that the ratios compare measurements taken seconds apart.
+ */
 export const SCENARIOS: readonly Scenario[] = [
   { name: 'baseline', server: { kind: 'baseline' }, request: post(freshKeys('baseline')), description: 'no middleware: BEGIN, INSERT, COMMIT' },
-  { name: 'lease', server: { kind: 'lease' }, request: post(freshKeys('lease')), description: 'lease mode, a new key per request' },
+  { name: 'passthrough', server: { kind: 'lease' }, request: post(), description: 'lease-mode middleware, request without a key' },
   {
     name: 'transactional',
     server: { kind: 'transactional' },
@@ -44,27 +49,27 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'transactional mode: the INSERT goes through ctx.idempotency.db',
   },
   {
-    name: 'replay',
-    server: { kind: 'lease' },
-    request: post(cycledKeys('replay', REPLAY_KEYS)),
-    replayKeys: REPLAY_KEYS,
-    description: `replays of ${REPLAY_KEYS} completed keys (in the replay cache)`,
-  },
-  { name: 'passthrough', server: { kind: 'lease' }, request: post(), description: 'lease-mode middleware, request without a key' },
-  { name: 'naive', server: { kind: 'naive' }, request: post(freshKeys('naive')), description: 'SELECT the key, run, INSERT the response' },
-  { name: 'telemetry', server: { kind: 'lease', telemetry: true }, request: post(freshKeys('telemetry')), description: 'lease mode with the OpenTelemetry SDK' },
-  {
     name: 'handwritten',
     server: { kind: 'handwritten' },
     request: post(freshKeys('handwritten')),
     description: 'by hand, no library: claim INSERT and completion UPDATE inside the business transaction',
   },
+  { name: 'lease', server: { kind: 'lease' }, request: post(freshKeys('lease')), description: 'lease mode, a new key per request' },
   {
     name: 'handwrittenLease',
     server: { kind: 'handwrittenLease' },
     request: post(freshKeys('handwritten-lease')),
     description: 'by hand, no library: claim and completion each committed around the business transaction',
   },
+  { name: 'telemetry', server: { kind: 'lease', telemetry: true }, request: post(freshKeys('telemetry')), description: 'lease mode with the OpenTelemetry SDK' },
+  {
+    name: 'replay',
+    server: { kind: 'lease' },
+    request: post(cycledKeys('replay', REPLAY_KEYS)),
+    replayKeys: REPLAY_KEYS,
+    description: `replays of ${REPLAY_KEYS} completed keys (in the replay cache)`,
+  },
+  { name: 'naive', server: { kind: 'naive' }, request: post(freshKeys('naive')), description: 'SELECT the key, run, INSERT the response' },
 ];
 
 /**
