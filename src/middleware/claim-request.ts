@@ -4,8 +4,8 @@ import { callAsyncHook } from '../hooks.js';
 import type { KeyReading } from '../key.js';
 import { fingerprintHead } from '../stored-fingerprint.js';
 import type { ClaimRequest, IdempotencyRecord } from '../store/types.js';
-import { fingerprint, FINGERPRINT_VERSION } from './fingerprint.js';
-import { differences, fingerprintParts, withParts, type Differences } from './fingerprint-parts.js';
+import { FINGERPRINT_VERSION } from './fingerprint.js';
+import { differences, storedFingerprint, type Differences } from './fingerprint-parts.js';
 import type { ResolvedOptions } from './resolved-options.js';
 import { readFingerprintInput, scopeString } from './request-identity.js';
 
@@ -44,7 +44,7 @@ export async function readClaimRequest(ctx: Context, config: ResolvedOptions, ke
     const request = {
       scope: scope.value,
       key,
-      fingerprint: withParts(fingerprint(input), fingerprintParts(input, salt)),
+      fingerprint: storedFingerprint(input, salt),
       fingerprintVersion: FINGERPRINT_VERSION,
       leaseMs: config.leaseMs,
       ttlSeconds: config.ttlSeconds,

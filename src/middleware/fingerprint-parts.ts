@@ -1,13 +1,13 @@
 import canonicalize from 'canonicalize';
 import { UnfingerprintableBodyError } from '../errors.js';
-import { sha256Hex, type FingerprintInput } from './fingerprint.js';
+import { fingerprintOf, normalizeRequest, sha256Hex, type FingerprintInput, type NormalizedRequest } from './fingerprint.js';
 
 /**
  * Per-part digests of a request, stored after its fingerprint, so that a `422 key-reused` can say *what*
  * differed (method, path, query, content type, a fingerprinted header, the body, and for a JSON body the JSON
  * Pointers of the members) without ever holding or sending a value: the IETF working group's issue 36.
  *
- * The stored fingerprint becomes `<v1 fingerprint> <parts as JSON>`. Only the first word is ever compared (the
+ * The stored fingerprint becomes `<v1 fingerprint> <parts as JSON>` (storedFingerprint). Only the first word is ever compared (the
  * middleware's isSameRequest, the claim's takeover condition), so a record written before the parts existed
  * still matches and, when it does not, answers a plain 422. Digests are 64-bit SHA-256 prefixes salted with the
  * scope and key: they cannot be compared across records, but anyone who reads the table could confirm a guessed
@@ -39,9 +39,15 @@ export interface Differences {
   members?: string[];
 }
 
-export function fingerprintParts(input: FingerprintInput, salt: string): FingerprintParts {
+/** The stored form of a request's fingerprint: its v1 fingerprint, a space, its parts (stored-fingerprint.ts reads the head). */
+export function storedFingerprint(input: FingerprintInput, salt: string): string {
+  const request = normalizeRequest(input);
+  return `${fingerprintOf(request)} ${JSON.stringify(fingerprintParts(input, salt, request))}`;
+}
+
+export function fingerprintParts(input: FingerprintInput, salt: string, request = normalizeRequest(input)): FingerprintParts {
   try {
-    return partsOf(input, salt);
+    return partsOf(input, request, salt);
   } catch (error) {
     // The fingerprint's own canonicalisation can just fit the stack where this deeper walk does not (a body
     // nested thousands deep): the same refusal, 400 body-invalid, never a 500.
@@ -49,28 +55,21 @@ export function fingerprintParts(input: FingerprintInput, salt: string): Fingerp
   }
 }
 
-function partsOf(input: FingerprintInput, salt: string): FingerprintParts {
+function partsOf(input: FingerprintInput, request: NormalizedRequest, salt: string): FingerprintParts {
   const digest = digester(salt);
-  const query = new URLSearchParams(input.querystring);
-  query.sort();
   const headers: Record<string, string> = {};
-  for (const name of Object.keys(input.headers).sort()) headers[name] = digest(String(input.headers[name] ?? ''));
+  for (const [name, value] of request.headers) headers[name] = digest(value);
   const parts: FingerprintParts = {
-    m: digest(input.method.toUpperCase()),
-    p: digest(input.path),
-    q: digest(query.toString()),
-    t: digest((input.mediaType ?? '').toLowerCase()),
+    m: digest(request.method),
+    p: digest(request.path),
+    q: digest(request.query),
+    t: digest(request.mediaType),
     h: headers,
-    b: digest(bodyText(input)),
+    b: bodyDigest(input, request, salt),
   };
   const members = jsonMembers(input, digest);
   if (members) parts.j = members;
   return parts;
-}
-
-/** The stored form: the v1 fingerprint, a space, the parts (stored-fingerprint.ts reads its head). */
-export function withParts(fingerprint: string, parts: FingerprintParts): string {
-  return `${fingerprint} ${JSON.stringify(parts)}`;
 }
 
 /**
@@ -116,13 +115,14 @@ function digester(salt: string): Digest {
   return (text) => sha256Hex(head, text).slice(0, 16);
 }
 
-/** The body as the fingerprint hashes it, with its kind, so `"abc"` (JSON) and `abc` (text) differ. */
-function bodyText(input: FingerprintInput): string | Uint8Array {
-  const body = input.body;
-  if (body === undefined || body === null) return input.rawBody === undefined ? 'none:' : Buffer.concat([Buffer.from('raw:'), Buffer.from(input.rawBody)]);
-  if (typeof body === 'string') return `text:${body}`;
-  if (body instanceof Uint8Array) return Buffer.concat([Buffer.from('bytes:'), body]);
-  return `json:${canonicalize(body) ?? ''}`;
+/**
+ * The digest of the body as the fingerprint hashes it, after its kind (`json:`, `text:`…), so `"abc"` (JSON) and
+ * `abc` (text) differ. A JSON `null` that came with its raw bytes is no body to the fingerprint, and its raw bytes
+ * here, as this digest has always taken them: stored digests still compare.
+ */
+function bodyDigest(input: FingerprintInput, request: NormalizedRequest, salt: string): string {
+  const body = input.body === null && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : request.body;
+  return sha256Hex(`${salt}\n${body.kind}:`, body.bytes).slice(0, 16);
 }
 
 /** The members of a JSON object or array body, at the deepest depth up to MAX_POINTER_DEPTH whose list fits MAX_POINTERS. */

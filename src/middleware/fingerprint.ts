@@ -33,28 +33,59 @@ export interface FingerprintInput {
   mediaType?: string;
 }
 
-export function fingerprint(input: FingerprintInput): string {
+export type BodyKind = 'none' | 'raw' | 'text' | 'bytes' | 'json';
+
+/** A request's parts as version 1 reads them, each normalised once: the fingerprint hashes them together, fingerprint-parts.ts one by one. */
+export interface NormalizedRequest {
+  /** Upper case. */
+  method: string;
+  path: string;
+  /** The query parameters sorted by name. */
+  query: string;
+  /** Name and value of each fingerprinted header, sorted by name. */
+  headers: Array<[string, string]>;
+  /** Lower case, '' when none. */
+  mediaType: string;
+  /** The body with its kind; a JSON body canonicalised (RFC 8785). */
+  body: { kind: BodyKind; bytes: string | Uint8Array };
+}
+
+export function normalizeRequest(input: FingerprintInput): NormalizedRequest {
   const query = new URLSearchParams(input.querystring);
   query.sort();
-  const headers = Object.keys(input.headers)
-    .sort()
-    .map((name) => [name, String(input.headers[name] ?? '')]);
-  const body = input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body);
+  return {
+    method: input.method.toUpperCase(),
+    path: input.path,
+    query: query.toString(),
+    headers: Object.keys(input.headers)
+      .sort()
+      .map((name) => [name, String(input.headers[name] ?? '')]),
+    mediaType: (input.mediaType ?? '').toLowerCase(),
+    body: input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body),
+  };
+}
+
+export function fingerprint(input: FingerprintInput): string {
+  return fingerprintOf(normalizeRequest(input));
+}
+
+export function fingerprintOf(request: NormalizedRequest): string {
+  const { method, path, query, headers, mediaType, body } = request;
   // JSON.stringify escapes lone surrogates, and '\n' ends the head (see sha256Hex).
-  const head = `${JSON.stringify([input.method.toUpperCase(), input.path, query.toString(), headers, (input.mediaType ?? '').toLowerCase(), body.kind])}\n`;
+  const head = `${JSON.stringify([method, path, query, headers, mediaType, body.kind])}\n`;
   return sha256Hex(head, body.bytes);
 }
 
 /**
  * SHA-256 of `head` then `tail`, in hex, hashed in one shot (a Hash object per digest costs several times more):
  * the same digest as two updates, as long as `head` ends in a character that cannot pair with `tail`'s first
- * (its callers end it with '\n').
+ * (its callers end it with '\n' or ':').
  */
 export function sha256Hex(head: string, tail: string | Uint8Array): string {
   return hash('sha256', typeof tail === 'string' ? head + tail : Buffer.concat([Buffer.from(head), tail]));
 }
 
-function bodyBytes(body: unknown): { kind: 'none' | 'text' | 'bytes' | 'json'; bytes: string | Uint8Array } {
+function bodyBytes(body: unknown): NormalizedRequest['body'] {
   if (body === undefined || body === null) return { kind: 'none', bytes: '' };
   if (typeof body === 'string') return { kind: 'text', bytes: body };
   if (body instanceof Uint8Array) return { kind: 'bytes', bytes: body };
