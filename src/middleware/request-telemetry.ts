@@ -34,11 +34,14 @@ export class RequestTelemetry {
     this.correlationId = upstream ?? correlationIdFor(scope, key);
     this.#span = requestSpanOf(active);
     this.#metricAttributes = { [ATTR.HTTP_ROUTE]: labels.route, [ATTR.HTTP_METHOD]: labels.method };
-    const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
-    if (labels.mode) attributes[ATTR.MODE] = labels.mode;
-    if (options.recordRawKey) attributes[ATTR.KEY] = key;
-    if (options.recordScope) attributes[ATTR.SCOPE] = scope;
-    this.#span?.setAttributes(attributes);
+    // Built only for a span that keeps them: with no SDK, or a request sampled out, the key's hash is never read.
+    if (this.#span?.isRecording()) {
+      const attributes: Attributes = { [ATTR.CORRELATION_ID]: this.correlationId, [ATTR.KEY_HASH]: keyHash(key) };
+      if (labels.mode) attributes[ATTR.MODE] = labels.mode;
+      if (options.recordRawKey) attributes[ATTR.KEY] = key;
+      if (options.recordScope) attributes[ATTR.SCOPE] = scope;
+      this.#span.setAttributes(attributes);
+    }
     // The active span (the middleware's own, under the Koa instrumentation) even with no processor registered.
     trace.getSpan(active)?.setAttribute(ATTR.CORRELATION_ID, this.correlationId);
     stampActiveRequest(active, this.correlationId);
