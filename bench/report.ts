@@ -110,8 +110,7 @@ function summaryAt({ summaries, cpu, samples }: Measured) {
   const rpsRatio = (a: string, b: string) => paired(samples, a, b, rpsOf);
   // Node process + its Postgres backends, per request: what a CPU-bound machine pays for each one.
   const cpuOf = (sample: Sample) => sample.serverCpuMs + sample.databaseCpuMs;
-  const cpuAddedRatio = (a: string, b: string) =>
-    paired(samples, a, b, (x, y, baseline) => (cpuOf(x) - cpuOf(baseline)) / (cpuOf(y) - cpuOf(baseline)));
+  const cpuAddedRatio = (a: string, b: string) => paired(samples, a, b, (x, y, baseline) => (cpuOf(x) - cpuOf(baseline)) / (cpuOf(y) - cpuOf(baseline)));
   const cpuMs = (name: string) => {
     const measured = cpu.get(name)!;
     return round(measured.serverCpuMs + measured.databaseCpuMs, 3);
