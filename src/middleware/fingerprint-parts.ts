@@ -99,13 +99,15 @@ export function differences(stored: string, input: FingerprintInput, salt: strin
   if (before.b === now.b) return { parts };
   parts.push('body');
   const beforeMembers = before.j;
-  const nowMembers = beforeMembers && membersAt(input, beforeMembers.d, digest);
+  // A retry with more members than the stored ones and MAX_POINTERS more differs in more than MAX_POINTERS.
+  const nowMembers = beforeMembers && membersAt(input, beforeMembers.d, digest, Object.keys(beforeMembers.m).length + MAX_POINTERS);
   if (!beforeMembers || !nowMembers) return { parts };
   const members = [...new Set([...Object.keys(beforeMembers.m), ...Object.keys(nowMembers)])]
     .filter((pointer) => beforeMembers.m[pointer] !== nowMembers[pointer])
-    .sort()
-    .slice(0, MAX_POINTERS);
-  return { parts, members };
+    .sort();
+  // Named by `body` alone: a change wider than the list may hold (never a list cut short), or one no member shows
+  // (an object turned into an array with the same members, `{"0": 1}` and `[1]`).
+  return members.length === 0 || members.length > MAX_POINTERS ? { parts } : { parts, members };
 }
 
 type Digest = (text: string | Uint8Array) => string;

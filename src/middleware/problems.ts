@@ -22,19 +22,11 @@ export interface ProblemSubject {
   key?: string;
 }
 
-/**
- * Where a context keeps its subject: a property under a symbol of this module, which no other code names and
- * Koa's `ctx.toJSON()` leaves out. A WeakMap keyed by the context did the same, at the price of an ephemeron
- * entry per request for the garbage collector to trace.
- */
-const SUBJECT = Symbol('koa-idempotency.problem-subject');
-
-type WithSubject = Context & { [SUBJECT]?: ProblemSubject };
+const subjects = new WeakMap<Context, ProblemSubject>();
 
 /** Adds to what the request's problems may say about it (see ProblemSubject). */
 export function noteProblemSubject(ctx: Context, subject: ProblemSubject): void {
-  const holder = ctx as WithSubject;
-  holder[SUBJECT] = { ...holder[SUBJECT], ...subject };
+  subjects.set(ctx, { ...subjects.get(ctx), ...subject });
 }
 
 /**
@@ -44,7 +36,7 @@ export function noteProblemSubject(ctx: Context, subject: ProblemSubject): void 
  */
 export function sendProblem(ctx: Context, name: ProblemName, options: ProblemOptions): void {
   const problem = PROBLEMS[name];
-  const subject = (ctx as WithSubject)[SUBJECT];
+  const subject = subjects.get(ctx);
   const instance = newProblemInstance(subject?.correlationId);
   recordProblemOnSpan(instance, problem.slug);
   // A problem written into it would go out under the handler's head, or its Content-Length before the
