@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type { HeapProfiler } from 'node:inspector';
 import { Session } from 'node:inspector/promises';
 import pg from 'pg';
 import { serverFromEnvironment } from '../examples/shared/postgres-server.js';
@@ -17,12 +18,6 @@ const REQUESTS = 2_000;
 const CONCURRENCY = 8;
 const SAMPLING_INTERVAL_BYTES = 512;
 const KINDS: ServerKind[] = ['baseline', 'transactional', 'handwritten', 'lease', 'handwrittenLease'];
-
-interface ProfileNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  selfSize: number;
-  children: ProfileNode[];
-}
 
 buildLibrary();
 const { idempotency } = await builtEntry('index.js');
@@ -90,9 +85,9 @@ async function load(send: (key: string) => Promise<void>, prefix: string): Promi
 }
 
 /** Bytes per request, in total and by where they were allocated: node-postgres, the library, Node, the rest. */
-function report(kind: ServerKind, head: ProfileNode): void {
+function report(kind: ServerKind, head: HeapProfiler.SamplingHeapProfileNode): void {
   const bySite = new Map<string, number>();
-  const visit = (node: ProfileNode) => {
+  const visit = (node: HeapProfiler.SamplingHeapProfileNode) => {
     if (node.selfSize > 0) {
       const { functionName, url, lineNumber } = node.callFrame;
       const site = `${functionName || '(anonymous)'} ${url.replace(/^(?:file:\/\/)?.*?\/(node_modules|dist|bench)\//, '$1/')}:${lineNumber + 1}`;
@@ -102,7 +97,10 @@ function report(kind: ServerKind, head: ProfileNode): void {
   };
   visit(head);
   const byPart = new Map<string, number>();
-  for (const [site, bytes] of bySite) byPart.set(partOf(site), (byPart.get(partOf(site)) ?? 0) + bytes);
+  for (const [site, bytes] of bySite) {
+    const part = partOf(site);
+    byPart.set(part, (byPart.get(part) ?? 0) + bytes);
+  }
   const total = [...bySite.values()].reduce((sum, bytes) => sum + bytes, 0);
   const parts = [...byPart].sort((a, b) => b[1] - a[1]).map(([part, bytes]) => `${part} ${kilobytes(bytes)}`);
   console.log(`${kind}: ${kilobytes(total)} KB per request (${parts.join(', ')})`);

@@ -36,8 +36,8 @@ const ROUNDS = 5;
 const CALLS_PER_ROUND = 1_000;
 /** The paced sweep: one batch of 1,000 rows, then this pause, as an application's own sweep loop can do. */
 const PACED_SWEEP_PAUSE_MS = 50;
-// The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
 buildLibrary();
+// The server at DATABASE_URL, or a real one started for this run (durable, as a production server is).
 const postgres = await serverFromEnvironment();
 const databaseUrl = postgres.url;
 

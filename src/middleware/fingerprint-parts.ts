@@ -118,9 +118,10 @@ function digester(salt: string): Digest {
 }
 
 /**
- * The digest of the body as the fingerprint hashes it, after its kind (`json:`, `text:`…), so `"abc"` (JSON) and
- * `abc` (text) differ. A JSON `null` that came with its raw bytes is no body to the fingerprint, and its raw bytes
- * here, as this digest has always taken them: stored digests still compare.
+ * The digest of the body as the fingerprint hashes it, after its kind (`json:`, `text:`, `bytes:`…), so bodies of
+ * two kinds with the same bytes differ (a parsed JSON string is of kind `text`: the content type tells it from a
+ * text body). A JSON `null` that came with its raw bytes is no body to the fingerprint, and its raw bytes here, as
+ * this digest has always taken them: stored digests still compare.
  */
 function bodyDigest(input: FingerprintInput, request: NormalizedRequest, salt: string): string {
   const body = input.body === null && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : request.body;
