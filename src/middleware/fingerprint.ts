@@ -51,18 +51,38 @@ export interface NormalizedRequest {
 }
 
 export function normalizeRequest(input: FingerprintInput): NormalizedRequest {
-  const query = new URLSearchParams(input.querystring);
-  query.sort();
   return {
     method: input.method.toUpperCase(),
     path: input.path,
-    query: query.toString(),
+    query: normalizeQuery(input.querystring),
     headers: Object.keys(input.headers)
       .sort()
       .map((name) => [name, String(input.headers[name] ?? '')]),
     mediaType: (input.mediaType ?? '').toLowerCase(),
     body: input.body === undefined && input.rawBody !== undefined ? { kind: 'raw', bytes: input.rawBody } : bodyBytes(input.body),
   };
+}
+
+/**
+ * The query parameters sorted by name, or the query as sent when it does not decode (an escape that is not
+ * UTF-8, or a `%` that is no escape): URLSearchParams decodes an escape that is not UTF-8 to U+FFFD, so
+ * `q=%E9` and `q=%E8` (a latin1 é and è, as an old client or a latin1 form sends them) would normalise
+ * alike, though the handler may read them apart. An identical retry sends the same text, so it still matches.
+ */
+function normalizeQuery(querystring: string): string {
+  if (querystring.includes('%') && !decodesAsUtf8(querystring)) return querystring;
+  const query = new URLSearchParams(querystring);
+  query.sort();
+  return query.toString();
+}
+
+function decodesAsUtf8(text: string): boolean {
+  try {
+    decodeURIComponent(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function fingerprint(input: FingerprintInput): string {

@@ -88,8 +88,9 @@ function originalPath(ctx: Context): string {
  *
  * - a parsed body other than `{}`: fingerprinted as before (JSON canonicalised, text as sent), so stored
  *   fingerprints hold;
- * - `{}` with the raw bytes kept in `ctx.request.rawBody`: the bytes, unless they are an empty object or
- *   nothing (then `{}` as before); so whatever the parser made of them, different bytes never match;
+ * - `{}` with the raw bytes kept in `ctx.request.rawBody`: the bytes, unless they are JSON's empty object or
+ *   nothing (then `{}` as before); so whatever the parser made of them, different bytes never match (the
+ *   bytes `{}` of another media type are bytes like any others: they are no parse of nothing);
  * - `{}` without raw bytes: a parse only if the request has no body, or has a JSON one that was read to its
  *   end (koa-body keeps no raw bytes); a parser that left a type alone leaves its stream unread;
  * - no parsed body: the raw bytes where kept; else unread when the request has a body (Content-Length > 0,
@@ -103,10 +104,14 @@ function requestBody(ctx: Context): Pick<FingerprintInput, 'body' | 'rawBody'> |
   if (files === 'unread') return 'unread';
   if (files !== undefined) return { body: { fields: body ?? {}, files } };
   if (body !== undefined && !isEmptyPlainObject(body)) return { body };
-  if (rawBody !== undefined) return body !== undefined && isEmptyObjectText(rawBody) ? { body } : { body: undefined, rawBody };
+  if (rawBody !== undefined) return body !== undefined && isJson(ctx) && isEmptyObjectText(rawBody) ? { body } : { body: undefined, rawBody };
   if (!hasBody(ctx)) return { body };
-  if (body !== undefined && ctx.req.readableEnded && Boolean(ctx.request.is('json', '+json'))) return { body };
+  if (body !== undefined && ctx.req.readableEnded && isJson(ctx)) return { body };
   return 'unread';
+}
+
+function isJson(ctx: Context): boolean {
+  return Boolean(ctx.request.is('json', '+json'));
 }
 
 function hasBody(ctx: Context): boolean {

@@ -1,10 +1,8 @@
-import { createHash } from 'node:crypto';
-import { diag } from '@opentelemetry/api';
-import { sqlstateOf } from '../error-code.js';
-import type { Client, Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
+import type { Client, Pool, QueryResult } from 'pg';
 import type { NamedStatement } from './primitives/statement.js';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlTransaction, Unsubscribe } from './sql-database.js';
 import { ignoreConnectionError, PgTransaction } from './pg-transaction.js';
+import { Statements } from './pg-statements.js';
 
 export interface PgDatabaseOptions {
   /**
@@ -28,77 +26,6 @@ export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlData
 /** The PostgresStore's adapter: its primitives prepared under their own names (store-primitives.ts). */
 export function fromPgPoolPreparing(pool: Pool, primitives: Iterable<NamedStatement>): SqlDatabase {
   return new PgDatabase(pool, new Statements(primitives));
-}
-
-/**
- * SQLSTATEs of a named statement that a transaction-pooling PgBouncer older than 1.21 sent to another
- * server connection than the one that prepared it: 26000 (it does not exist there) and 42P05 (another
- * client prepared the same name there already).
- */
-const PREPARED_STATEMENT_LOST = new Set(['26000', '42P05']);
-
-/** node-postgres reads `queryMode` (since 8.14); @types/pg does not declare it yet. */
-type PgQueryConfig = QueryConfig & { queryMode?: 'extended' };
-
-/** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
-export class Statements {
-  /**
-   * The prepared statements' names and texts by text, each the prototype of its queries' configs: node-postgres
-   * copies a config's own properties, descriptor by descriptor, into every query (cloneQueryConfig), which
-   * costs more than the rest of building it, so a query of a prepared statement owns its `values` only.
-   */
-  readonly #prepared = new Map<string, Readonly<{ name: string; text: string }>>();
-  #warned = false;
-
-  constructor(prepared: Iterable<string | NamedStatement>) {
-    for (const statement of prepared) {
-      if (typeof statement === 'string') this.#prepared.set(statement, { name: preparedName(statement), text: statement });
-      else this.#prepared.set(statement.text, { name: preparedName(statement.text, statement.name), text: statement.text });
-    }
-  }
-
-  #config(text: string, params: unknown[] | undefined, oneStatement: boolean): PgQueryConfig {
-    const prepared = this.#prepared.get(text);
-    if (prepared !== undefined) {
-      const config = Object.create(prepared) as PgQueryConfig;
-      config.values = params as QueryConfig['values'];
-      return config;
-    }
-    // The extended protocol runs one statement per text: a simple query runs them all, so a text such as
-    // "INSERT …; ROLLBACK; INSERT …" would end the claim's transaction and write outside it.
-    return oneStatement ? { text, values: (params ?? []) as QueryConfig['values'], queryMode: 'extended' } : { text, values: params as QueryConfig['values'] };
-  }
-
-  /**
-   * Runs the statement on `client` (`oneStatement`: refusing a text of several); the failure of a named one
-   * that a pooler lost says what to change, once.
-   */
-  run<Row>(client: Pool | PoolClient, text: string, params: unknown[] | undefined, oneStatement = false): Promise<SqlResult<Row>> {
-    const config = this.#config(text, params, oneStatement);
-    const result = client.query(config) as unknown as Promise<SqlResult<Row>>;
-    if (config.name === undefined) return result;
-    return result.catch((error: unknown) => {
-      const code = sqlstateOf(error);
-      if (code !== undefined && PREPARED_STATEMENT_LOST.has(code) && !this.#warned) {
-        this.#warned = true;
-        diag.warn(
-          `koa-idempotency: a prepared statement of the store failed with SQLSTATE ${code}: a transaction-pooling PgBouncer older than 1.21 ` +
-            'runs each transaction on any server connection and cannot carry prepared statements; set preparedStatements: false on the PostgresStore',
-        );
-      }
-      throw error;
-    });
-  }
-}
-
-/**
- * A prepared statement's name: its primitive's, if any (it names the statement in pg_prepared_statements and
- * in a trace's pg.query spans), and a digest of its text, so that the same statement gets the same name on
- * every connection and two stores on different tables never collide. 63 bytes at most (NAMEDATALEN).
- */
-function preparedName(text: string, primitive?: string): string {
-  const digest = createHash('sha256').update(text).digest('hex');
-  return primitive === undefined ? `koa_idempotency_${digest.slice(0, 24)}` : `koa_idempotency_${primitive}_${digest.slice(0, 16)}`;
 }
 
 type Listener = (payload: string) => void;

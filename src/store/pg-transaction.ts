@@ -1,7 +1,7 @@
 import { sqlstateOf } from '../error-code.js';
 import type { Writable } from 'node:stream';
 import type { PoolClient } from 'pg';
-import type { Statements } from './pg-database.js';
+import type { Statements } from './pg-statements.js';
 import type { CommitAfterOutcome, SqlResult, SqlTransaction } from './sql-database.js';
 import { assertNoTransactionControl } from './transaction-control.js';
 
