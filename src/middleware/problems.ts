@@ -26,7 +26,9 @@ const subjects = new WeakMap<Context, ProblemSubject>();
 
 /** Adds to what the request's problems may say about it (see ProblemSubject). */
 export function noteProblemSubject(ctx: Context, subject: ProblemSubject): void {
-  subjects.set(ctx, { ...subjects.get(ctx), ...subject });
+  const noted = subjects.get(ctx);
+  if (noted === undefined) subjects.set(ctx, { ...subject });
+  else Object.assign(noted, subject);
 }
 
 /**
