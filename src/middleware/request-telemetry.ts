@@ -1,7 +1,7 @@
 import { context, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { TelemetryOptions } from './options.js';
 import type { IdempotencyRecord } from '../store/types.js';
-import { correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from '../telemetry/correlation.js';
+import { contextPropagates, correlationIdFor, keyHash, upstreamCorrelationId, withCorrelationBaggage } from '../telemetry/correlation.js';
 import { errorType, libraryInstruments } from '../telemetry/metrics.js';
 import { ATTR, EVENT, OPERATION, OUTCOME, type Mode, type NotReplayableReason, type Operation, type Outcome } from '../telemetry/names.js';
 import { requestSpanOf, stampActiveRequest } from '../telemetry/span-stamping.js';
@@ -49,6 +49,7 @@ export class RequestTelemetry {
 
   /** Runs the rest of the request with the correlation ID in baggage, so outgoing calls carry it. */
   run<T>(fn: () => Promise<T>): Promise<T> {
+    if (!contextPropagates()) return fn();
     return context.with(withCorrelationBaggage(context.active(), this.correlationId), fn);
   }
 

@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto';
-import { propagation, type Context as OtelContext } from '@opentelemetry/api';
+import { context as contexts, propagation, ROOT_CONTEXT, type Context as OtelContext } from '@opentelemetry/api';
 import { BAGGAGE_CORRELATION_ID } from './names.js';
 
 /**
@@ -64,4 +64,19 @@ export function withoutInboundCorrelationId(context: OtelContext): OtelContext {
   const baggage = propagation.getBaggage(context);
   if (baggage?.getEntry(BAGGAGE_CORRELATION_ID) === undefined || localCorrelationId(context) !== undefined) return context;
   return propagation.setBaggage(context, baggage.removeEntry(BAGGAGE_CORRELATION_ID));
+}
+
+const PROBE = ROOT_CONTEXT.setValue(Symbol('koa-idempotency.context-probe'), true);
+let contextManagerSeen = false;
+
+/**
+ * Whether a context set now reaches the code that runs inside it: not under the API's no-op context manager,
+ * the one in place until an SDK registers its own, where building the request's baggage (a few contexts and a
+ * baggage per request) is work nothing can read. Probed on each request until a manager is seen, since an SDK
+ * may start after the first requests; assumed from then on (the probe costs an AsyncLocalStorage run, and a
+ * manager disabled at shutdown leaves nothing to propagate to anyway).
+ */
+export function contextPropagates(): boolean {
+  if (!contextManagerSeen) contextManagerSeen = contexts.with(PROBE, () => contexts.active() === PROBE);
+  return contextManagerSeen;
 }

@@ -17,7 +17,9 @@ let db: TestDatabase;
 let executions = 0;
 
 beforeAll(async () => {
-  db = await databaseTargets().find((candidate) => candidate.name === 'Postgres server')!.open('s8_query_lossy');
+  db = await databaseTargets()
+    .find((candidate) => candidate.name === 'Postgres server')!
+    .open('s8_query_lossy');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json'] }));
@@ -46,5 +48,6 @@ describe('query strings that differ only in non-UTF-8 escapes', () => {
     expect((await post('/op?q=%E9', key)).status).toBe(201);
     const second = await post('/op?q=%E8', key);
     expect({ status: second.status, replayed: second.replayed }).toEqual({ status: 422, replayed: null });
+    expect(executions).toBe(1);
   });
 });

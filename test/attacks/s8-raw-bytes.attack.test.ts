@@ -10,7 +10,9 @@ let server: Awaited<ReturnType<typeof serve>>;
 let db: TestDatabase;
 
 beforeAll(async () => {
-  db = await databaseTargets().find((candidate) => candidate.name === 'Postgres server')!.open('s8_raw_bytes');
+  db = await databaseTargets()
+    .find((candidate) => candidate.name === 'Postgres server')!
+    .open('s8_raw_bytes');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json'] }));
