@@ -7,8 +7,9 @@ import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey, uniqueSchema } from '../helpers/databases.js';
+import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
 import { registerTracerProvider } from '../helpers/otel-sdk.js';
 
 /**
@@ -22,21 +23,15 @@ registerTracerProvider({ spanProcessors: [] });
 registerInstrumentations({ instrumentations: [new PgInstrumentation({ addSqlCommenterCommentToQueries: true, enableTraceContextPropagation: true })] });
 createRequire(import.meta.url)('pg');
 
-const schema = uniqueSchema('s9_pg_instr');
-const charges = `"${schema}".charges`;
+let table: ChargesTable;
+let schema: string;
+let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
-  admin = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
-  await admin.query(`CREATE SCHEMA "${schema}"`);
-  await admin.query(`CREATE TABLE ${charges} (key text NOT NULL)`);
-  const store = new PostgresStore({ pool: admin, schema });
-  await store.migrate();
-  await store.close();
+  table = await openChargesTable('s9_pg_instr');
+  ({ schema, charges, admin } = table);
 });
-afterAll(async () => {
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await admin.end();
-});
+afterAll(() => table.close());
 
 let seq = 0;
 const cases = [false, true].flatMap((pipeline) =>
@@ -71,19 +66,7 @@ describe.each(cases)('instrumentation-pg with sqlcommenter: %o', ({ pipeline, pr
     await pool?.end();
   });
 
-  async function post(key: string) {
-    try {
-      const response = await fetch(`${server.url}/op`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key },
-        body: '{"a":1}',
-        signal: AbortSignal.timeout(8_000),
-      });
-      return { status: response.status, replayed: response.headers.get('idempotent-replayed'), text: await response.text() };
-    } catch (error) {
-      return { status: -1, replayed: null, text: String(error) };
-    }
-  }
+  const post = (key: string) => postKeyed(`${server.url}/op`, key);
 
   it('the instrumentation is in place', () => {
     expect((pg.Client.prototype.query as unknown as { __wrapped?: boolean }).__wrapped).toBe(true);

@@ -5,8 +5,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey, uniqueSchema } from '../helpers/databases.js';
+import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
 
 /**
  * The store submits node-postgres `Query` objects. A pipelined node-postgres client refuses a submittable that is
@@ -50,21 +51,15 @@ class AwaitingClient extends pg.Client {
   }
 }
 
-const schema = uniqueSchema('s9_client_class');
-const charges = `"${schema}".charges`;
+let table: ChargesTable;
+let schema: string;
+let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
-  admin = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
-  await admin.query(`CREATE SCHEMA "${schema}"`);
-  await admin.query(`CREATE TABLE ${charges} (key text NOT NULL)`);
-  const store = new PostgresStore({ pool: admin, schema });
-  await store.migrate();
-  await store.close();
+  table = await openChargesTable('s9_client_class');
+  ({ schema, charges, admin } = table);
 });
-afterAll(async () => {
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await admin.end();
-});
+afterAll(() => table.close());
 
 const clients = { 'second copy of pg': pg2.Client, 'logging subclass': LoggingClient, 'awaiting subclass': AwaitingClient } as const;
 const cases = (Object.keys(clients) as Array<keyof typeof clients>).flatMap((client) =>
@@ -99,19 +94,7 @@ describe.each(cases)('pool Client option: %o', ({ client, pipeline, transactiona
     await pool?.end();
   });
 
-  async function post(key: string) {
-    try {
-      const response = await fetch(`${server.url}/op`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key },
-        body: '{"a":1}',
-        signal: AbortSignal.timeout(8_000),
-      });
-      return { status: response.status, replayed: response.headers.get('idempotent-replayed'), text: await response.text() };
-    } catch (error) {
-      return { status: -1, replayed: null, text: String(error) };
-    }
-  }
+  const post = (key: string) => postKeyed(`${server.url}/op`, key);
 
   it('the second copy is a distinct module instance', () => {
     expect(pg2.Query).not.toBe(pg.Query);

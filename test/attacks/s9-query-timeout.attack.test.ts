@@ -4,8 +4,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey, uniqueSchema } from '../helpers/databases.js';
+import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
 import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
@@ -14,25 +15,19 @@ import { signal, until, type Signal } from '../helpers/events.js';
  * objects, a timed-out or failed statement must still reach the store: no hang, no pooled client leaked, a 4xx/5xx
  * problem (503 for the store), and in the end one execution per key. Pools pipelined and not, both modes.
  */
-const schema = uniqueSchema('s9_qtimeout');
-const charges = `"${schema}".charges`;
+let table: ChargesTable;
+let schema: string;
+let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
-  admin = new pg.Pool({ connectionString: DATABASE_URL, max: 3 });
-  await admin.query(`CREATE SCHEMA "${schema}"`);
-  await admin.query(`CREATE TABLE ${charges} (key text NOT NULL, n int NOT NULL, UNIQUE (key, n))`);
+  table = await openChargesTable('s9_qtimeout', 'key text NOT NULL, n int NOT NULL, UNIQUE (key, n)');
+  ({ schema, charges, admin } = table);
   // A deferred constraint trigger that sleeps 2 s: the COMMIT of a transaction that wrote here outlives query_timeout.
   await admin.query(`CREATE TABLE "${schema}".slow (key text NOT NULL)`);
   await admin.query(`CREATE FUNCTION "${schema}".sleepy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`);
   await admin.query(`CREATE CONSTRAINT TRIGGER sleepy AFTER INSERT ON "${schema}".slow DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "${schema}".sleepy()`);
-  const store = new PostgresStore({ pool: admin, schema });
-  await store.migrate();
-  await store.close();
 });
-afterAll(async () => {
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await admin.end();
-});
+afterAll(() => table.close());
 
 let seq = 0;
 const cases = [false, true].flatMap((pipeline) => [false, true].map((preparedStatements) => ({ pipeline, preparedStatements })));
@@ -81,19 +76,7 @@ describe.each(cases)('transactional mode, pool query_timeout 1 s: %o', ({ pipeli
     await pool?.end();
   });
 
-  async function post(key: string, mode = '') {
-    try {
-      const response = await fetch(`${server.url}/op`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-mode': mode },
-        body: '{"a":1}',
-        signal: AbortSignal.timeout(9_000),
-      });
-      return { status: response.status, type: response.headers.get('content-type'), text: await response.text() };
-    } catch (error) {
-      return { status: -1, type: null, text: String(error) };
-    }
-  }
+  const post = (key: string, mode = '') => postKeyed(`${server.url}/op`, key, mode);
   async function settled() {
     await until(() => (pool.waitingCount === 0 && pool.totalCount === pool.idleCount ? true : undefined), 'the pool to settle', 3_000).catch(() => undefined);
     return { waiting: pool.waitingCount, busy: pool.totalCount - pool.idleCount };

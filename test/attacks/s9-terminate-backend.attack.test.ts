@@ -4,8 +4,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey, uniqueSchema } from '../helpers/databases.js';
+import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
+import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
 import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
@@ -14,21 +15,15 @@ import { signal, until, type Signal } from '../helpers/events.js';
  * its runs), the handler swallowing the failed statements and answering 201. Expected: a problem+json 5xx (not a bare 500, no hang), nothing committed, no pooled client leaked
  * or waiting, and the retry runs once and commits once. Pipelined pools and not, prepared statements on and off.
  */
-const schema = uniqueSchema('s9_terminate');
-const charges = `"${schema}".charges`;
+let table: ChargesTable;
+let schema: string;
+let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
-  admin = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
-  await admin.query(`CREATE SCHEMA "${schema}"`);
-  await admin.query(`CREATE TABLE ${charges} (key text NOT NULL)`);
-  const store = new PostgresStore({ pool: admin, schema });
-  await store.migrate();
-  await store.close();
+  table = await openChargesTable('s9_terminate');
+  ({ schema, charges, admin } = table);
 });
-afterAll(async () => {
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await admin.end();
-});
+afterAll(() => table.close());
 
 const cases = [false, true].flatMap((pipeline) => [false, true].map((preparedStatements) => ({ pipeline, preparedStatements })));
 
@@ -78,19 +73,7 @@ describe.each(cases)('pg_terminate_backend mid-handler: %o', ({ pipeline, prepar
     await pool?.end();
   });
 
-  async function post(key: string, mode = '') {
-    try {
-      const response = await fetch(`${server.url}/op`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key, 'x-mode': mode },
-        body: '{"a":1}',
-        signal: AbortSignal.timeout(9_000),
-      });
-      return { status: response.status, type: response.headers.get('content-type'), replayed: response.headers.get('idempotent-replayed'), text: await response.text() };
-    } catch (error) {
-      return { status: -1, type: null, replayed: null, text: String(error) };
-    }
-  }
+  const post = (key: string, mode = '') => postKeyed(`${server.url}/op`, key, mode);
 
   it.each(['between-statements', 'in-statement'])('killed %s: answered, nothing committed, pool whole, the retry once', async (mode) => {
     const key = `s9-term-${mode}-${Date.now()}-${pipeline}-${preparedStatements}`;
