@@ -16,12 +16,15 @@ export class TransactionControlError extends IdempotencyError {
 /** Statements that open, end or hand over a transaction. ROLLBACK TO (a savepoint) is not among them. */
 const CONTROL = /^(begin|start|commit|end|abort|rollback|prepare\s+transaction)\b/i;
 const ROLLBACK_TO_SAVEPOINT = /^rollback(\s+(work|transaction))?\s+to\b/i;
-/** Enough of the first statement for both patterns. */
+/** Enough of the first statement for every pattern here. */
 const HEAD_CHARS = 64;
 
 /** The error for a statement that would end or restart the claim's transaction; undefined for any other. */
 export function transactionControlError(text: string): TransactionControlError | undefined {
-  const head = firstStatementHead(text);
+  return controlErrorOf(firstStatementHead(text));
+}
+
+function controlErrorOf(head: string): TransactionControlError | undefined {
   const control = CONTROL.exec(head);
   if (!control || ROLLBACK_TO_SAVEPOINT.test(head)) return undefined;
   return new TransactionControlError(
@@ -35,9 +38,10 @@ export function transactionControlError(text: string): TransactionControlError |
  * Statements that change the session, not the transaction: a committed SET, a LISTEN, a DEALLOCATE (which
  * left node-postgres sure its prepared statements still existed, so every later claim on that connection
  * failed) outlive the request on the pooled connection and reach whichever request gets it next.
- * SET LOCAL, SET CONSTRAINTS and SET TRANSACTION end with the transaction and stay allowed.
+ * SET LOCAL, SET CONSTRAINTS and SET TRANSACTION end with the transaction and stay allowed, when a word follows
+ * them: `SET local.tenant = …` (or `SET local . tenant`) is a session SET of a setting named `local.tenant`.
  */
-const SESSION_STATE = /^(set(?!\s+(local|constraints|transaction)\b)|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
+const SESSION_STATE = /^(set(?!\s+(local|constraints|transaction)\s+[^.\s])|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
 
 /**
  * COPY in the table form (`COPY t FROM STDIN`): node-postgres answers the server's request for COPY data
@@ -49,15 +53,22 @@ const TABLE_COPY = /^copy\b(?!\s*\()/i;
 
 /** The error for a statement a handler may not run on the claim's connection; undefined for any other. */
 export function handlerStatementError(text: string): TransactionControlError | undefined {
-  const control = transactionControlError(text);
+  if (handlerTexts.has(text)) return undefined;
+  const error = handlerStatementErrorOf(firstStatementHead(text));
+  if (error === undefined) handlerTexts.add(text);
+  return error;
+}
+
+function handlerStatementErrorOf(head: string): TransactionControlError | undefined {
+  const control = controlErrorOf(head);
   if (control) return control;
-  if (TABLE_COPY.test(firstStatementHead(text))) {
+  if (TABLE_COPY.test(head)) {
     return new TransactionControlError(
       "COPY of a table is refused on the idempotency claim's connection: COPY ... FROM STDIN would hang it. Write rows with " +
         'INSERT (unnest() for many), and read with the query form, COPY (SELECT ...) TO STDOUT.',
     );
   }
-  const session = SESSION_STATE.exec(firstStatementHead(text));
+  const session = SESSION_STATE.exec(head);
   if (!session) return undefined;
   return new TransactionControlError(
     `${session[1]!.toUpperCase()} is refused on the idempotency claim's connection: it would outlive the request on a pooled ` +
@@ -66,9 +77,35 @@ export function handlerStatementError(text: string): TransactionControlError | u
 }
 
 export function assertNoTransactionControl(text: string): void {
+  if (transactionTexts.has(text)) return;
   const error = transactionControlError(text);
   if (error) throw error;
+  transactionTexts.add(text);
 }
+
+/**
+ * Texts each check already allowed. A handler's texts and the store's own are mostly fixed, run on every request,
+ * and a lookup costs less than reading a text's head. Bounded in number and length, since a handler may build its
+ * texts with values inside: past the bound the set starts over.
+ */
+class AllowedTexts {
+  static readonly MAX_TEXTS = 512;
+  static readonly MAX_TEXT_CHARS = 2_048;
+  readonly #texts = new Set<string>();
+
+  has(text: string): boolean {
+    return this.#texts.has(text);
+  }
+
+  add(text: string): void {
+    if (text.length > AllowedTexts.MAX_TEXT_CHARS) return;
+    if (this.#texts.size >= AllowedTexts.MAX_TEXTS) this.#texts.clear();
+    this.#texts.add(text);
+  }
+}
+
+const handlerTexts = new AllowedTexts();
+const transactionTexts = new AllowedTexts();
 
 /** Thrown at completion when the claim's transaction is not the one open any more. */
 export function claimTransactionEnded(): TransactionControlError {
@@ -122,25 +159,37 @@ export async function isClaimTransaction(tx: SqlQueryable, mark: string): Promis
   return rows[0]?.mark === mark;
 }
 
-/** Leading white space, comments (nested block comments too) and empty statements skipped, in linear time. */
+/**
+ * The first statement's first HEAD_CHARS characters as Postgres reads them: leading white space and empty
+ * statements skipped, and each comment (nested block comments too) read as the white space it stands for, so
+ * `SET LOCAL/* *\/x` reads as `SET LOCAL x` and `ROLLBACK /* TO SAVEPOINT s *\/` as a plain ROLLBACK. Linear time.
+ */
 function firstStatementHead(text: string): string {
+  let head = '';
   let at = 0;
-  while (at < text.length) {
-    const char = text[at]!;
-    if (char === ';' || char.trim() === '') {
-      at++;
-    } else if (text.startsWith('--', at)) {
-      // Postgres ends a line comment at a carriage return as well: a comment read to the next \n only would
-      // hide the statement after a lone \r, which Postgres runs.
-      const lineEnd = text.slice(at).search(/[\n\r]/);
-      at = lineEnd === -1 ? text.length : at + lineEnd + 1;
-    } else if (text.startsWith('/*', at)) {
-      at = afterBlockComment(text, at);
+  while (at < text.length && head.length < HEAD_CHARS) {
+    const commentEnd = afterComment(text, at);
+    if (commentEnd !== undefined) {
+      if (head !== '') head += ' ';
+      at = commentEnd;
     } else {
-      break;
+      const char = text[at]!;
+      if (head !== '' || (char !== ';' && char.trim() !== '')) head += char;
+      at++;
     }
   }
-  return text.slice(at, at + HEAD_CHARS);
+  return head;
+}
+
+/** Where the comment starting at `at` ends; undefined when none starts there. */
+function afterComment(text: string, at: number): number | undefined {
+  if (text.startsWith('--', at)) {
+    // Postgres ends a line comment at a carriage return as well: a comment read to the next \n only would
+    // hide the statement after a lone \r, which Postgres runs.
+    const lineEnd = text.slice(at).search(/[\n\r]/);
+    return lineEnd === -1 ? text.length : at + lineEnd + 1;
+  }
+  return text.startsWith('/*', at) ? afterBlockComment(text, at) : undefined;
 }
 
 function afterBlockComment(text: string, start: number): number {
