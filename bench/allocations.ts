@@ -32,6 +32,8 @@ try {
   for (const kind of KINDS) {
     const schema = `bench_allocations_${kind.toLowerCase()}`;
     const pool = new pg.Pool({ connectionString: postgres.url, max: 10, idleTimeoutMillis: 0, pipeline: true });
+    // pool.end() resolves before its connections have closed: the server stopping next may still end one.
+    pool.on('error', () => undefined);
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pool.query(benchSchemaSql(schema));
     const store = new PostgresStore({ pool, schema });

@@ -86,6 +86,8 @@ const flows: Record<string, Flow> = {
 
 // One pool client per connection, held for the whole run; BackendCpu reads their backends' CPU time.
 const pool = new pg.Pool({ connectionString: postgres.url, max: connections });
+// pool.end() resolves before its connections have closed: the server stopping next may still end one.
+pool.on('error', () => undefined);
 const backendCpu = new BackendCpu(pool);
 const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
 

@@ -165,16 +165,28 @@ export async function isClaimTransaction(tx: SqlQueryable, mark: string): Promis
  * `SET LOCAL/* *\/x` reads as `SET LOCAL x` and `ROLLBACK /* TO SAVEPOINT s *\/` as a plain ROLLBACK. Linear time.
  */
 function firstStatementHead(text: string): string {
-  let head = '';
   let at = 0;
+  while (at < text.length) {
+    const commentEnd = afterComment(text, at);
+    if (commentEnd !== undefined) at = commentEnd;
+    else if (text[at] === ';' || text[at]!.trim() === '') at++;
+    else break;
+  }
+  // Most heads hold no comment: a slice of the text, then.
+  const head = text.slice(at, at + HEAD_CHARS);
+  return head.includes('--') || head.includes('/*') ? withCommentsAsSpaces(text, at) : head;
+}
+
+function withCommentsAsSpaces(text: string, start: number): string {
+  let head = '';
+  let at = start;
   while (at < text.length && head.length < HEAD_CHARS) {
     const commentEnd = afterComment(text, at);
     if (commentEnd !== undefined) {
-      if (head !== '') head += ' ';
+      head += ' ';
       at = commentEnd;
     } else {
-      const char = text[at]!;
-      if (head !== '' || (char !== ';' && char.trim() !== '')) head += char;
+      head += text[at]!;
       at++;
     }
   }

@@ -186,7 +186,7 @@ describe('query() called with something other than a text', () => {
   it.each([
     ['a pg QueryConfig { text: COMMIT }', { text: 'COMMIT' }],
     ['a String object', new String('COMMIT')],
-    ['an object whose toString() is COMMIT', { toString: () => 'COMMIT' }],
+    ['an object whose toString() is COMMIT', { toString: (): string => 'COMMIT' }],
     ['a QueryConfig SET app.tenant', { text: "SET app.tenant = 'evil'" }],
     ['a QueryConfig with queryMode simple and two statements', { text: "SELECT 1; SET app.tenant = 'evil'", queryMode: 'simple' }],
   ])('%s: refused or harmless', async (_name, statement) => {
