@@ -53,13 +53,7 @@ const TABLE_COPY = /^copy\b(?!\s*\()/i;
 
 /** The error for a statement a handler may not run on the claim's connection; undefined for any other. */
 export function handlerStatementError(text: string): TransactionControlError | undefined {
-  if (handlerTexts.has(text)) return undefined;
-  const error = handlerStatementErrorOf(firstStatementHead(text));
-  if (error === undefined) handlerTexts.add(text);
-  return error;
-}
-
-function handlerStatementErrorOf(head: string): TransactionControlError | undefined {
+  const head = firstStatementHead(text);
   const control = controlErrorOf(head);
   if (control) return control;
   if (TABLE_COPY.test(head)) {
@@ -77,35 +71,9 @@ function handlerStatementErrorOf(head: string): TransactionControlError | undefi
 }
 
 export function assertNoTransactionControl(text: string): void {
-  if (transactionTexts.has(text)) return;
   const error = transactionControlError(text);
   if (error) throw error;
-  transactionTexts.add(text);
 }
-
-/**
- * Texts each check already allowed. A handler's texts and the store's own are mostly fixed, run on every request,
- * and a lookup costs less than reading a text's head. Bounded in number and length, since a handler may build its
- * texts with values inside: past the bound the set starts over.
- */
-class AllowedTexts {
-  static readonly MAX_TEXTS = 512;
-  static readonly MAX_TEXT_CHARS = 2_048;
-  readonly #texts = new Set<string>();
-
-  has(text: string): boolean {
-    return this.#texts.has(text);
-  }
-
-  add(text: string): void {
-    if (text.length > AllowedTexts.MAX_TEXT_CHARS) return;
-    if (this.#texts.size >= AllowedTexts.MAX_TEXTS) this.#texts.clear();
-    this.#texts.add(text);
-  }
-}
-
-const handlerTexts = new AllowedTexts();
-const transactionTexts = new AllowedTexts();
 
 /** Thrown at completion when the claim's transaction is not the one open any more. */
 export function claimTransactionEnded(): TransactionControlError {
