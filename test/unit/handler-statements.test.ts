@@ -21,8 +21,7 @@ describe('the statements a transactional handler may send', () => {
     `SET LOCAL${' '.repeat(80)}x = 1`,
     'COPY t FROM STDIN',
     'COPY/* */t FROM STDIN',
-  ])('refuses %j, each time it is sent', (text) => {
-    expect(handlerStatementError(text)?.code).toBe('TRANSACTION_CONTROL');
+  ])('refuses %j', (text) => {
     expect(handlerStatementError(text)?.code).toBe('TRANSACTION_CONTROL');
   });
 
@@ -36,8 +35,7 @@ describe('the statements a transactional handler may send', () => {
     'COPY (SELECT 1) TO STDOUT',
     'COPY /* c */ (SELECT 1) TO STDOUT',
     'SELECT 1',
-  ])('lets %j through, each time it is sent', (text) => {
-    expect(handlerStatementError(text)).toBeUndefined();
+  ])('lets %j through', (text) => {
     expect(handlerStatementError(text)).toBeUndefined();
   });
 
