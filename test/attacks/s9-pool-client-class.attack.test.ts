@@ -1,13 +1,8 @@
 import { createRequire } from 'node:module';
-import Koa from 'koa';
-import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../../src/index.js';
-import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
-import { serve } from '../helpers/http.js';
-import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
+import { rowsWithKey } from '../helpers/databases.js';
+import { chargingHandler, openChargesTable, postKeyed, serveKeyedApp, type ChargesTable, type ChargingHandler, type KeyedApp } from '../helpers/keyed-requests.js';
 
 /**
  * The store submits node-postgres `Query` objects. A pipelined node-postgres client refuses a submittable that is
@@ -52,12 +47,11 @@ class AwaitingClient extends pg.Client {
 }
 
 let table: ChargesTable;
-let schema: string;
 let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
   table = await openChargesTable('s9_client_class');
-  ({ schema, charges, admin } = table);
+  ({ charges, admin } = table);
 });
 afterAll(() => table.close());
 
@@ -67,34 +61,17 @@ const cases = (Object.keys(clients) as Array<keyof typeof clients>).flatMap((cli
 );
 
 describe.each(cases)('pool Client option: %o', ({ client, pipeline, transactional }) => {
+  let app: KeyedApp;
+  let charging: ChargingHandler;
   let pool: pg.Pool;
-  let store: PostgresStore;
-  let server: Awaited<ReturnType<typeof serve>>;
-  let executions = 0;
   beforeAll(async () => {
-    pool = new pg.Pool({ connectionString: DATABASE_URL, max: 3, pipeline, Client: clients[client] });
-    pool.on('error', () => undefined);
-    store = new PostgresStore({ pool, schema, replayCacheEntries: 0 });
-    const app = new Koa();
-    app.silent = true;
-    app.use(bodyParser());
-    app.use(idempotency({ store, transactional, scope: () => 'acct' }));
-    app.use(async (ctx) => {
-      executions++;
-      if (transactional) await ctx.idempotency!.db!.query(`INSERT INTO ${charges} (key) VALUES ($1)`, [ctx.idempotency!.key]);
-      else await admin.query(`INSERT INTO ${charges} (key) VALUES ($1)`, [ctx.idempotency!.key]);
-      ctx.status = 201;
-      ctx.body = { key: ctx.idempotency!.key };
-    });
-    server = await serve(app);
+    charging = chargingHandler(table, transactional);
+    app = await serveKeyedApp(table, { transactional, pool: { max: 3, pipeline, Client: clients[client] } }, charging.middleware);
+    pool = app.pool;
   });
-  afterAll(async () => {
-    await server?.close();
-    await store?.close();
-    await pool?.end();
-  });
+  afterAll(() => app?.close());
 
-  const post = (key: string) => postKeyed(`${server.url}/op`, key);
+  const post = (key: string) => postKeyed(app.url, key);
 
   it('the second copy is a distinct module instance', () => {
     expect(pg2.Query).not.toBe(pg.Query);
@@ -103,11 +80,11 @@ describe.each(cases)('pool Client option: %o', ({ client, pipeline, transactiona
 
   it('runs once, the retry replays, the pool whole', async () => {
     const key = `s9-cc-${Date.now()}-${Math.random()}`;
-    const before = executions;
+    const before = charging.executions;
     const first = await post(key);
     const second = await post(key);
     expect({ first: first.status, second: second.status, replayed: second.replayed }, first.text).toEqual({ first: 201, second: 201, replayed: 'true' });
-    expect(executions - before).toBe(1);
+    expect(charging.executions - before).toBe(1);
     expect(await rowsWithKey(admin, charges, key)).toBe(1);
     expect(pool.waitingCount).toBe(0);
   });

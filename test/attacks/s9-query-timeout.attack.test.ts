@@ -1,12 +1,7 @@
-import Koa from 'koa';
-import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../../src/index.js';
-import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
-import { serve } from '../helpers/http.js';
-import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
+import { rowsWithKey } from '../helpers/databases.js';
+import { openChargesTable, postKeyed, serveKeyedApp, type ChargesTable, type KeyedApp } from '../helpers/keyed-requests.js';
 import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
@@ -33,9 +28,8 @@ let seq = 0;
 const cases = [false, true].flatMap((pipeline) => [false, true].map((preparedStatements) => ({ pipeline, preparedStatements })));
 
 describe.each(cases)('transactional mode, pool query_timeout 1 s: %o', ({ pipeline, preparedStatements }) => {
+  let app: KeyedApp;
   let pool: pg.Pool;
-  let store: PostgresStore;
-  let server: Awaited<ReturnType<typeof serve>>;
   const executions = new Map<string, number>();
   const gates = new Map<string, Signal>();
   const started = new Map<string, Signal>();
@@ -44,14 +38,7 @@ describe.each(cases)('transactional mode, pool query_timeout 1 s: %o', ({ pipeli
     return m.get(k)!;
   };
   beforeAll(async () => {
-    pool = new pg.Pool({ connectionString: DATABASE_URL, max: 4, pipeline, query_timeout: 1_000 });
-    pool.on('error', () => undefined);
-    store = new PostgresStore({ pool, schema, preparedStatements, replayCacheEntries: 0 });
-    const app = new Koa();
-    app.silent = true;
-    app.use(bodyParser());
-    app.use(idempotency({ store, transactional: true, scope: () => 'acct' }));
-    app.use(async (ctx) => {
+    app = await serveKeyedApp(table, { transactional: true, pool: { max: 4, pipeline, query_timeout: 1_000 }, store: { preparedStatements } }, async (ctx) => {
       const key = ctx.idempotency!.key;
       executions.set(key, (executions.get(key) ?? 0) + 1);
       const db = ctx.idempotency!.db!;
@@ -67,16 +54,14 @@ describe.each(cases)('transactional mode, pool query_timeout 1 s: %o', ({ pipeli
       ctx.status = 201;
       ctx.body = { key };
     });
-    server = await serve(app);
+    pool = app.pool;
   });
   afterAll(async () => {
     for (const g of gates.values()) g.fire();
-    await server?.close();
-    await store?.close();
-    await pool?.end();
+    await app?.close();
   });
 
-  const post = (key: string, mode = '') => postKeyed(`${server.url}/op`, key, mode);
+  const post = (key: string, mode = '') => postKeyed(app.url, key, mode);
   async function settled() {
     await until(() => (pool.waitingCount === 0 && pool.totalCount === pool.idleCount ? true : undefined), 'the pool to settle', 3_000).catch(() => undefined);
     return { waiting: pool.waitingCount, busy: pool.totalCount - pool.idleCount };

@@ -1,12 +1,7 @@
-import Koa from 'koa';
-import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../../src/index.js';
-import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, rowsWithKey } from '../helpers/databases.js';
-import { serve } from '../helpers/http.js';
-import { openChargesTable, postKeyed, type ChargesTable } from '../helpers/keyed-requests.js';
+import { rowsWithKey } from '../helpers/databases.js';
+import { openChargesTable, postKeyed, serveKeyedApp, type ChargesTable, type KeyedApp } from '../helpers/keyed-requests.js';
 import { signal, until, type Signal } from '../helpers/events.js';
 
 /**
@@ -16,21 +11,19 @@ import { signal, until, type Signal } from '../helpers/events.js';
  * or waiting, and the retry runs once and commits once. Pipelined pools and not, prepared statements on and off.
  */
 let table: ChargesTable;
-let schema: string;
 let charges: string;
 let admin: pg.Pool;
 beforeAll(async () => {
   table = await openChargesTable('s9_terminate');
-  ({ schema, charges, admin } = table);
+  ({ charges, admin } = table);
 });
 afterAll(() => table.close());
 
 const cases = [false, true].flatMap((pipeline) => [false, true].map((preparedStatements) => ({ pipeline, preparedStatements })));
 
 describe.each(cases)('pg_terminate_backend mid-handler: %o', ({ pipeline, preparedStatements }) => {
+  let app: KeyedApp;
   let pool: pg.Pool;
-  let store: PostgresStore;
-  let server: Awaited<ReturnType<typeof serve>>;
   const executions = new Map<string, number>();
   const pids = new Map<string, Signal<number>>();
   const gates = new Map<string, Signal>();
@@ -39,14 +32,7 @@ describe.each(cases)('pg_terminate_backend mid-handler: %o', ({ pipeline, prepar
     return m.get(k)!;
   };
   beforeAll(async () => {
-    pool = new pg.Pool({ connectionString: DATABASE_URL, max: 3, pipeline });
-    pool.on('error', () => undefined);
-    store = new PostgresStore({ pool, schema, preparedStatements, replayCacheEntries: 0 });
-    const app = new Koa();
-    app.silent = true;
-    app.use(bodyParser());
-    app.use(idempotency({ store, transactional: true, scope: () => 'acct' }));
-    app.use(async (ctx) => {
+    app = await serveKeyedApp(table, { transactional: true, pool: { max: 3, pipeline }, store: { preparedStatements } }, async (ctx) => {
       const key = ctx.idempotency!.key;
       const attempt = (executions.get(key) ?? 0) + 1;
       executions.set(key, attempt);
@@ -64,16 +50,14 @@ describe.each(cases)('pg_terminate_backend mid-handler: %o', ({ pipeline, prepar
       ctx.status = 201;
       ctx.body = { key };
     });
-    server = await serve(app);
+    pool = app.pool;
   });
   afterAll(async () => {
     for (const g of gates.values()) g.fire();
-    await server?.close();
-    await store?.close();
-    await pool?.end();
+    await app?.close();
   });
 
-  const post = (key: string, mode = '') => postKeyed(`${server.url}/op`, key, mode);
+  const post = (key: string, mode = '') => postKeyed(app.url, key, mode);
 
   it.each(['between-statements', 'in-statement'])('killed %s: answered, nothing committed, pool whole, the retry once', async (mode) => {
     const key = `s9-term-${mode}-${Date.now()}-${pipeline}-${preparedStatements}`;

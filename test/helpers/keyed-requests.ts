@@ -1,6 +1,10 @@
+import Koa from 'koa';
+import { bodyParser } from '@koa/bodyparser';
 import pg from 'pg';
-import { PostgresStore } from '../../src/entries/postgres.js';
+import { idempotency } from '../../src/index.js';
+import { PostgresStore, type PostgresStoreOptions } from '../../src/entries/postgres.js';
 import { DATABASE_URL, uniqueSchema } from './databases.js';
+import { serve } from './http.js';
 
 /** A schema of a test's own on the Postgres server: the records table migrated, and a `charges` table. */
 export interface ChargesTable {
@@ -53,4 +57,65 @@ export async function postKeyed(url: string, key: string, mode = '', timeoutMs =
   } catch (error) {
     return { status: -1, type: null, replayed: null, text: String(error) };
   }
+}
+
+export interface KeyedApp {
+  /** The store's pool, for checking that no client is left checked out or waiting. */
+  pool: pg.Pool;
+  /** Where postKeyed sends its requests. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface KeyedAppOptions {
+  transactional: boolean;
+  pool?: pg.PoolConfig;
+  store?: Partial<PostgresStoreOptions>;
+}
+
+/** Serves `handler` behind the middleware (one scope for all), on a pool and a store of its own in `table`'s schema. */
+export async function serveKeyedApp(table: ChargesTable, options: KeyedAppOptions, handler: Koa.Middleware): Promise<KeyedApp> {
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, ...options.pool });
+  // The attacks kill connections: a lost idle client must not end the test process.
+  pool.on('error', () => undefined);
+  const store = new PostgresStore({ pool, schema: table.schema, replayCacheEntries: 0, ...options.store });
+  const app = new Koa();
+  app.silent = true;
+  app.use(bodyParser());
+  app.use(idempotency({ store, transactional: options.transactional, scope: () => 'acct' }));
+  app.use(handler);
+  const server = await serve(app);
+  return {
+    pool,
+    url: `${server.url}/op`,
+    async close() {
+      await server.close();
+      await store.close();
+      await pool.end();
+    },
+  };
+}
+
+/** A handler that writes one charge per execution (in the claim's transaction, in transactional mode) and answers 201. */
+export interface ChargingHandler {
+  readonly middleware: Koa.Middleware;
+  readonly executions: number;
+}
+
+export function chargingHandler(table: ChargesTable, transactional: boolean): ChargingHandler {
+  let executions = 0;
+  return {
+    get executions() {
+      return executions;
+    },
+    async middleware(ctx) {
+      executions++;
+      const key = ctx.idempotency!.key;
+      const charge = `INSERT INTO ${table.charges} (key) VALUES ($1)`;
+      if (transactional) await ctx.idempotency!.db!.query(charge, [key]);
+      else await table.admin.query(charge, [key]);
+      ctx.status = 201;
+      ctx.body = { key };
+    },
+  };
 }
