@@ -20,12 +20,12 @@ export interface PgDatabaseOptions {
  * first time something listens, instead of pinning one of the pool's clients forever.
  */
 export function fromPgPool(pool: Pool, options: PgDatabaseOptions = {}): SqlDatabase {
-  return new PgDatabase(pool, new Statements(options.preparedStatements ?? []));
+  return new PgDatabase(pool, new Statements(pool, options.preparedStatements ?? []));
 }
 
 /** The PostgresStore's adapter: its primitives prepared under their own names (store-primitives.ts). */
 export function fromPgPoolPreparing(pool: Pool, primitives: Iterable<NamedStatement>): SqlDatabase {
-  return new PgDatabase(pool, new Statements(primitives));
+  return new PgDatabase(pool, new Statements(pool, primitives));
 }
 
 type Listener = (payload: string) => void;

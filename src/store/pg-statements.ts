@@ -26,13 +26,18 @@ interface PgQuery {
 }
 type PgQueryClass = new (text: string, values?: unknown[]) => PgQuery;
 
-/** Turns a text and its parameters into a node-postgres query, named when the text is a prepared one. */
+/** Turns a text and its parameters into a node-postgres query on a pool or one of its clients, named when the text is a prepared one. */
 export class Statements {
+  readonly #pool: Pool;
+  /** node-postgres' JavaScript `Query` of the pool's clients (each is a `pool.Client`), or undefined for another (the native bindings). */
+  readonly #Query: PgQueryClass | undefined;
   /** The prepared statements' names by text. */
   readonly #prepared = new Map<string, string>();
   #warned = false;
 
-  constructor(prepared: Iterable<string | NamedStatement>) {
+  constructor(pool: Pool, prepared: Iterable<string | NamedStatement>) {
+    this.#pool = pool;
+    this.#Query = queryClassOf((pool as { Client?: unknown }).Client);
     for (const statement of prepared) {
       if (typeof statement === 'string') this.#prepared.set(statement, preparedName(statement));
       else this.#prepared.set(statement.text, preparedName(statement.text, statement.name));
@@ -48,7 +53,7 @@ export class Statements {
     // The extended protocol runs one statement per text: a simple query runs them all, so a text such as
     // "INSERT …; ROLLBACK; INSERT …" would end the claim's transaction and write outside it.
     const extended = name === undefined && oneStatement;
-    const result = submit(client, text, params, name, extended) as Promise<SqlResult<Row>>;
+    const result = this.#submit(client, text, params, name, extended) as Promise<SqlResult<Row>>;
     if (name === undefined) return result;
     return result.catch((error: unknown) => {
       const code = sqlstateOf(error);
@@ -62,43 +67,39 @@ export class Statements {
       throw error;
     });
   }
-}
 
-/**
- * Hands node-postgres a `Query` it need not copy. Given a config object, it copies the object's own
- * properties descriptor by descriptor into a new one (utils.js cloneQueryConfig) before building the same
- * `Query`, and that copy cost more than the rest of building it; given a text it builds `{ text }`. So the
- * query is built from the text, then named or set to the extended protocol. The client's own `Query` class
- * keeps a pipelined client's check that a submitted query is no cursor. A client with another `Query` (the
- * native bindings, a wrapper) gets the config object.
- */
-function submit(client: Pool | PoolClient, text: string, params: unknown[] | undefined, name: string | undefined, extended: boolean): Promise<unknown> {
-  const pool = isPool(client);
-  // A client whose `query` was wrapped on the instance may expect the promise a config gets, not the
-  // `Query` node-postgres returns for one: it gets the config.
-  const Query = pool ? queryClassOf((client as { Client?: unknown }).Client) : Object.hasOwn(client, 'query') ? undefined : queryClassOf(client.constructor);
-  if (Query === undefined) {
-    const config: PgQueryConfig = { text, values: (extended ? (params ?? []) : params) as QueryConfig['values'] };
-    if (name !== undefined) config.name = name;
-    if (extended) config.queryMode = 'extended';
-    return client.query(config);
+  /**
+   * Hands node-postgres a `Query` it need not copy. Given a config object, it copies the object's own
+   * properties descriptor by descriptor into a new one (utils.js cloneQueryConfig) before building the same
+   * `Query`, and that copy cost more than the rest of building it; given a text it builds `{ text }`. So the
+   * query is built from the text, then named or set to the extended protocol. The clients' own `Query` class
+   * keeps a pipelined client's check that a submitted query is no cursor. A client with another `Query` (the
+   * native bindings) gets the config object.
+   */
+  #submit(client: Pool | PoolClient, text: string, params: unknown[] | undefined, name: string | undefined, extended: boolean): Promise<unknown> {
+    const pool = client === this.#pool;
+    // A client whose `query` was wrapped on the instance may expect the promise a config gets, not the
+    // `Query` node-postgres returns for one: it gets the config.
+    const Query = pool || !Object.hasOwn(client, 'query') ? this.#Query : undefined;
+    if (Query === undefined) {
+      const config: PgQueryConfig = { text, values: (extended ? (params ?? []) : params) as QueryConfig['values'] };
+      if (name !== undefined) config.name = name;
+      if (extended) config.queryMode = 'extended';
+      return client.query(config);
+    }
+    const query = new Query(text, params);
+    if (name !== undefined) query.name = name;
+    else if (extended) {
+      query.queryMode = 'extended';
+      query.values ??= [];
+    }
+    // pg-pool sets the callback that releases its client: one set here would keep that client checked out.
+    if (pool) return client.query(query as never);
+    return new Promise((resolve, reject) => {
+      query.callback = (error, result) => (error ? reject(error) : resolve(result));
+      client.query(query as never);
+    });
   }
-  const query = new Query(text, params);
-  if (name !== undefined) query.name = name;
-  else if (extended) {
-    query.queryMode = 'extended';
-    query.values ??= [];
-  }
-  // pg-pool sets the callback that releases its client: one set here would keep that client checked out.
-  if (pool) return client.query(query as never);
-  return new Promise((resolve, reject) => {
-    query.callback = (error, result) => (error ? reject(error) : resolve(result));
-    client.query(query as never);
-  });
-}
-
-function isPool(client: Pool | PoolClient): client is Pool {
-  return typeof (client as { connect?: unknown }).connect === 'function' && typeof (client as { release?: unknown }).release !== 'function';
 }
 
 /** The JavaScript client's `Query` (node-postgres exports it as `Client.Query`), or undefined. */
