@@ -39,9 +39,12 @@ function controlErrorOf(head: string): TransactionControlError | undefined {
  * left node-postgres sure its prepared statements still existed, so every later claim on that connection
  * failed) outlive the request on the pooled connection and reach whichever request gets it next.
  * SET LOCAL, SET CONSTRAINTS and SET TRANSACTION end with the transaction and stay allowed, when a word follows
- * them: `SET local.tenant = …` (or `SET local . tenant`) is a session SET of a setting named `local.tenant`.
+ * them: `SET local.tenant = …` (or `SET local . tenant`) is a session SET of a setting named `local.tenant`. The
+ * white space is Postgres's own, not JavaScript's `\s`: a no-break space is part of a name to Postgres, so
+ * `SET LOCAL\u00a0x.tenant` sets `local\u00a0x.tenant` for the session.
  */
-const SESSION_STATE = /^(set(?!\s+(local|constraints|transaction)\s+[^.\s])|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
+const SESSION_STATE =
+  /^(set(?![ \t\n\r\f\v]+(local|constraints|transaction)[ \t\n\r\f\v]+[^. \t\n\r\f\v])|reset|discard|deallocate|listen|unlisten|load|prepare(?!\s+transaction\b))\b/i;
 
 /**
  * COPY in the table form (`COPY t FROM STDIN`): node-postgres answers the server's request for COPY data
@@ -140,9 +143,10 @@ function firstStatementHead(text: string): string {
     else if (text[at] === ';' || text[at]!.trim() === '') at++;
     else break;
   }
-  // Most heads hold no comment: a slice of the text, then.
-  const head = text.slice(at, at + HEAD_CHARS);
-  return head.includes('--') || head.includes('/*') ? withCommentsAsSpaces(text, at) : head;
+  // Most heads hold no comment: a slice of the text, then. One character more is looked at, since a comment
+  // that starts with the head's last character reads as a space there, not as that character.
+  const window = text.slice(at, at + HEAD_CHARS + 1);
+  return window.includes('--') || window.includes('/*') ? withCommentsAsSpaces(text, at) : window.slice(0, HEAD_CHARS);
 }
 
 function withCommentsAsSpaces(text: string, start: number): string {

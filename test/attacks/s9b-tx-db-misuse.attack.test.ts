@@ -161,6 +161,8 @@ describe('transaction control and session statements the keyword check must see'
     ['SET LOCAL.tenant (upper case)', "SET LOCAL.tenant = 'evil'"],
     ['SET "local".tenant', `SET "local".tenant = 'evil'`],
     ['SET local . tenant', "SET local . tenant = 'evil'"],
+    ["SET LOCAL, then a comment from the checked head's last character, then .tenant", `SET LOCAL${' '.repeat(54)}--\n.tenant = 'evil'`],
+    ['SET LOCAL and a no-break space (part of a name to Postgres)', "SET LOCAL\u00a0x.tenant = 'evil'"],
     ['SET local_preload_libraries (a built-in setting named local_*)', "SET local_preload_libraries = 'evil'"],
     ['SET SESSION local.tenant', "SET SESSION local.tenant = 'evil'"],
     ['SET app.tenant after a comment ending in LOCAL', "SET /* */ app.tenant = 'local'"],

@@ -19,6 +19,10 @@ describe('the statements a transactional handler may send', () => {
     'SET search_path = x',
     'SET SESSION local.tenant = 1',
     `SET LOCAL${' '.repeat(80)}x = 1`,
+    // A comment that starts with the head's last character: `SET local . tenant` to Postgres.
+    `SET LOCAL${' '.repeat(54)}--\n.tenant = 'evil'`,
+    // A no-break space is no white space to Postgres: a session SET of `local\u00a0x.tenant`.
+    "SET LOCAL\u00a0x.tenant = 'evil'",
     'COPY t FROM STDIN',
     'COPY/* */t FROM STDIN',
   ])('refuses %j', (text) => {
