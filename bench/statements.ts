@@ -10,12 +10,15 @@ import { median, round } from './stats.js';
  * `npm run bench:statements`: the SQL of the transactional hot path alone, with no HTTP and no middleware, so
  * what Postgres spends on each version shows without the noise of the rest. Each connection loops over BEGIN,
  * claim, the business INSERT, completion, COMMIT for a fresh key; versions interleave in rounds and each figure
- * is the median. Versions: hand-written statements on the store's own wide row (`handwritten`), the lean
- * hand-written reference on a table of its own (`lean`, bench/handwritten.ts), the store's statements as shipped
- * (NOTIFY only while someone waits), the same with the session clean-up its COMMIT carries
- * (`shippedWithCleanup`), and the store's statements that always NOTIFY (as on PGlite), a listener
- * connected so that notifications are delivered as in production. Arguments: connections, seconds per round,
- * rounds (default 8 4 5).
+ * is the median. The store's versions run as the store sends them on a pipelined pool: the claim right behind
+ * BEGIN, the completion with COMMIT. Versions: hand-written statements on the store's own wide row
+ * (`handwritten`), the lean hand-written reference on a table of its own (`lean`, bench/handwritten.ts), the
+ * store's statements as shipped (`shipped`: NOTIFY only while someone waits, the session clean-up after COMMIT),
+ * the same without the clean-up (`withoutCleanup`), two ways of moving the clean-up's advisory unlock into the
+ * completion that are not shipped (`unlockInCompletion`: a deferred trigger runs at COMMIT, after it;
+ * `settledThenUnlock`: SET CONSTRAINTS ALL IMMEDIATE ahead of it, which closes that gap), and the store's
+ * statements that always NOTIFY (as on PGlite), a listener connected so that notifications are delivered as in
+ * production. Arguments: connections, seconds per round, rounds (default 8 4 5).
  */
 const [connections = 8, seconds = 4, rounds = 5] = process.argv.slice(2).map(Number);
 const postgres = await serverFromEnvironment();
@@ -43,16 +46,41 @@ const records = `${schema}.idempotency_records`;
 type Flow = (client: pg.ClientBase, key: string) => Promise<void>;
 const business = (client: pg.ClientBase, key: string) => client.query(`INSERT INTO ${schema}.orders (key, amount) VALUES ($1, 100)`, [key]);
 
-function storeFlow(name: string, sql: StorePrimitives, commit = 'COMMIT'): Flow {
+/** The advisory unlock of the session clean-up, in the completion: what `unlockInCompletion` measures. */
+const UNLOCK_IN_COMPLETION = [
+  'SELECT 1 / count(*)::int AS completed FROM notified',
+  'SELECT 1 / count(*)::int AS completed, pg_catalog.pg_advisory_unlock_all() AS unlocked FROM notified',
+] as const;
+const AFTER_UNLOCK = SESSION_CLEANUP.replace('SELECT pg_catalog.pg_advisory_unlock_all(); ', '');
+if (AFTER_UNLOCK === SESSION_CLEANUP) throw new Error('the session clean-up changed: AFTER_UNLOCK no longer applies');
+
+interface StoreFlowOptions {
+  commit?: string;
+  unlockInCompletion?: boolean;
+  /** SET CONSTRAINTS ALL IMMEDIATE sent ahead of the completion. */
+  settled?: boolean;
+}
+
+function storeFlow(
+  name: string,
+  sql: StorePrimitives,
+  { commit = `COMMIT; ${SESSION_CLEANUP}`, unlockInCompletion = false, settled = false }: StoreFlowOptions = {},
+): Flow {
   let fence = 0;
+  const completionText = unlockInCompletion ? sql.completeInClaimTransaction.text.replace(...UNLOCK_IN_COMPLETION) : sql.completeInClaimTransaction.text;
+  if (unlockInCompletion && completionText === sql.completeInClaimTransaction.text) throw new Error('the completion changed: UNLOCK_IN_COMPLETION no longer applies');
   return async (client, key) => {
     const mark = String(++fence);
-    await client.query(`BEGIN; SET LOCAL lock_timeout = 5000; SET LOCAL koa_idempotency.claim_mark = '${mark}'`);
-    await client.query({ name: `${name}-claim`, text: sql.claimNewInTransaction!.text, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] });
+    // Sent together, answered together: a pipelined client writes each without waiting for the one before.
+    const claim = { name: `${name}-claim`, text: sql.claimNewInTransaction!.text, values: ['', key, 'f'.repeat(64), 1, 30_000, 86_400, 'c', 't', mark] };
+    await Promise.all([client.query(`BEGIN; SET LOCAL lock_timeout = 5000; SET LOCAL koa_idempotency.claim_mark = '${mark}'`), client.query(claim)]);
     await business(client, key);
-    const completion = ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark];
-    await client.query({ name: `${name}-complete`, text: sql.completeInClaimTransaction.text, values: completion });
-    await client.query(commit);
+    const completion = {
+      name: `${name}-complete`,
+      text: completionText,
+      values: ['', key, mark, true, 201, headers, body, 'bench_statements', 'p'.repeat(32), 86_400, mark],
+    };
+    await Promise.all([settled ? client.query('SET CONSTRAINTS ALL IMMEDIATE') : undefined, client.query(completion), client.query(commit)]);
   };
 }
 
@@ -80,12 +108,15 @@ const flows: Record<string, Flow> = {
     await client.query('COMMIT');
   },
   shipped: storeFlow('shipped', shipped),
-  shippedWithCleanup: storeFlow('cleanup', shipped, `COMMIT; ${SESSION_CLEANUP}`),
+  withoutCleanup: storeFlow('bare', shipped, { commit: 'COMMIT' }),
+  unlockInCompletion: storeFlow('unlocking', shipped, { commit: `COMMIT; ${AFTER_UNLOCK}`, unlockInCompletion: true }),
+  settledThenUnlock: storeFlow('settled', shipped, { commit: `COMMIT; ${AFTER_UNLOCK}`, unlockInCompletion: true, settled: true }),
   alwaysNotify: storeFlow('always', alwaysNotify),
 };
 
-// One pool client per connection, held for the whole run; BackendCpu reads their backends' CPU time.
-const pool = new pg.Pool({ connectionString: postgres.url, max: connections });
+// One pool client per connection, held for the whole run; BackendCpu reads their backends' CPU time. Pipelined,
+// as the store's pool is: the hand-written versions wait for each answer anyway.
+const pool = new pg.Pool({ connectionString: postgres.url, max: connections, pipeline: true });
 // pool.end() resolves before its connections have closed: the server stopping next may still end one.
 pool.on('error', () => undefined);
 const backendCpu = new BackendCpu(pool);
