@@ -53,6 +53,7 @@ class PGliteDatabase implements SqlDatabase {
     const finished = this.#db.transaction(async (tx) => {
       opened(tx);
       if ((await ended) === 'rollback') await tx.rollback();
+      else await tx.exec(DROP_TRANSACTION_LEFTOVERS);
     });
     const tx = await Promise.race([ready, finished.then(() => Promise.reject(new Error('PGlite transaction ended before it opened')))]);
     let begun = false;
@@ -92,6 +93,40 @@ class PGliteDatabase implements SqlDatabase {
     // The PGlite instance belongs to the caller, like a pg.Pool does.
   }
 }
+
+/**
+ * Runs last in a transaction that commits. PGlite is one session, shared by every later request and by the store,
+ * so what a handler's transaction creates that outlives a COMMIT would reach them: a temporary table left behind
+ * (no ON COMMIT DROP) takes the place of a business table of the same name in every later request's writes,
+ * which would then vanish with the session; a cursor declared WITH HOLD keeps its name taken. Only what this
+ * transaction created goes: a temporary relation whose catalog row this transaction (or one of its
+ * subtransactions, whose IDs come after its own) wrote, a cursor declared since it began. What the application
+ * made before stays (PGlite's live queries are temporary views). Each drop is a subtransaction of its own, so a
+ * relation that cannot be dropped (trigger events still pending on it) stays rather than fail the COMMIT.
+ */
+const DROP_TRANSACTION_LEFTOVERS = `DO $koa_idempotency$
+DECLARE
+  own_xid bigint := pg_catalog.pg_current_xact_id_if_assigned()::text::bigint % 4294967296;
+  leftover record;
+  held refcursor;
+BEGIN
+  FOR leftover IN
+    SELECT c.oid::regclass::text AS name, c.relkind FROM pg_catalog.pg_class c
+    WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND c.xmin::text::bigint >= own_xid
+  LOOP
+    BEGIN
+      EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE',
+        CASE leftover.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+          WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, leftover.name);
+    EXCEPTION WHEN OTHERS THEN NULL;
+    END;
+  END LOOP;
+  FOR leftover IN SELECT name FROM pg_catalog.pg_cursors WHERE is_holdable AND creation_time >= pg_catalog.now() LOOP
+    held := leftover.name;
+    CLOSE held;
+  END LOOP;
+END $koa_idempotency$`;
 
 function toResult<Row>(result: { rows: Row[]; affectedRows?: number }): SqlResult<Row> {
   return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
