@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { ClaimRequest } from '../src/index.js';
 import type { PostgresStore } from '../src/entries/postgres.js';
 import { keyLockExpression } from '../src/store/schema.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 
 /**
  * The transactional claim and the key's advisory lock: a duplicate of a completed request is answered
@@ -11,7 +11,7 @@ import { databaseTargets, type TestDatabase } from './helpers/databases.js';
  * have missed the completion's NOTIFY and slept out its waitMs); the lock still stops a second execution.
  * On the Postgres server only: the lock is held from a second session, which PGlite does not have.
  */
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 const response = { status: 201, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"ok":true}') };
 
 function request(key: string): ClaimRequest {

@@ -5,7 +5,7 @@ import { panelsOf, promQueries, substitute, variableQueries } from '../dashboard
 import { dashboardPreviewSpec } from '../scripts/pictures/dashboard-preview.js';
 import { imageFile, renderSvg } from '../scripts/pictures/render-svg.js';
 import type { PostgresStore } from '../src/entries/postgres.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { PROMETHEUS, startPrometheus, type PrometheusServer } from './dashboards-support/prometheus.js';
 import { gatherPreview } from './dashboards-support/preview.js';
@@ -34,7 +34,7 @@ const MACROS = {
 
 /** The overview as committed (test/unit/dashboards.test.ts checks it is what the generator writes). */
 const overview = JSON.parse(readFileSync(new URL('../dashboards/idempotency-overview.json', import.meta.url), 'utf8')) as Dashboard;
-const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const database = POSTGRES_SERVER;
 
 describe.skipIf(!PROMETHEUS.binary)(
   PROMETHEUS.binary ? 'Overview dashboard on a real Prometheus' : `Overview dashboard on a real Prometheus (skipped: ${PROMETHEUS.skipReason})`,

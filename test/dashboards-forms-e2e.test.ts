@@ -7,7 +7,7 @@ import { panelsOf, substitute, variableQueries } from '../dashboards/src/panel-q
 import { ESCAPED, pipelineNames, SERIES, UTF8, type Naming, type Pipeline } from '../dashboards/src/prometheus-names.js';
 import { legendOf } from '../scripts/pictures/dashboard-preview.js';
 import type { PostgresStore } from '../src/entries/postgres.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { PROMETHEUS, PROMETHEUS_RELEASE, startPrometheus, type PrometheusServer, type PrometheusSource } from './dashboards-support/prometheus.js';
 import { createTrafficApp, holdClaim, ROUTES, sendMixedTraffic, serveMetrics, shortLivedKeys, type TrafficLog } from './dashboards-support/traffic.js';
@@ -97,7 +97,7 @@ const exponentialHistograms = (type: InstrumentType): AggregationOption =>
 type Answer = Record<string, number>;
 const seriesName = (legend: string | undefined, labels: Record<string, string>) => (legend ? legendOf(legend, labels, '') : Object.values(labels).join(' '));
 
-const database = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const database = POSTGRES_SERVER;
 
 describe.skipIf(!PROMETHEUS.binary)(
   PROMETHEUS.binary

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaymentsApp, paymentsSchemaSql } from '../examples/payments/app.js';
 import type { PostgresStore } from '../src/entries/postgres.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { buildRequest, rawRequest, type RawAnswer } from './helpers/raw-http.js';
 
@@ -181,7 +181,7 @@ async function runAll(port: number, cases: FuzzCase[]): Promise<FuzzAnswer[]> {
   return answers;
 }
 
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 
 describe(`HTTP fuzz of the payments example on ${target.name}`, () => {
   let db: TestDatabase;

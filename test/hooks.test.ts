@@ -6,7 +6,7 @@ import type { DataPoint, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { idempotency, IdempotencyConfigError, problemType, type IdempotencyOptions, type IdempotencyStore } from '../src/index.js';
 import { ATTR, METRIC, OUTCOME } from '../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 import { freshMetricsPerTest } from './telemetry-harness.js';
 
@@ -17,7 +17,7 @@ import { freshMetricsPerTest } from './telemetry-harness.js';
  * answer, never Koa's bare 500 and never a hang. Real HTTP, a real Postgres server.
  */
 
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 const metricReader = freshMetricsPerTest();
 let keySeq = 0;
 const newKey = (label: string) => `${label}-secret-${Date.now()}-${++keySeq}`;

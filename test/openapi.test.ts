@@ -9,7 +9,7 @@ import { openApiDocument, OPENAPI_DOCUMENT_PATH } from '../src/middleware/openap
 import { readKey } from '../src/key.js';
 import { DEFAULT_MAX_KEY_LENGTH, PROBLEMS, type ProblemName } from '../src/index.js';
 import { createTestApp } from './helpers/app.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { serve } from './helpers/http.js';
 
 /**
@@ -80,7 +80,7 @@ describe('openapi/components.json', () => {
 });
 
 describe('the middleware answers as the components say', () => {
-  const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+  const target = POSTGRES_SERVER;
   let db: TestDatabase;
   let server: Awaited<ReturnType<typeof serve>> | undefined;
   let url = '';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SDK_MAJOR } from './helpers/otel-sdk.js';
 import { asUntracedClient, startTestTelemetry } from './telemetry-harness.js';
 import { ATTR, METRIC } from '../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -21,7 +21,7 @@ const telemetry = startTestTelemetry();
 const { createPaymentsApp, paymentsSchemaSql } = await import('../examples/payments/app.js');
 
 const DASHBOARDS = fileURLToPath(new URL('../dashboards/', import.meta.url));
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 /** The old HTTP conventions' names (instrumentation-http up to 0.221, SDK 2, emitted them by default). */
 const LEGACY_HTTP_ATTRIBUTES = ['http.method', 'http.status_code', 'http.target', 'http.url', 'http.scheme', 'http.host', 'net.host.port'];
 /** Labels Prometheus adds itself (the scrape job, a histogram's bucket bound), not metric attributes. */

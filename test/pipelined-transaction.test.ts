@@ -4,7 +4,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { PostgresStore } from '../src/entries/postgres.js';
-import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, DATABASE_URL, rowsWithKey, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 
 /**
@@ -16,7 +16,7 @@ import { postJson, serve } from './helpers/http.js';
 
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
-const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const server = POSTGRES_SERVER;
 
 /**
  * Round trips of a pool's clients: a query sent while none of the client's own is awaiting its answer starts

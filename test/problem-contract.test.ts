@@ -5,7 +5,7 @@ import { IdempotencyConfigError, PROBLEMS, problemType, type IdempotencyOptions,
 import { PostgresStore } from '../src/entries/postgres.js';
 import { ATTR, correlationIdFor } from '../src/entries/otel.js';
 import { correlationTag, correlationTagOf } from '../src/problem-instance.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 
 /**
  * The problem body as a client and a support engineer use it, through HTTP: every problem's `instance` is a
@@ -16,7 +16,7 @@ const telemetry = startTestTelemetry();
 const { createTestApp } = await import('./helpers/app.js');
 const { serve } = await import('./helpers/http.js');
 
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 const URN_UUID = /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[48][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 let keySeq = 0;
 const newKey = (label: string) => `contract-${label}-${Date.now()}-${++keySeq}`;

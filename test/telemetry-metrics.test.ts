@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DataPoint, Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { gate, startTestTelemetry } from './telemetry-harness.js';
 import { ATTR, METRIC, OUTCOME } from '../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { postJson, serve } from './helpers/http.js';
 import { countWatches, until } from './helpers/events.js';
 
@@ -15,7 +15,7 @@ const telemetry = startTestTelemetry();
 const { createPaymentsApp, paymentsSchemaSql } = await import('../examples/payments/app.js');
 
 // One database is enough here: the Postgres server.
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 const ACCOUNT = 'acct_metrics';
 const PAYMENT = { amount: 500, currency: 'USD' };
 /** How long the waiting duplicate is kept waiting, for its wait-duration histogram to show. */

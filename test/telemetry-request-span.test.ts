@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from './telemetry-harness.js';
 import { type IdempotencyOptions } from '../src/index.js';
 import { ATTR, MODE, NOT_REPLAYABLE_REASON, OUTCOME, type NotReplayableReason } from '../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 
 /**
  * What the request's server span says about the middleware beyond the outcome: the mode it ran in
@@ -15,7 +15,7 @@ const telemetry = startTestTelemetry();
 const { createTestApp } = await import('./helpers/app.js');
 const { serve } = await import('./helpers/http.js');
 
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 let keySeq = 0;
 
 describe(`the request span on ${target.name}`, () => {

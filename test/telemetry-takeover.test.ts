@@ -3,7 +3,7 @@ import { asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServ
 import { FINGERPRINT_VERSION, fingerprint } from '../src/index.js';
 import { type PostgresStore } from '../src/entries/postgres.js';
 import { ATTR, correlationIdFor, EVENT, OUTCOME } from '../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from './helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from './helpers/databases.js';
 import { leaseLapsed } from './helpers/record-clock.js';
 
 /**
@@ -14,7 +14,7 @@ const telemetry = startTestTelemetry();
 // Koa and the HTTP helper load after the instrumentations are registered, so their modules are patched.
 const { createTestApp } = await import('./helpers/app.js');
 const { serve } = await import('./helpers/http.js');
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 
 describe(`takeover telemetry on ${target.name}`, () => {
   let database: TestDatabase;

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, MemoryStore, type IdempotencyOptions, type IdempotencyStore } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, DATABASE_URL, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { signal, until } from '../helpers/events.js';
 import { postJson, serve } from '../helpers/http.js';
 
@@ -17,7 +17,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
-const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const server = POSTGRES_SERVER;
 
 type Write = (ctx: Koa.Context) => Promise<unknown>;
 type Handler = (ctx: Koa.Context, write: Write) => Promise<void>;

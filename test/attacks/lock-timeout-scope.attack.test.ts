@@ -4,7 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { fromPgPool, PostgresStore, type SqlDatabase, type SqlTransaction } from '../../src/entries/postgres.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
 /**
@@ -13,7 +13,7 @@ import { postJson, serve } from '../helpers/http.js';
  * transactional mode, and must not outlive the request on the pooled connection.
  */
 
-const target = databaseTargets().find((t) => t.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 
 describe('transactional lock timeout scope (Postgres server, one-connection pool)', () => {
   let db: TestDatabase;

@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FencedError, idempotency, MemoryStore, type IdempotencyContext, type IdempotencyRecord, type IdempotencyStore } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { signal, until } from '../helpers/events.js';
 import { postJson, serve } from '../helpers/http.js';
 
@@ -14,7 +14,7 @@ import { postJson, serve } from '../helpers/http.js';
 
 let keySeq = 0;
 const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
-const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const server = POSTGRES_SERVER;
 
 describe('MemoryStore answers as PostgresStore does', () => {
   let db: TestDatabase;

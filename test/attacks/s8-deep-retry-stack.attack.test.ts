@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 
 /**
@@ -14,9 +14,7 @@ let server: Awaited<ReturnType<typeof serve>>;
 let db: TestDatabase;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s8_deep_retry');
+  db = await POSTGRES_SERVER.open('s8_deep_retry');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '10mb' }));

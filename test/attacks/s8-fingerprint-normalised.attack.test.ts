@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 
 /**
@@ -16,9 +16,7 @@ const key = (label: string) => `s8-fp-${label}-${++seq}`;
 let db: TestDatabase;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s8_fingerprint');
+  db = await POSTGRES_SERVER.open('s8_fingerprint');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json', 'text'], jsonStrict: false, jsonLimit: '20mb', textLimit: '20mb' }));

@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 
 /**
@@ -17,9 +17,7 @@ let db: TestDatabase;
 let executions = 0;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s8_query_lossy');
+  db = await POSTGRES_SERVER.open('s8_query_lossy');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json'] }));

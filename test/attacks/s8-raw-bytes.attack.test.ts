@@ -2,7 +2,7 @@ import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 
 /** Raw bodies kept in ctx.request.rawBody (as a Buffer or a latin1 string): bytes count, identical retries replay. */
@@ -10,9 +10,7 @@ let server: Awaited<ReturnType<typeof serve>>;
 let db: TestDatabase;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s8_raw_bytes');
+  db = await POSTGRES_SERVER.open('s8_raw_bytes');
   const app = new Koa();
   app.silent = true;
   app.use(bodyParser({ enableTypes: ['json'] }));

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allAttributeValues, asUntracedClient, newTrace, serverSpan, startTestTelemetry, waitForServerSpans } from '../telemetry-harness.js';
 import { type IdempotencyOptions } from '../../src/index.js';
 import { ATTR, MODE, OUTCOME } from '../../src/entries/otel.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 
 /**
  * The request span's attributes are now set only when the span records. With a real SDK registered they must
@@ -13,7 +13,7 @@ const telemetry = startTestTelemetry();
 const { createTestApp } = await import('../helpers/app.js');
 const { serve } = await import('../helpers/http.js');
 
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 let keySeq = 0;
 
 describe('s8: request span attributes with an SDK registered', () => {

@@ -3,7 +3,7 @@ import http from 'node:http';
 import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 import { serve } from '../helpers/http.js';
 
 /**
@@ -17,9 +17,7 @@ let db: TestDatabase;
 let executions = 0;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s9b_fp_query_body');
+  db = await POSTGRES_SERVER.open('s9b_fp_query_body');
   const app = new Koa();
   app.silent = true;
   // Under /plain, JSON parsed by JSON.parse (as many apps do; co-body's parser refuses "__proto__" members),

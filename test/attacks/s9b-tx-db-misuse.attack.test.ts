@@ -4,7 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, type TransactionalDb } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
 /**
@@ -29,9 +29,7 @@ let storeStatements = 0;
 let hook: ((n: number) => { before?: () => void; after?: () => void } | undefined) | undefined;
 
 beforeAll(async () => {
-  db = await databaseTargets()
-    .find((candidate) => candidate.name === 'Postgres server')!
-    .open('s9b_tx_db_misuse');
+  db = await POSTGRES_SERVER.open('s9b_tx_db_misuse');
   charges = `"${db.schema}".charges`;
   await db.sql.query(`CREATE TABLE ${charges} (key text NOT NULL, amount int NOT NULL)`);
 });

@@ -4,7 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/index.js';
 import { fromPgPool, PostgresStore, type SqlDatabase } from '../../src/entries/postgres.js';
-import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 
 /**
@@ -15,7 +15,7 @@ import { postJson, serve } from '../helpers/http.js';
  * mode (the ON CONFLICT update uncommitted for the whole handler) while a sweep runs.
  */
 
-const target = databaseTargets().find((t) => t.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 
 function refusingRowLocks(pool: pg.Pool): SqlDatabase & { refused: () => number } {
   const base = fromPgPool(pool);

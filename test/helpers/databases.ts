@@ -52,13 +52,16 @@ function testDistribution(column: string | undefined): { column: 'scope' | 'key'
   return { column };
 }
 
+/** The Postgres server alone, for the suites one database is enough for. */
+export const POSTGRES_SERVER: DatabaseTarget = { name: 'Postgres server', open: (prefix) => openPostgres(prefix, false) };
+
 /**
  * `pipelined`: also a Postgres server whose pool pipelines (`pipeline: true`), where the store sends its claim
  * with BEGIN and its completion with COMMIT (src/store/pg-transaction.ts): for the suites about transactions.
  */
 export function databaseTargets(options: { pipelined?: boolean } = {}): DatabaseTarget[] {
   return [
-    { name: 'Postgres server', open: (prefix) => openPostgres(prefix, false) },
+    POSTGRES_SERVER,
     ...(options.pipelined ? [{ name: 'Postgres server, pipelined', open: (prefix: string) => openPostgres(prefix, true) }] : []),
     { name: 'PGlite', open: openPGlite },
   ];

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { idempotency, type IdempotencyOptions } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { DATABASE_URL, databaseTargets, rowsWithKey, type TestDatabase } from './databases.js';
+import { POSTGRES_SERVER, DATABASE_URL, rowsWithKey, type TestDatabase } from './databases.js';
 import { postJson, serve } from './http.js';
 
 /**
@@ -16,7 +16,7 @@ import { postJson, serve } from './http.js';
 
 export let keySeq = 0;
 export const newKey = (label: string) => `${label}-${Date.now()}-${++keySeq}`;
-const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const server = POSTGRES_SERVER;
 
 export type Handler = (ctx: Koa.Context, db: NonNullable<NonNullable<Koa.Context['idempotency']>['db']>) => Promise<void>;
 

@@ -11,7 +11,7 @@ import { withCorrelationBaggage } from '../../src/telemetry/correlation.js';
 import { RequestTelemetry } from '../../src/middleware/request-telemetry.js';
 import { stampActiveRequest } from '../../src/telemetry/span-stamping.js';
 import { formatTraceparent, parseTraceparent } from '../../src/telemetry/traceparent.js';
-import { databaseTargets, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, type TestDatabase } from '../helpers/databases.js';
 
 /**
  * Regression tests for the telemetry defects of issue 14: a client choosing its correlation ID through
@@ -24,7 +24,7 @@ const { default: Koa } = await import('koa');
 const { bodyParser } = await import('@koa/bodyparser');
 const { idempotency } = await import('../../src/index.js');
 const { serve } = await import('../helpers/http.js');
-const target = databaseTargets().find((candidate) => candidate.name === 'Postgres server')!;
+const target = POSTGRES_SERVER;
 
 /** A well-formed ID a client chose itself: the shape upstreamCorrelationId() accepts. */
 const FORGED_ID = 'client-chosen-0123456789';

@@ -3,7 +3,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency, type SqlQueryable } from '../../src/index.js';
 import { PostgresStore } from '../../src/entries/postgres.js';
-import { databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
+import { POSTGRES_SERVER, databaseTargets, rowsWithKey, type TestDatabase } from '../helpers/databases.js';
 import { postJson, serve } from '../helpers/http.js';
 import { until } from '../helpers/events.js';
 
@@ -15,7 +15,7 @@ import { until } from '../helpers/events.js';
  *   the TTL committed an already expired record, and a lease-mode record expired about `leaseMs` after
  *   its completion: a retry moments later ran the operation again).
  */
-const server = databaseTargets().find((target) => target.name === 'Postgres server')!;
+const server = POSTGRES_SERVER;
 const layouts = [
   { layout: 'a plain table', table: 'defects_plain', partitioning: false as const },
   { layout: 'a table partitioned by time', table: 'defects_partitioned', partitioning: { intervalSeconds: 3600 } },
