@@ -100,20 +100,20 @@ class PGliteDatabase implements SqlDatabase {
  * (no ON COMMIT DROP) takes the place of a business table of the same name in every later request's writes,
  * which would then vanish with the session; a cursor declared WITH HOLD keeps its name taken. Only what this
  * transaction created goes: a temporary relation whose catalog row this transaction (or one of its
- * subtransactions, whose IDs come after its own) wrote, a cursor declared since it began. What the application
+ * subtransactions, whose IDs come after its own) wrote, which age() puts at 0 or below (it counts from this
+ * transaction's ID, across a wrap of the counter), and a cursor declared since it began. What the application
  * made before stays (PGlite's live queries are temporary views). Each drop is a subtransaction of its own, so a
  * relation that cannot be dropped (trigger events still pending on it) stays rather than fail the COMMIT.
  */
 const DROP_TRANSACTION_LEFTOVERS = `DO $koa_idempotency$
 DECLARE
-  own_xid bigint := pg_catalog.pg_current_xact_id_if_assigned()::text::bigint % 4294967296;
   leftover record;
   held refcursor;
 BEGIN
   FOR leftover IN
     SELECT c.oid::regclass::text AS name, c.relkind FROM pg_catalog.pg_class c
     WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-      AND c.xmin::text::bigint >= own_xid
+      AND pg_catalog.age(c.xmin) <= 0
   LOOP
     BEGIN
       EXECUTE pg_catalog.format('DROP %s IF EXISTS %s CASCADE',
