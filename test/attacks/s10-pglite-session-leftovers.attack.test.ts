@@ -61,13 +61,20 @@ async function open(handle: Handle, options: { onInProgress?: 'wait' | 'reject';
 const insertCharge = (tx: TransactionalDb, key: string) => tx.query('INSERT INTO charges (key, amount) VALUES ($1, 1)', [key]);
 
 describe('PGlite: session state left by a transactional handler', () => {
-  it('a TEMP table created by one request (no ON COMMIT DROP) does not make the same handler fail on the next key', async () => {
+  it.each([
+    ['a TEMP table created by one request (no ON COMMIT DROP) does not make the same handler fail on the next key', 'temp', 'CREATE TEMP TABLE staging (v int)'],
+    [
+      'a cursor DECLAREd WITH HOLD by one request does not outlive it (the next request can DECLARE the same name)',
+      'cursor',
+      'DECLARE held CURSOR WITH HOLD FOR SELECT generate_series(1, 10)',
+    ],
+  ])('%s', async (_name, label, leftover) => {
     const app = await open(async (tx, key) => {
-      await tx.query('CREATE TEMP TABLE staging (v int)');
+      await tx.query(leftover);
       await insertCharge(tx, key);
     });
-    const a = newKey('temp-a');
-    const b = newKey('temp-b');
+    const a = newKey(`${label}-a`);
+    const b = newKey(`${label}-b`);
     const statuses = [(await app.post(a)).status, (await app.post(b)).status];
     expect({ statuses, charges: [await app.chargesOf(a), await app.chargesOf(b)] }).toEqual({ statuses: [201, 201], charges: [1, 1] });
   });
@@ -85,17 +92,6 @@ describe('PGlite: session state left by a transactional handler', () => {
     // The second request is a plain, correct handler: its 201 must mean its charge is in public.charges.
     expect({ second: second.status, realRowsOfSecond: await app.chargesOf(b) }).toEqual({ second: 201, realRowsOfSecond: 1 });
     expect(first.status).toBe(201);
-  });
-
-  it('a cursor DECLAREd WITH HOLD by one request does not outlive it (the next request can DECLARE the same name)', async () => {
-    const app = await open(async (tx, key) => {
-      await tx.query('DECLARE held CURSOR WITH HOLD FOR SELECT generate_series(1, 10)');
-      await insertCharge(tx, key);
-    });
-    const a = newKey('cursor-a');
-    const b = newKey('cursor-b');
-    const statuses = [(await app.post(a)).status, (await app.post(b)).status];
-    expect({ statuses, charges: [await app.chargesOf(a), await app.chargesOf(b)] }).toEqual({ statuses: [201, 201], charges: [1, 1] });
   });
 
   it("keeps the application's own temporary table and WITH HOLD cursor, made before the request, while the handler's go", async () => {
